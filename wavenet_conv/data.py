@@ -1,0 +1,227 @@
+"""Vocabulary, the names file, the lecture's split and the two example layouts.
+
+Two layouts of the same data:
+
+* ``contexts`` -- the lecture's examples: one fixed-length context per target (the tree form).
+* ``sequences`` -- whole names, ``x = [0, c1..cn]`` and ``y = [c1..cn, 0]``, right-padded with a mask
+  (the conv form scores every position of a name at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+START = "."  # token 0: start and end of every name
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, line, character or index at fault."""
+
+
+class Vocab:
+    """Characters <-> token ids. ``.`` is token 0; the other characters follow, sorted.
+
+    >>> v = Vocab.from_words(["emma", "ava"])
+    >>> v.encode("ave"), v.decode([1, 4, 3])
+    ([1, 4, 3], 'ave')
+    """
+
+    def __init__(self, chars: Iterable[str]):
+        chars = sorted(set(chars))
+        for ch in chars:
+            if len(ch) != 1 or ch == START or ch.isspace() or not ch.isprintable():
+                raise ValueError(f"Vocab: invalid character {ch!r} (one printable, non-space character other than '.' each)")
+        self.itos = [START] + chars
+        self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+
+    @classmethod
+    def from_words(cls, words: Iterable[str]) -> "Vocab":
+        return cls(set("".join(words)))
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def __repr__(self) -> str:
+        return f"Vocab({''.join(self.itos[1:])!r}, size={len(self)})"
+
+    @property
+    def chars(self) -> str:
+        return "".join(self.itos[1:])
+
+    def encode(self, word: str, where: str = "") -> list[int]:
+        """Token ids of ``word`` (no start/end tokens). Unknown characters raise ``DataError``."""
+        try:
+            return [self.stoi[ch] for ch in word]
+        except KeyError:
+            for i, ch in enumerate(word):
+                if ch not in self.stoi:
+                    at = f"{where}: " if where else ""
+                    raise DataError(
+                        f"{at}name {word!r} has character {ch!r} at position {i} "
+                        f"that is not in the vocabulary ({self.chars!r})"
+                    ) from None
+            raise
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
+
+    def covers(self, words: Iterable[str]) -> bool:
+        return all(ch in self.stoi for w in words for ch in w)
+
+    def to_dict(self) -> dict:
+        return {"chars": self.chars}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        return cls(d["chars"])
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_name(word: str, vocab: Vocab | None, where: str) -> None:
+    """Raise ``DataError`` (naming ``where`` and the character) if ``word`` is not a valid name."""
+    if not word:
+        raise DataError(f"{where}: empty name")
+    for i, ch in enumerate(word):
+        bad = None
+        if ch.isspace():
+            bad = "whitespace"
+        elif ch == START:
+            bad = "'.', the start/end token"
+        elif not ch.isprintable():
+            bad = "a control character"
+        elif vocab is not None and ch not in vocab.stoi:
+            bad = f"not in the vocabulary ({vocab.chars!r})"
+        if bad:
+            raise DataError(f"{where}, character {i + 1}: {ch!r} in {word!r} is {bad}")
+
+
+def parse_names(text: str, source: str = "<input>", vocab: Vocab | None = None) -> list[str]:
+    """Names from text, one per line. Blank lines are skipped; surrounding CR/LF are fine."""
+    words = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        check_name(line, vocab, f"{source}, line {lineno}")
+        words.append(line)
+    if not words:
+        raise DataError(f"{source}: no names in it")
+    return words
+
+
+def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]:
+    """Read a names file (UTF-8, one name per line).
+
+    Raises ``DataError`` (a ``ValueError``) naming the file, line and character for: a missing or
+    empty file, undecodable bytes, a name with whitespace, ``.`` or a character outside ``vocab``.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a names file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}, line {line}, byte {col}: not valid UTF-8 ({raw[e.start:e.start + 1]!r})") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return parse_names(text, path, vocab)
+
+
+def lecture_split(words: Sequence[str], seed: int = 42) -> tuple[list[str], list[str], list[str]]:
+    """The lecture's 80/10/10 split: ``random.seed(seed); random.shuffle(words)`` then cut.
+
+    The input is not modified. Same result as seeding the global ``random`` module.
+    """
+    words = list(words)
+    random.Random(seed).shuffle(words)
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    return words[:n1], words[n1:n2], words[n2:]
+
+
+def contexts(words: Sequence[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lecture's examples: ``X`` (N, block_size) contexts and ``Y`` (N,) next tokens.
+
+    One example per character of each word plus one for the end token, contexts left-padded with 0.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    X, Y = [], []
+    for i, w in enumerate(words):
+        ids = vocab.encode(w, where=f"index {i}")
+        context = [0] * block_size
+        for ix in ids + [0]:
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return torch.tensor(X, dtype=torch.long).view(-1, block_size), torch.tensor(Y, dtype=torch.long)
+
+
+@dataclass
+class SequenceBatch:
+    """Whole names for the conv form. ``x``, ``y``: (B, T) long; ``mask``: (B, T) bool, True on real
+    positions; ``lengths``: (B,) number of targets per name (characters + end token)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(*(t.to(device) for t in (self.x, self.y, self.mask, self.lengths)))
+
+
+IGNORE = -100  # target id on padding positions (cross_entropy's default ignore_index)
+
+
+def sequences(words: Sequence[str], vocab: Vocab, pad_to: int | None = None) -> SequenceBatch:
+    """Encode names as whole sequences: ``x = [0, c1..cn]``, ``y = [c1..cn, 0]``.
+
+    Shorter names are right-padded: ``x`` with 0, ``y`` with -100 (ignored by ``cross_entropy``).
+    """
+    if len(words) == 0:
+        raise DataError("no names to encode")
+    enc = [vocab.encode(w, where=f"index {i}") for i, w in enumerate(words)]
+    for i, ids in enumerate(enc):
+        if not ids:
+            raise DataError(f"index {i}: empty name")
+    T = max(len(ids) for ids in enc) + 1
+    if pad_to is not None:
+        T = max(T, pad_to)
+    B = len(enc)
+    x = torch.zeros(B, T, dtype=torch.long)
+    y = torch.full((B, T), IGNORE, dtype=torch.long)
+    lengths = torch.tensor([len(ids) + 1 for ids in enc], dtype=torch.long)
+    for b, ids in enumerate(enc):
+        n = len(ids)
+        if n:
+            t = torch.tensor(ids, dtype=torch.long)
+            x[b, 1 : n + 1] = t
+            y[b, :n] = t
+        y[b, n] = 0
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    return SequenceBatch(x, y, mask, lengths)
