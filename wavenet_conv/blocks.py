@@ -121,8 +121,10 @@ class Block(nn.Module):
             self.norm = LayerNorm(c_act)
         else:
             self.norm = NoNorm()
-        # residual: out = carry(newer) + res(z)
-        self.residual = c.residual and not (index == 0 and c.residual_input == "none")
+        # residual: out = carry(newer) + res(z). With skip connections the last layer's output is
+        # unused (the head reads the skip sum), so it has no residual projection to train.
+        last_unused = c.skip and index == c.n_layers - 1
+        self.residual = c.residual and not (index == 0 and c.residual_input == "none") and not last_unused
         self.res = lecture_init_(nn.Linear(c.inner, c.n_hidden)) if self.residual else None
         project_in = self.residual and index == 0 and c.residual_input == "project"
         self.res_in = lecture_init_(nn.Linear(self.c_in, c.n_hidden, bias=False)) if project_in else None

@@ -25,7 +25,8 @@ class ModelConfig:
     residual: each layer outputs ``newer + R z`` (R a 1x1 projection) instead of ``z``.
     residual_input: what the first layer's residual adds, since its input is the embedding:
         "project" (a learned 1x1 projection E -> H of the newer child), "none" (no residual on the
-        first layer) or "identity" (needs n_embd == n_hidden).
+        first layer) or "identity" (needs n_embd == n_hidden). With ``skip`` the last layer has no
+        residual: its output feeds nothing but the skip sum.
     skip: each layer's ``z`` goes through its own 1x1 projection to ``n_skip`` channels; the sum
         feeds ReLU -> 1x1 -> ReLU -> 1x1 (WaveNet fig. 4) instead of the lecture's output Linear.
     n_inner: width of ``z`` (WaveNet's gate/dilation channels); only with ``residual``, where R maps

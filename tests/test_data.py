@@ -1,0 +1,121 @@
+"""Vocabulary, names files, the lecture split, and the two example layouts."""
+
+import hashlib
+
+import pytest
+import torch
+
+from conftest import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
+from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, sequences
+
+
+def test_vocab_round_trip():
+    v = Vocab.from_words(["emma", "zoe", "ava"])
+    assert v.itos[0] == "." and v.chars == "aeomvz"[:0] + "aemovz"
+    assert v.decode(v.encode("zoe")) == "zoe"
+    assert Vocab.from_dict(v.to_dict()) == v and len(v) == 7
+    with pytest.raises(DataError, match=r"'q' at position 1"):
+        v.encode("aq")
+
+
+def test_lecture_vocab():
+    assert len(VOCAB) == 27 and VOCAB.stoi["a"] == 1 and VOCAB.stoi["z"] == 26
+
+
+def test_lecture_split_counts(lecture_words):
+    """SPEC section 1, on the lecture's own file."""
+    raw = open(LECTURE_NAMES, "rb").read()
+    assert hashlib.sha256(raw).hexdigest() == "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+    assert len(lecture_words) == 32033 and len(set(lecture_words)) == 29494
+    train, dev, test = lecture_split(lecture_words)
+    assert (len(train), len(dev), len(test)) == (25626, 3203, 3204)
+    assert train[:3] == ["yuheng", "diondre", "xavien"]
+    vocab = Vocab.from_words(lecture_words)
+    assert vocab == VOCAB
+    for block_size in (3, 8):
+        counts = [contexts(s, vocab, block_size)[0].shape[0] for s in (train, dev, test)]
+        assert counts == [182625, 22655, 22866]
+
+
+def test_bundled_data_split(bundled_words):
+    raw = open(BUNDLED_NAMES, "rb").read()
+    assert hashlib.sha256(raw).hexdigest() == "113e7a6a96d9aa96f21ff920ad62ba77a52370cbd8cdc1b960760e7e9d99c167"
+    assert len(bundled_words) == 32469 and len(set(bundled_words)) == 29910
+    assert bundled_words[:3] == ["emma", "olivia", "ava"]
+    train, dev, test = lecture_split(bundled_words)
+    assert (len(train), len(dev), len(test)) == (25975, 3247, 3247)
+    assert train[:3] == ["caycee", "iain", "margot"]
+    assert [contexts(s, VOCAB, 8)[0].shape[0] for s in (train, dev, test)] == [185346, 23267, 23105]
+
+
+def test_split_matches_global_random_and_keeps_input():
+    import random
+
+    words = [f"w{i}" for i in range(101)]
+    copy = list(words)
+    random.seed(42)
+    random.shuffle(copy)
+    train, dev, test = lecture_split(words)
+    assert train + dev + test == copy and words == [f"w{i}" for i in range(101)]
+    assert (len(train), len(dev), len(test)) == (80, 10, 11)
+
+
+def test_contexts_lecture_layout():
+    X, Y = contexts(["ab"], VOCAB, 3)
+    assert X.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2]] and Y.tolist() == [1, 2, 0]
+
+
+def test_sequences_layout():
+    b = sequences(["ab", "c"], VOCAB)
+    assert b.x.tolist() == [[0, 1, 2], [0, 3, 0]]
+    assert b.y.tolist() == [[1, 2, 0], [3, 0, -100]]
+    assert b.mask.tolist() == [[True, True, True], [True, True, False]]
+    assert b.lengths.tolist() == [3, 2]
+
+
+def write(tmp_path, data: bytes, name="names.txt"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_load_names_accepts_crlf_blank_lines_and_final_newline(tmp_path):
+    p = write(tmp_path, b"emma\r\n\r\nava\r\n\nbob\n")
+    assert load_names(p) == ["emma", "ava", "bob"]
+    assert load_names(write(tmp_path, b"x\ny", "b.txt")) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "data,pattern",
+    [
+        (b"", r"names\.txt: no names"),
+        (b"\n\n\r\n", r"names\.txt: no names"),
+        (b"emma\nan na\n", r"names\.txt, line 2, character 3: ' ' in 'an na' is whitespace"),
+        (b"emma\nava\nj.r\n", r"line 3, character 2: '\.' in 'j\.r'"),
+        (b"emma\n\xff\xfeava\n", r"names\.txt, line 2, byte 1: not valid UTF-8"),
+        (b"emma\nbad\ttab\n", r"line 2, character 4: '\\t'"),
+    ],
+    ids=["empty", "blank-only", "space", "dot", "bytes", "tab"],
+)
+def test_load_names_errors(tmp_path, data, pattern):
+    with pytest.raises(DataError, match=pattern):
+        load_names(write(tmp_path, data))
+
+
+def test_load_names_vocabulary_and_missing(tmp_path):
+    p = write(tmp_path, "emma\nzoë\n".encode())
+    assert load_names(p) == ["emma", "zoë"]  # no vocabulary given: any printable character
+    with pytest.raises(DataError, match=r"line 2, character 3: 'ë' in 'zoë' is not in the vocabulary"):
+        load_names(p, VOCAB)
+    with pytest.raises(DataError, match=r"nope\.txt: no such file"):
+        load_names(tmp_path / "nope.txt")
+    assert issubclass(DataError, ValueError)
+
+
+def test_encoding_errors_name_the_index():
+    with pytest.raises(DataError, match=r"index 1: name 'b!' has character '!' at position 1"):
+        contexts(["a", "b!"], VOCAB, 3)
+    with pytest.raises(DataError, match=r"index 2: empty name"):
+        sequences(["a", "b", ""], VOCAB)
+    with pytest.raises(DataError, match="no names"):
+        sequences([], VOCAB)

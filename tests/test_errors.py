@@ -1,0 +1,105 @@
+"""Bad model input and impossible configurations: clear errors, never a deep torch error or NaN."""
+
+import pytest
+import torch
+
+from conftest import VOCAB, make_pair
+from wavenet_conv import ConvModel, ModelConfig, TreeModel, sequences
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=3))
+
+
+@pytest.mark.parametrize(
+    "bad,exc,pattern",
+    [
+        (torch.zeros(2, 8), TypeError, "integer tensor"),
+        ([[0] * 8], TypeError, "torch.Tensor"),
+        (torch.zeros(2, 7, dtype=torch.long), ValueError, r"shape \(B, 8\), got \(2, 7\)"),
+        (torch.full((1, 8), 27), ValueError, r"token id 27 at index \(0, 0\) is outside the vocabulary \[0, 27\)"),
+        (torch.full((1, 8), -1), ValueError, r"token id -1"),
+    ],
+    ids=["float", "list", "length", "too-big", "negative"],
+)
+def test_tree_input_errors(pair, bad, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        pair[0](bad)
+
+
+@pytest.mark.parametrize(
+    "bad,exc,pattern",
+    [
+        (torch.tensor([[0, 1, 2], [1, 2, 0]]), ValueError, r"sequence 1 starts with token 1, not the start token 0"),
+        (torch.tensor([[0, 1, 30]]), ValueError, r"token id 30 at index \(0, 2\)"),
+        (torch.tensor([[0.0, 1.0]]), TypeError, "integer tensor"),
+        (torch.zeros(1, 0, dtype=torch.long), ValueError, r"T >= 1"),
+        (torch.zeros(1, 2, 3, dtype=torch.long), ValueError, r"shape \(B, T\)"),
+    ],
+    ids=["no-start", "too-big", "float", "empty", "3d"],
+)
+def test_conv_input_errors(pair, bad, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        pair[1](bad)
+
+
+def test_single_sequences_and_contexts_are_batches_of_one(pair):
+    tree, conv = pair
+    assert tree(torch.zeros(8, dtype=torch.long)).shape == (1, 27)
+    assert conv(torch.tensor([0, 5, 6])).shape == (1, 3, 27)
+
+
+@pytest.mark.parametrize("cls", [TreeModel, ConvModel])
+def test_training_mode_single_example_says_eval(cls):
+    """The lecture's NaN: BatchNorm in training mode on one example. Here: a clear error."""
+    model = cls(ModelConfig(n_layers=1)).train()
+    x = torch.zeros(1, 2, dtype=torch.long) if cls is TreeModel else torch.zeros(1, 1, dtype=torch.long)
+    with pytest.raises(RuntimeError, match=r"call model\.eval\(\)"):
+        model(x)
+    model.eval()
+    assert torch.isfinite(model(x)).all()
+
+
+def test_conv_training_uses_real_positions_only():
+    """BatchNorm statistics in training come from real positions: right-padding changes nothing."""
+    import copy
+
+    torch.manual_seed(0)
+    conv = ConvModel(ModelConfig(n_embd=4, n_hidden=5, n_layers=2)).double().train()
+    twin, unmasked = copy.deepcopy(conv), copy.deepcopy(conv)
+    a = sequences(["abc", "de"], VOCAB)
+    b = sequences(["abc", "de"], VOCAB, pad_to=9)
+    out_a, out_b = conv(a.x, a.mask), twin(b.x, b.mask)
+    assert (out_a[a.mask] - out_b[b.mask]).abs().max() <= 1e-12
+    for l in range(2):
+        m1, m2 = conv.blocks[l].norm.running_mean, twin.blocks[l].norm.running_mean
+        v1, v2 = conv.blocks[l].norm.running_var, twin.blocks[l].norm.running_var
+        assert (m1 - m2).abs().max() <= 1e-12 and (v1 - v2).abs().max() <= 1e-12
+    unmasked(b.x)  # counting the padding as data does change the statistics
+    assert (unmasked.blocks[0].norm.running_mean - conv.blocks[0].norm.running_mean).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(n_layers=0), r"n_layers must be a positive integer, got 0"),
+        (dict(activation="relu"), r"activation must be one of .*'relu'"),
+        (dict(norm="group"), r"norm must be one of"),
+        (dict(residual=True, residual_input="identity"), r"residual_input='identity'.*n_embd=24.*n_hidden=128"),
+        (dict(n_inner=64), r"n_inner=64 differs from n_hidden=128.*residual=True"),
+        (dict(n_skip=16), r"only used with skip=True"),
+        (dict(n_hidden=2.5), r"n_hidden must be a positive integer"),
+        (dict(residual_input="sideways"), r"residual_input must be one of"),
+    ],
+)
+def test_impossible_configs_fail_at_construction(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ModelConfig(**kwargs)
+
+
+def test_config_round_trip():
+    cfg = ModelConfig(activation="gated", residual=True, skip=True, n_skip=32)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})

@@ -1,0 +1,85 @@
+"""from_lecture: a model trained with the lecture's own layers comes over with the same logits."""
+
+import pytest
+import torch
+
+import lecture_layers as LL
+from conftest import VOCAB, random_words
+from wavenet_conv import ConvModel, FlatModel, TreeModel, contexts, from_lecture, sequences
+
+
+@pytest.fixture(scope="module")
+def words():
+    return random_words(300, seed=1, min_len=2, max_len=12)
+
+
+@pytest.mark.parametrize(
+    "n_embd,n_hidden,n_layers,hidden_bias",
+    [(24, 128, 3, False), (10, 68, 3, False), (6, 9, 1, False), (6, 9, 4, False), (6, 9, 2, True)],
+)
+def test_imported_model_gives_the_same_logits(words, n_embd, n_hidden, n_layers, hidden_bias):
+    X, Y = contexts(words, VOCAB, 2**n_layers)
+    lec = LL.train_steps(LL.lecture_model(27, n_embd, n_hidden, n_layers, hidden_bias), X, Y)
+    first_bn = lec.layers[3]  # 3-D input: its buffers carry leading unit axes now
+    assert first_bn.running_mean.shape == ((1, 1, n_hidden) if n_layers > 1 else (1, n_hidden))
+    tree = from_lecture(lec)
+    assert isinstance(tree, TreeModel) and not tree.training
+    assert tree.config.n_layers == n_layers and tree.num_params() == sum(p.numel() for p in lec.parameters()) - (
+        n_layers * n_hidden if hidden_bias else 0
+    )
+    with torch.no_grad():
+        ref = lec(X)
+        assert (tree(X) - ref).abs().max() <= 1e-5
+        conv = ConvModel.from_tree(tree)  # and on to the conv form, every position
+        batch = sequences(words, VOCAB)
+        assert (conv(batch.x)[batch.mask] - ref).abs().max() <= 1e-5
+
+
+def test_list_of_layers_and_float64(words):
+    X, Y = contexts(words, VOCAB, 8)
+    lec = LL.train_steps(LL.lecture_model(27, 5, 7, 3), X, Y)
+    for layer in lec.layers:
+        for name in ("weight", "bias", "gamma", "beta", "running_mean", "running_var"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                setattr(layer, name, t.detach().double())
+    tree = from_lecture(list(lec.layers))
+    assert next(tree.parameters()).dtype == torch.float64
+    with torch.no_grad():
+        assert (tree(X) - lec(X)).abs().max() <= 1e-12
+
+
+def test_flat_baseline(words):
+    X, Y = contexts(words, VOCAB, 3)
+    lec = LL.train_steps(LL.flat_model(), X, Y)
+    flat = from_lecture(lec)
+    assert isinstance(flat, FlatModel) and flat.num_params() == 12097
+    with torch.no_grad():
+        assert (flat(X) - lec(X)).abs().max() <= 1e-5
+
+
+class Dropout:  # a layer the tree model does not know
+    def __call__(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda L: L.insert(3, Dropout()), r"layer 3 \(Dropout\).*unknown layer"),
+        (lambda L: setattr(L[2], "weight", torch.randn(47, 24)), r"layer 2 \(Linear\).*\(47, 24\)"),
+        (lambda L: setattr(L[3], "gamma", torch.ones(5)), r"layer 3 \(BatchNorm1d\).*gamma"),
+        (lambda L: L.pop(4), r"layer 4 \(FlattenConsecutive\).*expected Tanh"),
+        (lambda L: L.pop(), r"output Linear needs a bias|ends after|expected Linear"),
+        (lambda L: setattr(L[-1], "weight", torch.randn(24, 27)), r"Linear.*\(24, 27\)"),
+        (lambda L: setattr(L[-1], "weight", torch.randn(24, 20)), r"Linear.*\(24, 20\)"),
+        (lambda L: L.clear(), r"no layers"),
+    ],
+    ids=["unknown-layer", "linear-shape", "bn-shape", "missing-tanh", "missing-output", "output-fan-in", "output-classes", "empty"],
+)
+def test_errors_name_the_layer(mutate, message):
+    lec = LL.lecture_model(27, 24, 16, 3)
+    layers = list(lec.layers)
+    mutate(layers)
+    with pytest.raises(ValueError, match=message):
+        from_lecture(layers)
