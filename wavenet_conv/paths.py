@@ -1,0 +1,15 @@
+"""Where the bundled data lives."""
+
+import os
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def bundled_names() -> str:
+    """Path of the bundled names file: data/names.txt, shipped in the package as names.txt."""
+    for path in (os.path.join(PACKAGE_DIR, "..", "data", "names.txt"), os.path.join(PACKAGE_DIR, "names.txt")):
+        if os.path.exists(path):
+            return os.path.normpath(path)
+    from .data import DataError
+
+    raise DataError("the bundled data file is missing (wavenet_conv/names.txt, data/names.txt): pass --data FILE")
