@@ -1,0 +1,110 @@
+"""Checkpoints: atomic writes, round trips, and one-line errors for files that cannot be used."""
+
+import os
+
+import pytest
+import torch
+
+from wavenet_conv import ConvModel, FlatConfig, FlatModel, ModelConfig, TreeModel
+from wavenet_conv.checkpoint import (CheckpointError, load_checkpoint, load_model, model_kind, save_checkpoint,
+                                     word_hashes)
+
+from conftest import VOCAB, randomize_
+
+CONFIG = ModelConfig(n_embd=6, n_hidden=16, n_layers=2, activation="gated", residual=True, skip=True)
+
+
+def write(tmp_path, model, **extra):
+    ckpt = dict(kind=model_kind(model), model_config=model.config.to_dict(), vocab=VOCAB.to_dict(),
+                state_dict=model.state_dict(), train_words=word_hashes(["anna", "bob"]), **extra)
+    return save_checkpoint(ckpt, tmp_path / "run" / "checkpoint.pt")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_(ConvModel(CONFIG)).eval()
+    return model, write(tmp_path, model)
+
+
+def test_round_trip_from_folder_or_file_and_in_either_form(saved):
+    model, path = saved
+    x = torch.tensor([[0, 1, 14, 14, 1], [0, 2, 15, 2, 0]])
+    for where in (path, path.parent, str(path)):
+        loaded = load_model(where)
+        assert type(loaded.model) is ConvModel and not loaded.model.training and loaded.vocab == VOCAB
+        assert torch.equal(loaded.model(x), model(x))
+    tree = load_model(path, form="tree").model
+    assert type(tree) is TreeModel
+    assert torch.allclose(tree(torch.tensor([[0, 0, 0, 1]])), model(torch.tensor([[0, 1]]))[:, -1], atol=1e-5)
+
+
+def test_in_training_set(saved):
+    loaded = load_model(saved[1])
+    assert loaded.in_training_set("anna") and not loaded.in_training_set("ann")
+    model, vocab, meta = loaded  # unpacks like a tuple
+    assert meta["library_version"] and "state_dict" not in meta
+
+
+def test_flat_model_round_trip(tmp_path):
+    flat = FlatModel(FlatConfig(vocab_size=27, n_embd=3, n_hidden=8)).eval()
+    path = write(tmp_path, flat)
+    x = torch.tensor([[0, 1, 2]])
+    assert torch.equal(load_model(path).model(x), flat(x))
+
+
+def test_writes_are_atomic_and_replace(saved):
+    model, path = saved
+    write(path.parent.parent, model, step=7)
+    assert load_checkpoint(path)["step"] == 7
+    assert sorted(os.listdir(path.parent)) == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_truncated_file(saved):
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_garbage_and_empty_files(tmp_path):
+    for content in (b"", b"not a checkpoint at all\n", os.urandom(4096)):
+        (tmp_path / "c.pt").write_bytes(content)
+        with pytest.raises(CheckpointError) as e:
+            load_model(tmp_path / "c.pt")
+        assert "\n" not in str(e.value)
+
+
+def test_other_torch_files(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "sd.pt")
+    for name in ("list.pt", "sd.pt"):
+        with pytest.raises(CheckpointError, match="not a wavenet_conv checkpoint"):
+            load_model(tmp_path / name)
+
+
+def test_incompatible_format_version(saved):
+    _, path = saved
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["format_version"] = 99
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_model(path)
+
+
+def test_weights_that_do_not_fit_the_config(saved):
+    _, path = saved
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_config"]["n_hidden"] = 17
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(path)
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        load_model(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+        load_model(tmp_path)
