@@ -83,3 +83,37 @@ def test_errors_name_the_layer(mutate, message):
     mutate(layers)
     with pytest.raises(ValueError, match=message):
         from_lecture(layers)
+
+
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_training_mode_matches_the_lecture(words, n_layers):
+    """Batch statistics over every leading axis, unbiased variance, EMA buffers: step for step the
+    lecture's training loop and TreeModel's give the same losses, weights and running statistics."""
+    X, Y = contexts(words, VOCAB, 2**n_layers)
+    lec = LL.lecture_model(27, 6, 9, n_layers)
+    for layer in lec.layers:  # float64 so that the comparison is tight
+        for name in ("weight", "bias", "gamma", "beta", "running_mean", "running_var"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                setattr(layer, name, t.detach().double().requires_grad_(name not in ("running_mean", "running_var")))
+    tree = from_lecture(lec).train()
+    opt = torch.optim.SGD(tree.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ix = torch.randint(0, X.shape[0], (32,), generator=g)
+        ref = torch.nn.functional.cross_entropy(lec(X[ix]), Y[ix])
+        for p in lec.parameters():
+            p.grad = None
+        ref.backward()
+        with torch.no_grad():
+            for p in lec.parameters():
+                p -= 0.1 * p.grad
+        loss = torch.nn.functional.cross_entropy(tree(X[ix]), Y[ix])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert abs(loss.item() - ref.item()) <= 1e-12
+    bn_lec, bn_tree = lec.layers[-3], tree.blocks[-1].norm
+    assert (bn_lec.running_mean.reshape(-1) - bn_tree.running_mean).abs().max() <= 1e-12
+    assert (bn_lec.running_var.reshape(-1) - bn_tree.running_var).abs().max() <= 1e-12
+    assert (lec.layers[-1].weight.T - tree.lm_head.weight).abs().max() <= 1e-12
