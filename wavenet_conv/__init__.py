@@ -9,10 +9,13 @@ from .conv import ConvModel
 from .data import DataError, SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, sequences
 from .lecture import from_lecture
 from .tree import FlatConfig, FlatModel, TreeModel
+from .scoring import ScoreResult, score_names
+from .sampling import sample_names
 
 __all__ = [
     "__version__",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
     "ModelConfig", "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "DataError", "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
+    "ScoreResult", "score_names", "sample_names",
 ]

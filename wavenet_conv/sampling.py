@@ -1,0 +1,157 @@
+"""Sample names, a batch at a time, from a ConvModel, a TreeModel or a FlatModel.
+
+Two samplers, the same samples:
+
+* cached (SPEC §5, "Fast Wavenet Generation"): layer l keeps a ring of its last d = 2**l older-half
+  contributions ``h_l[t] @ W_old`` (BatchNorm folded), filled at the start with those of the all-'.'
+  state; each new character costs one table lookup (embedding and layer 0 together) and L - 1
+  (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window.
+* window (``cached=False``): the lecture's sampler; the tree's forward on the last 2**L tokens, every
+  step.
+
+Randomness: one ``torch.rand(B, generator=g, dtype=float64)`` per step for all rows (rows that have
+ended keep drawing, the draws are ignored), turned into a token by the inverse CDF of the softmax.
+So for the same generator state the cached sampler, the window sampler and a TreeModel give the same
+names (up to ties of float rounding on a CDF boundary).
+
+Mode: sampling is always done in eval mode (BatchNorm running statistics; a single context in
+training mode would give NaN); a model in training mode is switched back afterwards, as in scoring.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import WaveNetCore
+from .data import DataError, Vocab, check_name
+from .scoring import check_vocab, eval_mode, fold_head, fold_layers, post_mix
+from .tree import FlatModel, TreeModel
+
+
+class CachedStepper:
+    """Cached generation (SPEC §5). ``feed(tok)`` takes the token at time t, (B,) long, and returns the
+    logits (B, V) for time t + 1; the first token fed is the start token 0."""
+
+    def __init__(self, model: WaveNetCore, batch: int):
+        self.layers, self.head = fold_layers(model), fold_head(model)
+        self.residual0 = self.layers[0].block.residual
+        self.wte = model.wte.weight
+        # ring[l][t % d]: the older half for time t + d, i.e. h_l[t] @ W_old; all-'.' history at first
+        self.ring = [layer.q.expand(layer.dilation, batch, -1).clone() for layer in self.layers]  # (d, B, C_act)
+        self.t = 0
+
+    def feed(self, tok: torch.Tensor) -> torch.Tensor:
+        h = self.wte.index_select(0, tok) if self.residual0 else None  # (B, E), residual only
+        skips = None
+        for l, layer in enumerate(self.layers):
+            P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
+            old, a = P[:, : layer.c_act], P[:, layer.c_act :]
+            slot = self.ring[l][self.t % layer.dilation]  # (B, C_act): h_l[t - d] @ W_old
+            a = a.add_(slot)
+            slot.copy_(old)  # for time t + d
+            h, skips = post_mix(layer, a, h, skips)  # (B, H)
+        self.t += 1
+        return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
+
+
+class WindowStepper:
+    """The lecture's sampler: the model's forward on the last ``block_size`` tokens, every step."""
+
+    def __init__(self, model: nn.Module, batch: int):
+        self.model = TreeModel.from_model(model) if not isinstance(model, (TreeModel, FlatModel)) else model
+        p = next(model.parameters())
+        self.context = torch.zeros(batch, self.model.block_size, dtype=torch.long, device=p.device)  # (B, bs)
+
+    def feed(self, tok: torch.Tensor) -> torch.Tensor:
+        self.context = torch.cat([self.context[:, 1:], tok[:, None]], dim=1)  # (B, bs)
+        return self.model(self.context)  # (B, V)
+
+
+def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """Inverse-CDF sampling: logits (B, V), uniforms u (B,) in [0, 1) -> tokens (B,) long."""
+    logits = logits.double() / temperature  # (B, V)
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = torch.topk(logits, top_k, dim=1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    cdf = torch.cumsum(F.softmax(logits, dim=1), dim=1)  # (B, V)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)  # (B,)
+    return tok.clamp_(max=logits.shape[1] - 1)
+
+
+def _check_args(model, n, vocab, temperature, top_k, prefix, max_len):
+    if not isinstance(model, (WaveNetCore, FlatModel)):
+        raise TypeError(f"sample_names: expected a ConvModel, TreeModel or FlatModel, got {type(model).__name__}")
+    check_vocab(model, vocab)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"sample_names: n must be a non-negative integer, got {n!r}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
+        raise ValueError(f"sample_names: temperature must be a positive finite number, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"sample_names: top_k must be a positive integer or None, got {top_k!r}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"sample_names: prefix must be a str, got {type(prefix).__name__}")
+    if prefix:
+        check_name(prefix, vocab, "sample_names: prefix")
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < max(1, len(prefix)):
+        raise ValueError(f"sample_names: max_len must be an integer >= max(1, len(prefix)) = {max(1, len(prefix))}, got {max_len!r}")
+
+
+def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device) -> torch.Tensor:
+    """Run a stepper: (n, steps) sampled tokens (after the prefix)."""
+    for tok in [0] + prefix_ids:  # condition on the start token and the prefix
+        logits = stepper.feed(torch.full((n,), tok, dtype=torch.long, device=device))  # (n, V)
+    rand_device = generator.device if generator is not None else device
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    out = []
+    for i in range(max_len - len(prefix_ids)):
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=rand_device).to(device)  # (n,)
+        tok = draw(logits, u, temperature, top_k)  # (n,)
+        out.append(tok)
+        done |= tok == 0
+        if bool(done.all()):
+            break
+        logits = stepper.feed(tok)
+    return torch.stack(out, 1) if out else torch.zeros(n, 0, dtype=torch.long, device=device)
+
+
+def sample_names(
+    model: nn.Module,
+    n: int,
+    vocab: Vocab,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    prefix: str = "",
+    max_len: int = 50,
+    cached: bool = True,
+) -> list[str]:
+    """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
+    characters (the prefix included).
+
+    generator: a ``torch.Generator`` (any device) for reproducible samples; None: torch's global RNG.
+    temperature: divides the logits. top_k: keep only the k most likely tokens (ties at the k-th
+    value are kept). prefix: every name starts with it, and the model is conditioned on it.
+    cached: cached generation for a ConvModel/TreeModel (SPEC §5); False: the lecture's window
+    sampler. A FlatModel has no layers to cache: it always uses the window.
+
+    Runs in eval mode and restores the model's mode. Raises ``DataError`` for a prefix with a
+    character outside ``vocab`` (or '.', whitespace), ``ValueError`` for other bad arguments.
+    """
+    _check_args(model, n, vocab, temperature, top_k, prefix, max_len)
+    if n == 0:
+        return []
+    device = next(model.parameters()).device
+    prefix_ids = vocab.encode(prefix)
+    with eval_mode(model), torch.inference_mode():
+        if cached and isinstance(model, WaveNetCore):
+            stepper = CachedStepper(model, n)
+        else:
+            stepper = WindowStepper(model, n)
+        tokens = _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device).tolist()
+    names = []
+    for row in tokens:
+        end = row.index(0) if 0 in row else len(row)
+        names.append(prefix + vocab.decode(row[:end]))
+    return names
