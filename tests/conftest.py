@@ -72,3 +72,13 @@ def bundled_words():
     from wavenet_conv import load_names
 
     return load_names(BUNDLED_NAMES)
+
+
+# configurations whose widths differ (n_inner, n_skip, n_head, the first layer's residual input)
+SEPARATE_WIDTHS = {
+    "res-none": dict(residual=True, residual_input="none"),
+    "res-identity": dict(residual=True, residual_input="identity", n_embd=6),
+    "res-inner": dict(residual=True, n_inner=4, activation="gated"),
+    "skip-widths": dict(skip=True, n_skip=9, n_head=3),
+    "all-widths": dict(residual=True, skip=True, n_inner=3, n_skip=5, n_head=8, activation="glu", norm="layer"),
+}

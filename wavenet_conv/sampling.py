@@ -20,6 +20,8 @@ training mode would give NaN); a model in training mode is switched back afterwa
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -60,13 +62,15 @@ class WindowStepper:
     """The lecture's sampler: the model's forward on the last ``block_size`` tokens, every step."""
 
     def __init__(self, model: nn.Module, batch: int):
-        self.model = TreeModel.from_model(model) if not isinstance(model, (TreeModel, FlatModel)) else model
+        # a ConvModel runs the tree's forward on its own parameters (they are the same; no copy, and
+        # no fresh model whose init would consume the global RNG)
+        self.forward = model if isinstance(model, (TreeModel, FlatModel)) else partial(TreeModel.forward, model)
         p = next(model.parameters())
-        self.context = torch.zeros(batch, self.model.block_size, dtype=torch.long, device=p.device)  # (B, bs)
+        self.context = torch.zeros(batch, model.block_size, dtype=torch.long, device=p.device)  # (B, bs)
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
         self.context = torch.cat([self.context[:, 1:], tok[:, None]], dim=1)  # (B, bs)
-        return self.model(self.context)  # (B, V)
+        return self.forward(self.context)  # (B, V)
 
 
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
@@ -128,7 +132,8 @@ def sample_names(
     cached: bool = True,
 ) -> list[str]:
     """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
-    characters (the prefix included).
+    characters (the prefix included). A name is empty when the end token is drawn first, as in the
+    lecture's sampler.
 
     generator: a ``torch.Generator`` (any device) for reproducible samples; None: torch's global RNG.
     temperature: divides the logits. top_k: keep only the k most likely tokens (ties at the k-th
