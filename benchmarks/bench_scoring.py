@@ -1,0 +1,55 @@
+"""Scoring the lecture's dev split: the lecture's way vs the folded tree vs a textbook Conv1d stack vs
+the fast path (``score_names``), at depth 3 (the lecture's 76,579-parameter model) and depth 6.
+
+    python -m pytest benchmarks/bench_scoring.py            # timings, grouped per depth and device
+    python -m pytest benchmarks --benchmark-disable         # smoke test: each contender once, on 300 names
+"""
+
+import pytest
+import torch
+
+from baselines import FoldedTree, TextbookConv, devices, lecture_loss, load_split, make_model, work_per_target
+from wavenet_conv import TreeModel, contexts, score_names
+
+CONTENDERS = ["lecture", "tree_folded", "textbook_conv1d", "fast"]
+_cache = {}
+
+
+def setup(depth: int, device: str, smoke: bool):
+    key = (depth, device, smoke)
+    if key not in _cache:
+        _, dev, vocab = load_split()
+        dev = dev[:300] if smoke else dev
+        conv = make_model(depth, device, vocab)
+        tree = TreeModel.from_conv(conv)
+        X, Y = contexts(dev, vocab, tree.block_size)
+        textbook = TextbookConv(conv)
+        _cache.clear()
+        _cache[key] = dict(
+            dev=dev, vocab=vocab, conv=conv, tree=tree, X=X.to(device), Y=Y.to(device),
+            folded=FoldedTree(conv), textbook=textbook, padded=textbook.batch(dev, vocab),
+            ref=score_names(tree, dev, vocab).mean_loss,
+        )
+    return _cache[key]
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("depth", [3, 6])
+def test_score_dev_split(benchmark, request, depth, device, contender):
+    smoke = request.config.getoption("benchmark_disable")
+    s = setup(depth, device, smoke)
+    benchmark.group = f"score dev split, depth {depth}, {device}"
+    run = {
+        "lecture": lambda: lecture_loss(s["tree"], s["X"], s["Y"]),
+        "tree_folded": lambda: s["folded"].loss(s["X"], s["Y"]),
+        "textbook_conv1d": lambda: s["textbook"].loss(*s["padded"]),
+        "fast": lambda: score_names(s["conv"], s["dev"], s["vocab"]).mean_loss,
+    }[contender]
+    loss = benchmark.pedantic(run, rounds=1 if smoke else (5 if depth == 6 else 15), warmup_rounds=0 if smoke else 1)
+    assert loss == pytest.approx(s["ref"], rel=1e-5)  # every contender computes the same split loss
+    tree_work, conv_work = work_per_target(depth)
+    benchmark.extra_info.update(
+        targets=len(s["Y"]), names=len(s["dev"]), baseline=contender == "lecture",
+        macs_per_target=tree_work if contender in ("lecture", "tree_folded") else conv_work,
+    )

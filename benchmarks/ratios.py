@@ -1,0 +1,105 @@
+"""Run the speed benchmarks (or read a pytest-benchmark JSON) and print the medians and the speed-ups
+over each group's baseline as a markdown table, with the machine they were measured on.
+
+    python benchmarks/ratios.py                      # runs pytest on benchmarks/bench_*.py, then prints
+    python benchmarks/ratios.py --json results.json  # reads a saved --benchmark-json file
+    python benchmarks/ratios.py -k scoring           # passes -k to pytest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PARAM_KEYS = ("contender", "sampler", "kind")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    import torch
+
+    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores", f"torch {torch.__version__}",
+             f"{torch.get_num_threads()} threads"]
+    omp = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
+    if omp:
+        parts.append(" ".join(f"{k}={v}" for k, v in omp.items()))
+    if torch.cuda.is_available():
+        parts.append(f"GPU: {torch.cuda.get_device_name(0)}")
+    return ", ".join(parts)
+
+
+def run_benchmarks(extra_args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.json")
+        cmd = [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:cacheprovider", f"--benchmark-json={path}",
+               "--benchmark-columns=median,iqr,rounds", *extra_args]
+        print("$", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        with open(path) as f:
+            return json.load(f)
+
+
+def contender(bench: dict) -> str:
+    params = bench.get("params") or {}
+    return next((str(params[k]) for k in PARAM_KEYS if k in params), bench["name"])
+
+
+def table(data: dict) -> str:
+    groups: dict[str, list[dict]] = {}
+    for b in data["benchmarks"]:
+        groups.setdefault(b["group"] or b["name"], []).append(b)
+    lines = ["| group | contender | median | speed-up | notes |", "|---|---|---:|---:|---|"]
+    for group, benches in groups.items():
+        base = next((b for b in benches if b["extra_info"].get("baseline")), benches[0])
+        for b in benches:
+            med = b["stats"]["median"]
+            info = b["extra_info"]
+            notes = []
+            if "macs_per_target" in info:
+                notes.append(f"{info['macs_per_target']:,} MACs/target (SPEC §3)")
+            if "targets_per_s" in info:
+                notes.append(f"{info['targets_per_s']:,} targets/s")
+            if "chars" in info:
+                notes.append(f"{info['chars']:,} characters")
+            speed = base["stats"]["median"] / med
+            lines.append(f"| {group} | {contender(b)} | {med * 1e3:,.1f} ms | {speed:.2f}x | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", help="a pytest-benchmark JSON file to read instead of running the benchmarks")
+    ap.add_argument("-k", help="pytest -k expression (which benchmarks to run)")
+    args = ap.parse_args(argv)
+    if args.json:
+        with open(args.json) as f:
+            data = json.load(f)
+    else:
+        data = run_benchmarks(["-k", args.k] if args.k else [])
+    print(f"Machine: {machine_line()}" + ("" if not args.json else f" (now; the JSON says: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')})"))
+    print()
+    print("Speed-up: the group's baseline median / this median (baseline: the lecture's way, the window")
+    print("sampler, the tree on the same names' contexts).")
+    print()
+    print(table(data))
+
+
+if __name__ == "__main__":
+    main()
