@@ -9,6 +9,7 @@ from wavenet_conv import ConvModel, FlatConfig, FlatModel, ModelConfig, TreeMode
 from wavenet_conv.checkpoint import (CheckpointError, load_checkpoint, load_model, model_kind, save_checkpoint,
                                      word_hashes)
 
+from test_train import one_thread  # noqa: F401  (autouse)
 from conftest import VOCAB, randomize_
 
 CONFIG = ModelConfig(n_embd=6, n_hidden=16, n_layers=2, activation="gated", residual=True, skip=True)

@@ -37,6 +37,7 @@ from .config import ModelConfig
 from .conv import ConvModel
 from .data import DataError, Vocab, contexts, lecture_split, load_names, sequences, sha256_file
 from .paths import bundled_names
+from .scoring import score_names
 from .tree import TreeModel
 
 FORMS = ("conv", "tree")
@@ -178,28 +179,9 @@ def batch_loss(model, x, y, mask) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # padding is -100
 
 
-@torch.no_grad()
-def split_loss(model, words, vocab: Vocab, chunk: int = 4096) -> float:
-    """Mean cross-entropy (nats) over every example of ``words``, in eval mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    try:
-        for i in range(0, len(words), chunk):
-            part = words[i : i + chunk]
-            if isinstance(model, ConvModel):
-                b = sequences(part, vocab).to(device)
-                logits = model(b.x)  # (B, T, V)
-                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.y.reshape(-1), reduction="sum").item()
-                count += int(b.lengths.sum())
-            else:
-                X, Y = (t.to(device) for t in contexts(part, vocab, model.block_size))
-                total += F.cross_entropy(model(X), Y, reduction="sum").item()
-                count += len(Y)
-    finally:
-        model.train(was_training)
-    return total / count
+def split_loss(model, words, vocab: Vocab) -> float:
+    """Mean cross-entropy (nats) over every example of ``words``, in eval mode (``score_names``)."""
+    return score_names(model, words, vocab).mean_loss
 
 
 # ----------------------------------------------------------------------------- progress and plot
@@ -327,7 +309,7 @@ def train(
     data: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
-    model: torch.nn.Module | None = None,
+    make_model=None,
     stop_at: int | None = None,
     progress: bool | None = None,
     log=print,
@@ -341,8 +323,9 @@ def train(
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
         same folder) with the checkpoint's configs and data file, and ends where an uninterrupted run
         ends.
-    model: train this model instead of building one (e.g. a FlatModel; it must take contexts when
-        ``config.form == "tree"``); seeded with ``torch.manual_seed`` before you build it, if you care.
+    make_model: a function of the vocabulary size returning the model to train instead of one built from ``model_config``
+        (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``); called right after
+        ``torch.manual_seed(config.seed)``, where the lecture builds its model.
     stop_at: stop after this step as if interrupted (a checkpoint is written); the result has
         ``metrics["stopped_at"]``.
     progress: show the progress line (default: when stderr is a terminal).
@@ -372,7 +355,9 @@ def train(
     torch.manual_seed(tc.seed)
     if ckpt is not None:
         model, _ = model_from_checkpoint(ckpt, str(resume))
-    elif model is None:
+    elif make_model is not None:
+        model = make_model(len(vocab))
+    else:
         mc = model_config or ModelConfig(vocab_size=len(vocab))
         if mc.vocab_size != len(vocab):
             mc = ModelConfig.from_dict({**mc.to_dict(), "vocab_size": len(vocab)})
