@@ -130,6 +130,7 @@ ERRORS = [
     (["train", "--activation", "relu"], "invalid choice"),
     (["train", "--residual-input", "identity", "--residual"], "identity"),
     (["train", "--resume", "{bad}/nowhere"], "no such"),
+    (["train", "--resume", "{run}", "--steps", "5"], "drop --steps"),
     (["train", "--resume", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["score", "{bad}/garbage.pt", "{bad}/bad_chars.txt"], "corrupt or truncated"),
     (["score", "{run}", "{bad}/bad_chars.txt"], "line 3"),
@@ -166,7 +167,7 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, run, monk
     assert message in err and err.startswith("wavenet-conv")
 
 
-@pytest.mark.parametrize("i", [0, 1, 5, 10, 12])
+@pytest.mark.parametrize("i", [0, 1, 5, 11, 13])
 def test_user_errors_in_a_subprocess(i, bad_files, run):
     argv, message = ERRORS[i]
     p = cli(*[a.format(bad=bad_files, run=run[0]) for a in argv], stdin="anna\n")

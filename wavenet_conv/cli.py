@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lr", type=positive_float, help="peak learning rate")
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--warmup", type=nonnegative_int)
-    o.add_argument("--seed", type=int, default=42)
+    o.add_argument("--seed", type=int, default=42, help="seed of the init and the batch order; the samples' (42)")
     o.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     o.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     o.add_argument("--checkpoint-every", type=nonnegative_int, help="steps between checkpoints (0: end only)")
@@ -127,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- commands
 
 
+MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "activation", "norm", "residual", "residual_input", "skip",
+                 "n_inner", "n_skip", "n_head")
+
+
 def model_config_from(args) -> ModelConfig:
-    names = ("n_embd", "n_hidden", "n_layers", "activation", "norm", "residual", "residual_input", "skip",
-             "n_inner", "n_skip", "n_head")
-    return ModelConfig(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    return ModelConfig(**{k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None})
 
 
 def default_run_dir(form: str) -> Path:
@@ -157,6 +159,10 @@ def cmd_train(args):
     tc = recipe(args.recipe, **overrides)
     resolve_device(tc.device)
     if args.resume:
+        given = [k for k in MODEL_OPTIONS + ("form", "steps", "batch_size", "lr", "weight_decay", "warmup")
+                 if getattr(args, k) is not None] + (["recipe"] if args.recipe != "default" else [])
+        if given:
+            raise UserError(f"--resume continues a run with its own settings; drop --{given[0].replace('_', '-')}")
         run_dir = Path(args.out) if args.out else None
         result = train(config=tc, data=args.data, out=run_dir, resume=args.resume, progress=not args.quiet and None)
     else:

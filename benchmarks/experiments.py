@@ -1,0 +1,101 @@
+"""Run a list of configurations and write one results table (config, params, train, val, time).
+
+    python benchmarks/experiments.py benchmarks/configs/default_recipe.json ../shared/names.txt \\
+        --out benchmarks/results/default_recipe.md --threads 1
+
+The list is a JSON file: ``[{"name": ..., <ModelConfig fields>, <TrainConfig fields>}, ...]``; a
+``"recipe"`` key picks the base recipe (default: "default"), any other key overrides it. A top-level
+``{"base": {...}, "runs": [...]}`` applies ``base`` to every run. Only the dev ("val") split is
+evaluated: tune on dev, report test once for the final choice (``--test``). Rows are written as they
+finish, so an interrupted search keeps its results; the same rows go to ``<out>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from wavenet_conv.config import ModelConfig  # noqa: E402
+from wavenet_conv.train import TrainConfig, recipe, train  # noqa: E402
+
+MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"recipe"}
+
+
+def load_runs(path: str) -> list[dict]:
+    with open(path) as f:
+        spec = json.load(f)
+    if isinstance(spec, dict):
+        return [{**spec.get("base", {}), **run} for run in spec["runs"]]
+    return spec
+
+
+def split_run(run: dict) -> tuple[str, ModelConfig, TrainConfig]:
+    """A run's dict -> (name, model config, train config); unknown keys are an error."""
+    unknown = set(run) - MODEL_KEYS - TRAIN_KEYS - {"name", "recipe"}
+    if unknown:
+        raise ValueError(f"run {run.get('name', run)!r}: unknown keys {sorted(unknown)}")
+    model = ModelConfig(**{k: v for k, v in run.items() if k in MODEL_KEYS})
+    tc = recipe(run.get("recipe", "default"), **{k: v for k, v in run.items() if k in TRAIN_KEYS})
+    name = run.get("name") or ", ".join(f"{k}={v}" for k, v in run.items())
+    return name, model, tc
+
+
+def describe(model: ModelConfig, tc: TrainConfig) -> str:
+    """The config in a few words: what differs from the lecture's model and the recipe's defaults."""
+    base_m, base_t = ModelConfig(), recipe(tc.recipe)
+    m = [f"{k}={v}" for k, v in model.to_dict().items() if v != getattr(base_m, k)]
+    t = [f"{k}={v}" for k, v in tc.to_dict().items() if v != getattr(base_t, k) and k not in ("eval_test", "eval_every", "checkpoint_every")]
+    return f"{tc.recipe} {tc.form}" + (f"; {' '.join(m)}" if m else "") + (f"; {' '.join(t)}" if t else "")
+
+
+HEADER = "| run | config | params | steps | train | val | test | time |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("configs", help="JSON list of runs")
+    p.add_argument("data", help="names file")
+    p.add_argument("--out", required=True, help="markdown table to write")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--test", action="store_true", help="also report the test loss (final choices only)")
+    p.add_argument("--only", help="comma-separated run names to run")
+    p.add_argument("--runs-dir", help="also write each run's folder under this directory")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = [split_run(r) for r in load_runs(args.configs)]  # validate everything before training
+    if args.only:
+        keep = set(args.only.split(","))
+        runs = [r for r in runs if r[0] in keep]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(f"Runs of `{args.configs}` on `{os.path.basename(args.data)}`, lecture split, "
+                f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+        f.write(HEADER)
+    open(os.path.splitext(args.out)[0] + ".jsonl", "w").close()
+    for name, model, tc in runs:
+        tc = TrainConfig.from_dict({**tc.to_dict(), "eval_test": args.test, "checkpoint_every": 0 if not args.runs_dir else tc.checkpoint_every})
+        out = os.path.join(args.runs_dir, name) if args.runs_dir else None
+        print(f"== {name}: {describe(model, tc)}", flush=True)
+        m = train(model, tc, data=args.data, out=out, progress=False).metrics
+        test = f"{m['test_loss']:.4f}" if m["test_loss"] is not None else "–"
+        row = (f"| {name} | {describe(model, tc)} | {m['params']:,} | {m['steps']:,} | {m['train_loss']:.4f} | "
+               f"{m['val_loss']:.4f} | {test} | {m['train_seconds']:.0f} s |\n")
+        with open(args.out, "a") as f:
+            f.write(row)
+        with open(os.path.splitext(args.out)[0] + ".jsonl", "a") as f:
+            f.write(json.dumps({"name": name, **m}) + "\n")
+        print(row, end="", flush=True)
+
+
+if __name__ == "__main__":
+    main()
