@@ -57,6 +57,10 @@ class CachedStepper:
         self.t += 1
         return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
 
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` (B',) of the batch."""
+        self.ring = [r[:, keep] for r in self.ring]
+
 
 class WindowStepper:
     """The lecture's sampler: the model's forward on the last ``block_size`` tokens, every step."""
@@ -71,6 +75,9 @@ class WindowStepper:
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
         self.context = torch.cat([self.context[:, 1:], tok[:, None]], dim=1)  # (B, bs)
         return self.forward(self.context)  # (B, V)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.context = self.context[keep]
 
 
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
@@ -103,19 +110,29 @@ def _check_args(model, n, vocab, temperature, top_k, prefix, max_len):
 
 
 def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device) -> torch.Tensor:
-    """Run a stepper: (n, steps) sampled tokens (after the prefix)."""
+    """Run a stepper: (n, steps) sampled tokens after the prefix, 0 from a row's end token on.
+
+    Every step draws n uniforms (row i always gets the i-th), so the samples do not depend on the
+    stepper. Rows that have ended are dropped from the stepper's batch once they are a quarter of it.
+    """
     for tok in [0] + prefix_ids:  # condition on the start token and the prefix
         logits = stepper.feed(torch.full((n,), tok, dtype=torch.long, device=device))  # (n, V)
     rand_device = generator.device if generator is not None else device
-    done = torch.zeros(n, dtype=torch.bool, device=device)
+    rows = torch.arange(n, device=device)  # the stepper's rows -> sample rows
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # per stepper row
     out = []
     for i in range(max_len - len(prefix_ids)):
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=rand_device).to(device)  # (n,)
-        tok = draw(logits, u, temperature, top_k)  # (n,)
-        out.append(tok)
+        tok = draw(logits, u[rows], temperature, top_k).masked_fill_(done, 0)  # (B,)
+        out.append(torch.zeros(n, dtype=torch.long, device=device).index_copy_(0, rows, tok))  # (n,)
         done |= tok == 0
-        if bool(done.all()):
+        n_done = int(done.sum())
+        if n_done == len(rows):
             break
+        if n_done * 4 >= len(rows):  # compact: keep the rows that go on
+            keep = (~done).nonzero().squeeze(1)
+            stepper.select(keep)
+            rows, tok, done = rows[keep], tok[keep], done[keep]
         logits = stepper.feed(tok)
     return torch.stack(out, 1) if out else torch.zeros(n, 0, dtype=torch.long, device=device)
 
