@@ -3,9 +3,10 @@
 Two samplers, the same samples:
 
 * cached (SPEC §5, "Fast Wavenet Generation"): layer l keeps a ring of its last d = 2**l older-half
-  contributions ``h_l[t] @ W_old`` (BatchNorm folded), filled at the start with those of the all-'.'
-  state; each new character costs one table lookup (embedding and layer 0 together) and L - 1
-  (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window.
+  contributions ``h_l[t] @ W_old`` (BatchNorm folded; before d steps, that of the all-'.' state);
+  each new character costs one table lookup (embedding and layer 0 together) and L - 1
+  (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window. Rows whose
+  name has ended leave the batch.
 * window (``cached=False``): the lecture's sampler; the tree's forward on the last 2**L tokens, every
   step.
 
@@ -40,8 +41,10 @@ class CachedStepper:
         self.layers, self.head = fold_layers(model), fold_head(model)
         self.residual0 = self.layers[0].block.residual
         self.wte = model.wte.weight
-        # ring[l][t % d]: the older half for time t + d, i.e. h_l[t] @ W_old; all-'.' history at first
-        self.ring = [layer.q.expand(layer.dilation, batch, -1).clone() for layer in self.layers]  # (d, B, C_act)
+        # ring[l][t % d] = (rows, h_l[t] @ W_old): written at time t for time t + d, for the rows then in
+        # the batch; None before (the look-back is the all-'.' history: q)
+        self.ring = [[None] * layer.dilation for layer in self.layers]
+        self.rows = torch.arange(batch, device=self.wte.device)  # the rows still in the batch
         self.t = 0
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
@@ -50,16 +53,20 @@ class CachedStepper:
         for l, layer in enumerate(self.layers):
             P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
             old, a = P[:, : layer.c_act], P[:, layer.c_act :]
-            slot = self.ring[l][self.t % layer.dilation]  # (B, C_act): h_l[t - d] @ W_old
-            a = a.add_(slot)
-            slot.copy_(old)  # for time t + d
+            slot = self.t % layer.dilation
+            if self.ring[l][slot] is None:  # t - d is before the start
+                a = a.add_(layer.q)
+            else:  # h_l[t - d] @ W_old, for the rows still here
+                rows, past = self.ring[l][slot]
+                a = a.add_(past if len(rows) == len(self.rows) else past.index_select(0, torch.searchsorted(rows, self.rows)))
+            self.ring[l][slot] = (self.rows, old)  # a view of P: post_mix only touches a
             h, skips = post_mix(layer, a, h, skips)  # (B, H)
         self.t += 1
         return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the rows ``keep`` (B',) of the batch."""
-        self.ring = [r[:, keep] for r in self.ring]
+        """Keep only the rows ``keep`` (B',) of the current batch, in order."""
+        self.rows = self.rows.index_select(0, keep)
 
 
 class WindowStepper:
@@ -77,7 +84,7 @@ class WindowStepper:
         return self.forward(self.context)  # (B, V)
 
     def select(self, keep: torch.Tensor) -> None:
-        self.context = self.context[keep]
+        self.context = self.context.index_select(0, keep)
 
 
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
@@ -113,28 +120,25 @@ def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, devi
     """Run a stepper: (n, steps) sampled tokens after the prefix, 0 from a row's end token on.
 
     Every step draws n uniforms (row i always gets the i-th), so the samples do not depend on the
-    stepper. Rows that have ended are dropped from the stepper's batch once they are a quarter of it.
+    stepper. Rows that have ended are dropped from the stepper's batch.
     """
     for tok in [0] + prefix_ids:  # condition on the start token and the prefix
         logits = stepper.feed(torch.full((n,), tok, dtype=torch.long, device=device))  # (n, V)
     rand_device = generator.device if generator is not None else device
     rows = torch.arange(n, device=device)  # the stepper's rows -> sample rows
-    done = torch.zeros(n, dtype=torch.bool, device=device)  # per stepper row
-    out = []
-    for i in range(max_len - len(prefix_ids)):
+    out = torch.zeros(n, max_len - len(prefix_ids), dtype=torch.long, device=device)  # 0 after the end
+    for i in range(out.shape[1]):
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=rand_device).to(device)  # (n,)
-        tok = draw(logits, u[rows], temperature, top_k).masked_fill_(done, 0)  # (B,)
-        out.append(torch.zeros(n, dtype=torch.long, device=device).index_copy_(0, rows, tok))  # (n,)
-        done |= tok == 0
-        n_done = int(done.sum())
-        if n_done == len(rows):
+        tok = draw(logits, u.index_select(0, rows), temperature, top_k)  # (B,)
+        out[rows, i] = tok
+        keep = tok.nonzero().squeeze(1)  # the rows that go on
+        if len(keep) == 0:
             break
-        if n_done * 4 >= len(rows):  # compact: keep the rows that go on
-            keep = (~done).nonzero().squeeze(1)
+        if len(keep) < len(rows):
             stepper.select(keep)
-            rows, tok, done = rows[keep], tok[keep], done[keep]
+            rows, tok = rows.index_select(0, keep), tok.index_select(0, keep)
         logits = stepper.feed(tok)
-    return torch.stack(out, 1) if out else torch.zeros(n, 0, dtype=torch.long, device=device)
+    return out
 
 
 def sample_names(
