@@ -253,15 +253,34 @@ def _shift_add(layer: FoldedLayer, P: torch.Tensor, G: int, T: int) -> torch.Ten
     return a.reshape(G * T, layer.c_act)  # a strided view of P
 
 
-def fast_logits(model: WaveNetCore, layers: list[FoldedLayer], head: FoldedHead, x: torch.Tensor) -> torch.Tensor:
+class Workspace:
+    """Two reusable (rows, cols) buffers that the layers' GEMMs write into in turn (layer l reads a
+    view of buffer l-1's output): no fresh allocation, no page faults, per chunk."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like, self.bufs = like, [like.new_empty(0), like.new_empty(0)]
+
+    def get(self, l: int, rows: int, cols: int) -> torch.Tensor:
+        if self.bufs[l % 2].numel() < rows * cols:
+            self.bufs[l % 2] = self.like.new_empty(rows * cols)
+        return self.bufs[l % 2][: rows * cols].view(rows, cols)
+
+
+def fast_logits(model: WaveNetCore, layers: list[FoldedLayer], head: FoldedHead, x: torch.Tensor,
+                work: Workspace | None = None) -> torch.Tensor:
     """x (G, T) token ids, each row ``[0, c1..c_{T-1}]``, no padding -> logits (G*T, V_pad); the
     columns past the vocabulary are -inf."""
     G, T = x.shape
     x = x.reshape(-1)  # (G*T,)
+    work = work or Workspace(layers[0].q)
     h = model.wte.weight.index_select(0, x) if layers[0].block.residual else None  # (G*T, E), residual only
     skips = None
     for l, layer in enumerate(layers):
-        P = layer.table.index_select(0, x) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (G*T, 2*C_act)
+        P = work.get(l, G * T, 2 * layer.c_act)  # (G*T, 2*C_act)
+        if l == 0:
+            torch.index_select(layer.table, 0, x, out=P)  # the embedding and layer 0's GEMM: a lookup
+        else:
+            torch.addmm(layer.bias2, h, layer.w, out=P)
         a = _shift_add(layer, P, G, T)  # (G*T, C_act)
         h, skips = post_mix(layer, a, h, skips)  # (G*T, H)
     return head(h, skips)  # (G*T, V_pad)
@@ -290,13 +309,14 @@ def _score_fast(model: WaveNetCore, tokens: torch.Tensor, lengths: torch.Tensor,
     offsets = torch.cumsum(lengths, 0) - lengths  # (N,) where each name starts in ``tokens``
     tokens, lengths, offsets = tokens.to(device), lengths.to(device), offsets.to(device)
     nll = torch.empty(len(lengths), dtype=torch.float64, device=device)
+    work = Workspace(layers[0].q)
     for idx, n in _length_groups(lengths.cpu(), chunk_positions):
         idx = idx.to(device)
         chars = tokens[offsets[idx, None] + torch.arange(n, device=device)]  # (G, n)
         zero = torch.zeros(len(idx), 1, dtype=torch.long, device=device)
         x = torch.cat([zero, chars], 1)  # (G, n+1)
         y = torch.cat([chars, zero], 1)  # (G, n+1)
-        logits = fast_logits(model, layers, head, x)  # (G*(n+1), V_pad)
+        logits = fast_logits(model, layers, head, x, work)  # (G*(n+1), V_pad)
         loss = F.cross_entropy(logits, y.reshape(-1), reduction="none")  # (G*(n+1),)
         nll[idx] = loss.view(len(idx), n + 1).sum(1, dtype=torch.float64)
     return nll
