@@ -4,6 +4,7 @@ over each group's baseline as a markdown table, with the machine they were measu
     python benchmarks/ratios.py                      # runs pytest on benchmarks/bench_*.py, then prints
     python benchmarks/ratios.py --json results.json  # reads a saved --benchmark-json file
     python benchmarks/ratios.py -k scoring           # passes -k to pytest
+    python benchmarks/ratios.py --save run.json      # also keeps the JSON
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def machine_line() -> str:
     return ", ".join(parts)
 
 
-def run_benchmarks(extra_args: list[str]) -> dict:
+def run_benchmarks(extra_args: list[str], save: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "bench.json")
+        path = os.path.abspath(save) if save else os.path.join(tmp, "bench.json")
         cmd = [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:cacheprovider", f"--benchmark-json={path}",
                "--benchmark-columns=median,iqr,rounds", *extra_args]
         print("$", " ".join(cmd), file=sys.stderr)
@@ -90,12 +91,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="a pytest-benchmark JSON file to read instead of running the benchmarks")
     ap.add_argument("-k", help="pytest -k expression (which benchmarks to run)")
+    ap.add_argument("--save", help="keep the pytest-benchmark JSON of the run here")
     args = ap.parse_args(argv)
     if args.json:
         with open(args.json) as f:
             data = json.load(f)
     else:
-        data = run_benchmarks(["-k", args.k] if args.k else [])
+        data = run_benchmarks(["-k", args.k] if args.k else [], args.save)
     print(f"Machine: {machine_line()}" + ("" if not args.json else f" (now; the JSON says: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')})"))
     print()
     print("Speed-up: the group's baseline median / this median; for training, targets/s over the baseline's")
