@@ -119,6 +119,10 @@ def test_training_mode_is_scored_in_eval_mode_and_restored(model_kind):
     got = score_names(model, words, VOCAB)
     assert model.training and all(m.training for m in model.modules())
     assert torch.equal(got.nll, ref.nll)
+    model.blocks[0].eval()  # a mixed mode comes back as it was
+    before = [m.training for m in model.modules()]
+    score_names(model, words, VOCAB)
+    assert [m.training for m in model.modules()] == before and not all(before)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())  # running stats untouched
 
 

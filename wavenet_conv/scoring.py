@@ -66,13 +66,14 @@ class ScoreResult:
 
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Run the block in eval mode, then restore the caller's train/eval mode."""
-    was_training = model.training
+    """Run the block in eval mode, then restore every submodule's train/eval mode as it was."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def _device_dtype(model: nn.Module):
