@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wavenet_conv import ConvModel, ModelConfig, Vocab, contexts, lecture_split, load_names
+from wavenet_conv import ConvModel, ModelConfig, Vocab, lecture_split, load_names
 from wavenet_conv.data import IGNORE
 from wavenet_conv.scoring import fold_head, fold_layers, _tanh_
 

@@ -6,7 +6,6 @@ the fast path (``score_names``), at depth 3 (the lecture's 76,579-parameter mode
 """
 
 import pytest
-import torch
 
 from baselines import FoldedTree, TextbookConv, devices, lecture_loss, load_split, make_model, work_per_target
 from wavenet_conv import TreeModel, contexts, score_names

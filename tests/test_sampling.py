@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
-from wavenet_conv import ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names, sequences
+from wavenet_conv import ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, Vocab, sample_names, sequences
 from wavenet_conv.sampling import CachedStepper, draw
 
 

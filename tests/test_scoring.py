@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import BUNDLED_NAMES, LECTURE_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
 from wavenet_conv import (
-    ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, ScoreResult, TreeModel, Vocab, contexts,
+    DataError, FlatConfig, FlatModel, ModelConfig, ScoreResult, TreeModel, Vocab, contexts,
     lecture_split, load_names, score_names,
 )
 

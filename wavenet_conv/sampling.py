@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
-from .data import DataError, Vocab, check_name
+from .data import Vocab, check_name
 from .scoring import check_vocab, eval_mode, fold_head, fold_layers, post_mix
 from .tree import FlatModel, TreeModel
 
