@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import VARIANTS, VOCAB, devices, make_pair, random_words, variant_id
+from conftest import SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, variant_id
 from wavenet_conv import ConvModel, ModelConfig, TreeModel, contexts, sequences
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -44,17 +44,7 @@ def test_lecture_model_widths(n_embd, n_hidden, depth):
     assert conv_vs_tree(tree, conv, names_for(depth)) <= 1e-10
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        dict(residual=True, residual_input="none"),
-        dict(residual=True, residual_input="identity", n_embd=6),
-        dict(residual=True, n_inner=4, activation="gated"),
-        dict(skip=True, n_skip=9, n_head=3),
-        dict(residual=True, skip=True, n_inner=3, n_skip=5, n_head=8, activation="glu", norm="layer"),
-    ],
-    ids=["res-none", "res-identity", "res-inner", "skip-widths", "all-widths"],
-)
+@pytest.mark.parametrize("extra", SEPARATE_WIDTHS.values(), ids=SEPARATE_WIDTHS.keys())
 @pytest.mark.parametrize("depth", [1, 4])
 def test_separate_widths(extra, depth):
     cfg = ModelConfig(**{"n_embd": 5, "n_hidden": 6, "n_layers": depth, **extra})
