@@ -8,7 +8,7 @@ import torch
 
 from wavenet_conv import FlatConfig, FlatModel, ModelConfig, lecture_split, load_names
 from wavenet_conv.checkpoint import load_model
-from wavenet_conv.train import NameBatches, TrainConfig, lr_at, recipe, train
+from wavenet_conv.train import NameBatches, add_input_noise, TrainConfig, lr_at, recipe, train
 
 from conftest import BUNDLED_NAMES, VOCAB
 
@@ -91,6 +91,15 @@ def test_name_batches_are_an_epoch_shuffle():
     assert torch.equal(NameBatches(words, VOCAB, 10, 0, "cpu")(4)[0], x)  # a function of (seed, step)
 
 
+def test_input_noise_replaces_characters_only_and_is_a_function_of_seed_and_step():
+    x = torch.tensor([[0, 5, 6, 7, 0, 0]] * 400)
+    a = add_input_noise(x, 0.3, 27, seed=1, step=5)
+    assert torch.equal(a, add_input_noise(x, 0.3, 27, seed=1, step=5))
+    assert not torch.equal(a, add_input_noise(x, 0.3, 27, seed=1, step=6))
+    assert (a[x == 0] == 0).all() and (a[x != 0] > 0).all()
+    assert 0.24 < (a != x).float().sum() / (x != 0).sum() < 0.34  # 0.3 * 25/26 land on another character
+
+
 def test_flat_model_trains_on_contexts(small_names):
     make = lambda V: FlatModel(FlatConfig(vocab_size=V, n_embd=4, n_hidden=32, block_size=3))  # noqa: E731
     r = train(config=quick("lecture", steps=300), data=small_names, make_model=make, log=None)
@@ -100,7 +109,7 @@ def test_flat_model_trains_on_contexts(small_names):
 
 @pytest.mark.parametrize("name", ["default", "lecture"])
 def test_resume_ends_where_an_uninterrupted_run_ends(small_names, tmp_path, name):
-    tc = quick(name, steps=250)
+    tc = quick(name, steps=250, input_noise=0.1)
     full = train(SMALL, tc, data=small_names, out=tmp_path / "full", log=None)
     stopped = train(SMALL, tc, data=small_names, out=tmp_path / "cut", stop_at=120, log=None)
     assert stopped.metrics["stopped_at"] == 120 and load_model(tmp_path / "cut").meta["step"] == 120
