@@ -8,7 +8,7 @@ import torch
 
 from wavenet_conv import FlatConfig, FlatModel, ModelConfig, lecture_split, load_names
 from wavenet_conv.checkpoint import load_model
-from wavenet_conv.train import NameBatches, add_input_noise, TrainConfig, lr_at, recipe, train
+from wavenet_conv.train import NameBatches, add_input_noise, recalibrate_batchnorm, TrainConfig, lr_at, recipe, train
 
 from conftest import BUNDLED_NAMES, VOCAB
 
@@ -98,6 +98,26 @@ def test_input_noise_replaces_characters_only_and_is_a_function_of_seed_and_step
     assert not torch.equal(a, add_input_noise(x, 0.3, 27, seed=1, step=6))
     assert (a[x == 0] == 0).all() and (a[x != 0] > 0).all()
     assert 0.24 < (a != x).float().sum() / (x != 0).sum() < 0.34  # 0.3 * 25/26 land on another character
+
+
+def test_batchnorm_recalibration_uses_clean_training_batches():
+    import copy
+
+    from wavenet_conv import ConvModel
+
+    words = load_names(BUNDLED_NAMES)[:300]
+    model = ConvModel(SMALL)
+    batches = NameBatches(words, VOCAB, batch_size=16, seed=0, device="cpu")
+    ref = copy.deepcopy(model)
+    recalibrate_batchnorm(model, batches)  # 300 names: one chunk, so the batch statistics themselves
+    for m in ref.modules():
+        if hasattr(m, "running_mean"):
+            m.momentum = 1.0
+    x, _, mask = batches.take(torch.arange(300))
+    ref.train()(x, mask)
+    for (name, a), b in zip(model.named_buffers(), ref.buffers()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "momentum"))
 
 
 def test_flat_model_trains_on_contexts(small_names):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .blocks import BatchNorm
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint, model_kind, resolve,
                          save_checkpoint, word_hashes)
 from .config import ModelConfig
@@ -158,10 +159,18 @@ class NameBatches:
         if epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g).to(self.data.x.device)
-        ix = self.perm[k * self.batch_size : (k + 1) * self.batch_size]
+        return self.take(self.perm[k * self.batch_size : (k + 1) * self.batch_size])
+
+    def take(self, ix):
         d = self.data
         T = int(d.lengths[ix].max())  # trim the padding common to the whole batch
         return d.x[ix, :T], d.y[ix, :T], d.mask[ix, :T]  # (B, T) each
+
+    def in_order(self, size: int = 512):
+        """The whole training set once, in order: (x, mask) chunks."""
+        for i in range(0, self.n, size):
+            x, _, mask = self.take(torch.arange(i, min(i + size, self.n), device=self.data.x.device))
+            yield x, mask
 
 
 class ContextBatches:
@@ -174,6 +183,28 @@ class ContextBatches:
     def __call__(self, step: int):
         ix = torch.randint(0, self.X.shape[0], (self.batch_size,)).to(self.X.device)
         return self.X[ix], self.Y[ix], None
+
+    def in_order(self, size: int = 4096):
+        for i in range(0, self.X.shape[0], size):
+            yield self.X[i : i + size], None
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, batches) -> None:
+    """Recompute every BatchNorm's running statistics on the clean training set: the mean of the
+    batch statistics over one ordered pass. Used after ``input_noise``, whose noisy batches the
+    running statistics were estimated on."""
+    norms = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    if not norms:
+        return
+    momenta = [bn.momentum for bn in norms]
+    model.train()
+    for k, (x, mask) in enumerate(batches.in_order()):
+        for bn in norms:
+            bn.momentum = 1.0 / (k + 1)  # a running mean of the batch statistics
+        model(x) if mask is None else model(x, mask)
+    for bn, m in zip(norms, momenta):
+        bn.momentum = m
 
 
 def add_input_noise(x: torch.Tensor, p: float, vocab_size: int, seed: int, step: int) -> torch.Tensor:
@@ -464,6 +495,8 @@ def train(
         save()
         return TrainResult(model, vocab, {"stopped_at": step, "train_seconds": seconds}, run_dir, train_words)
 
+    if tc.input_noise:
+        recalibrate_batchnorm(model, batches)
     model.eval()
     metrics = dict(
         train_loss=split_loss(model, train_words, vocab),
