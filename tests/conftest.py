@@ -37,8 +37,9 @@ def random_words(n: int, seed: int = 0, min_len: int = 1, max_len: int = 12, alp
 def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
     """Perturb every parameter and give every normalization non-trivial statistics/affines."""
     g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.add_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p))
+    for p in model.parameters():  # relative to each tensor's spread, so deep models stay realistic
+        spread = p.std().item() if p.numel() > 1 and p.std() > 0 else 1.0
+        p.add_(scale * spread * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p) + 0.1 * scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p))
     for name, b in model.named_buffers():
         if name.endswith("running_mean"):
             b.copy_(0.5 * torch.randn(b.shape, generator=g, dtype=torch.float64).to(b))
