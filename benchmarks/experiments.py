@@ -50,17 +50,42 @@ def split_run(run: dict) -> tuple[str, ModelConfig, TrainConfig]:
 
 
 def describe(model: ModelConfig, tc: TrainConfig) -> str:
-    """The config in a few words: what differs from the lecture's model and the recipe's defaults."""
+    """The config in a few words: the model fields that differ from the lecture's model, then the
+    recipe's main knobs and any other train fields that differ from the recipe."""
     base_m, base_t = ModelConfig(), recipe(tc.recipe)
     m = [f"{k}={v}" for k, v in model.to_dict().items() if v != getattr(base_m, k)]
-    t = [f"{k}={v}" for k, v in tc.to_dict().items() if v != getattr(base_t, k) and k not in ("eval_test", "eval_every", "checkpoint_every")]
-    return f"{tc.recipe} {tc.form}" + (f"; {' '.join(m)}" if m else "") + (f"; {' '.join(t)}" if t else "")
+    main = ("steps", "batch_size", "lr", "weight_decay")
+    skip = main + ("eval_test", "eval_every", "checkpoint_every", "form", "recipe")
+    t = [f"{k}={getattr(tc, k)}" for k in main]
+    t += [f"{k}={v}" for k, v in tc.to_dict().items() if v != getattr(base_t, k) and k not in skip]
+    return f"{tc.recipe} {tc.form}" + (f"; {' '.join(m)}" if m else "") + f"; {' '.join(t)}"
+
+
+def row(name: str, m: dict) -> str:
+    """One table row from a run's metrics."""
+    model = ModelConfig.from_dict(m["model_config"])
+    tc = TrainConfig.from_dict(m["train_config"])
+    test = f"{m['test_loss']:.4f}" if m.get("test_loss") is not None else "–"
+    return (f"| {name} | {describe(model, tc)} | {m['params']:,} | {m['steps']:,} | {m['train_loss']:.4f} | "
+            f"{m['val_loss']:.4f} | {test} | {m['train_seconds']:.0f} s |\n")
 
 
 HEADER = "| run | config | params | steps | train | val | test | time |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
 
 
+def render(jsonl: str) -> str:
+    """The table of a results .jsonl (to re-render after a change of ``describe``)."""
+    with open(jsonl) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    return HEADER + "".join(row(r["name"], r) for r in runs)
+
+
 def main(argv=None):
+    if argv is None and sys.argv[1:2] == ["--render"]:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--render":  # python benchmarks/experiments.py --render results.jsonl
+        print(render(argv[1]), end="")
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("configs", help="JSON list of runs")
     p.add_argument("data", help="names file")
@@ -87,14 +112,11 @@ def main(argv=None):
         out = os.path.join(args.runs_dir, name) if args.runs_dir else None
         print(f"== {name}: {describe(model, tc)}", flush=True)
         m = train(model, tc, data=args.data, out=out, progress=False).metrics
-        test = f"{m['test_loss']:.4f}" if m["test_loss"] is not None else "–"
-        row = (f"| {name} | {describe(model, tc)} | {m['params']:,} | {m['steps']:,} | {m['train_loss']:.4f} | "
-               f"{m['val_loss']:.4f} | {test} | {m['train_seconds']:.0f} s |\n")
         with open(args.out, "a") as f:
-            f.write(row)
+            f.write(row(name, m))
         with open(os.path.splitext(args.out)[0] + ".jsonl", "a") as f:
             f.write(json.dumps({"name": name, **m}) + "\n")
-        print(row, end="", flush=True)
+        print(row(name, m), end="", flush=True)
 
 
 if __name__ == "__main__":
