@@ -11,6 +11,8 @@ from .lecture import from_lecture
 from .tree import FlatConfig, FlatModel, TreeModel
 from .scoring import ScoreResult, score_names
 from .sampling import sample_names
+from .checkpoint import CheckpointError, load_model
+from .train import TrainConfig, TrainResult, recipe, train
 
 __all__ = [
     "__version__",
@@ -18,4 +20,5 @@ __all__ = [
     "ModelConfig", "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "DataError", "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
     "ScoreResult", "score_names", "sample_names",
+    "CheckpointError", "load_model", "TrainConfig", "TrainResult", "recipe", "train",
 ]

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--warmup", type=nonnegative_int)
     o.add_argument("--seed", type=int, default=42, help="seed of the init and the batch order; the samples' (42)")
-    o.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    o.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
     o.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     o.add_argument("--checkpoint-every", type=nonnegative_int, help="steps between checkpoints (0: end only)")
     o.add_argument("--eval-every", type=nonnegative_int, help="log val loss every N steps (0: end only)")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    s.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
 
     g = sub.add_parser("sample", help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=positive_int, default=None)
     g.add_argument("--prefix", default="", help="every sample starts with these characters")
     g.add_argument("--max-len", type=positive_int, default=64, help="longest sample, in characters (64)")
-    g.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
     return p
 
 

@@ -361,7 +361,7 @@ def score_names(
     names,
     vocab: Vocab,
     method: str = "auto",
-    chunk_positions: int = 2048,
+    chunk_positions: int = 8192,
     batch: int = 8192,
 ) -> ScoreResult:
     """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result.

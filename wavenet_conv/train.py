@@ -76,7 +76,7 @@ class TrainConfig:
     input_noise: float = 0.0
     beta2: float = 0.99
     seed: int = 42
-    device: str = "cpu"
+    device: str = "auto"
     checkpoint_every: int = 500
     eval_every: int = 0
     eval_test: bool = True

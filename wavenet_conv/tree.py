@@ -90,11 +90,6 @@ class FlatModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    @classmethod
-    def from_conv(cls, conv: WaveNetCore) -> "TreeModel":
-        """A TreeModel with the conv's parameters, buffers, device, dtype and train/eval mode."""
-        return cls.from_model(conv)
-
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         idx = check_contexts(self, idx, self.block_size, self.config.vocab_size)
         h = self.wte(idx).flatten(1)  # (B, block_size * E)
