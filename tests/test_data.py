@@ -11,7 +11,7 @@ from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, 
 
 def test_vocab_round_trip():
     v = Vocab.from_words(["emma", "zoe", "ava"])
-    assert v.itos[0] == "." and v.chars == "aeomvz"[:0] + "aemovz"
+    assert v.itos[0] == "." and v.chars == "aemovz"
     assert v.decode(v.encode("zoe")) == "zoe"
     assert Vocab.from_dict(v.to_dict()) == v and len(v) == 7
     with pytest.raises(DataError, match=r"'q' at position 1"):

@@ -96,7 +96,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.input_noise must be in [0, 1), got {self.input_noise}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.form == "tree" and self.batch_size < 2 or self.form == "conv" and self.batch_size < 1:
+        if self.form == "tree" and self.batch_size < 2:
             raise ValueError("TrainConfig.batch_size: BatchNorm needs at least 2 examples per batch")
 
     def to_dict(self) -> dict:
