@@ -59,6 +59,9 @@ def devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
 @pytest.fixture
 def lecture_words():
     if not os.path.exists(LECTURE_NAMES):

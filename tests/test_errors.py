@@ -18,8 +18,9 @@ def pair():
         (torch.zeros(2, 8), TypeError, "integer tensor"),
         ([[0] * 8], TypeError, "torch.Tensor"),
         (torch.zeros(2, 7, dtype=torch.long), ValueError, r"shape \(B, 8\), got \(2, 7\)"),
-        (torch.full((1, 8), 27), ValueError, r"token id 27 at index \(0, 0\) is outside the vocabulary \[0, 27\)"),
-        (torch.full((1, 8), -1), ValueError, r"token id -1"),
+        # the range is a device-side assert (no host sync): at once on the CPU
+        (torch.full((1, 8), 27), RuntimeError, r"TreeModel input: a token id is outside the vocabulary \[0, 27\)"),
+        (torch.full((1, 8), -1), RuntimeError, r"outside the vocabulary"),
     ],
     ids=["float", "list", "length", "too-big", "negative"],
 )
@@ -31,8 +32,8 @@ def test_tree_input_errors(pair, bad, exc, pattern):
 @pytest.mark.parametrize(
     "bad,exc,pattern",
     [
-        (torch.tensor([[0, 1, 2], [1, 2, 0]]), ValueError, r"sequence 1 starts with token 1, not the start token 0"),
-        (torch.tensor([[0, 1, 30]]), ValueError, r"token id 30 at index \(0, 2\)"),
+        (torch.tensor([[0, 1, 2], [1, 2, 0]]), RuntimeError, r"every sequence must start with the start token 0"),
+        (torch.tensor([[0, 1, 30]]), RuntimeError, r"ConvModel input: a token id is outside the vocabulary \[0, 27\)"),
         (torch.tensor([[0.0, 1.0]]), TypeError, "integer tensor"),
         (torch.zeros(1, 0, dtype=torch.long), ValueError, r"T >= 1"),
         (torch.zeros(1, 2, 3, dtype=torch.long), ValueError, r"shape \(B, T\)"),
@@ -103,3 +104,16 @@ def test_config_round_trip():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         ModelConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
+
+
+def test_training_mode_one_real_position_says_eval():
+    """A mask with fewer than 2 real positions cannot give BatchNorm a variance: a clear error (a
+    device-side assert, so no host sync in the forward), not NaN."""
+    model = ConvModel(ModelConfig(n_layers=2)).train()
+    x = torch.zeros(2, 3, dtype=torch.long)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    mask[0, 0] = True
+    with pytest.raises(RuntimeError, match=r"at least 2 real positions: call model\.eval\(\)"):
+        model(x, mask)
+    mask[1, 0] = True
+    assert torch.isfinite(model(x, mask)).all()

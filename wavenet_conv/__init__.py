@@ -13,6 +13,7 @@ from .scoring import ScoreResult, score_names
 from .sampling import sample_names
 from .checkpoint import CheckpointError, load_model
 from .train import TrainConfig, TrainResult, recipe, train
+from .export import export_onnx
 
 __all__ = [
     "__version__",
@@ -20,5 +21,5 @@ __all__ = [
     "ModelConfig", "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "DataError", "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
     "ScoreResult", "score_names", "sample_names",
-    "CheckpointError", "load_model", "TrainConfig", "TrainResult", "recipe", "train",
+    "CheckpointError", "load_model", "TrainConfig", "TrainResult", "recipe", "train", "export_onnx",
 ]

@@ -2,16 +2,19 @@
 
 A block is a function of an (older, newer) pair of child vectors::
 
-    a   = W_old @ older + W_new @ newer        # the tree's Linear over [older; newer]
+    a   = W_old @ older + W_new @ newer        # the pair mix: the tree's Linear over [older; newer]
     z   = act(norm(a))                         # tanh | tanh(f)*sigmoid(g) | a*sigmoid(b)
     out = newer + R z   if residual  else  z
     s   = S z           if skip
 
-The tree applies it to each FlattenConsecutive(2) group; the conv applies it to (h[t-d], h[t]), which
-is a kernel-2 causal convolution with dilation d. Same weights, same function: ``tree.py`` and
-``conv.py`` differ only in which pairs they feed.
+The tree applies it to each FlattenConsecutive(2) group; the conv form applies it to (h[t-d], h[t])
+at every position t, which is a kernel-2 Conv1d with dilation d whose weight is the pair mix's weight
+seen as (C_act, C_in, 2) (``Block.conv_weight``). Same weights, same function: ``tree.py`` and
+``conv.py`` differ only in how they feed the pairs.
 
-Every tensor here is channels-last, ``(..., C)``.
+Everything after the pair mix (``Block.after_mix``) takes the channel axis as ``dim``: -1 for the
+tree's channels-last tensors (..., C), 1 for the conv's channels-first ones (B, C, T), where the 1x1
+projections R and S are 1x1 convolutions.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ import torch.nn.functional as F
 from .config import ModelConfig
 
 
-class BatchNorm(nn.Module):
-    """The lecture's channels-last BatchNorm: (..., C) -> (..., C).
+def channel_shape(x: torch.Tensor, dim: int, size: int) -> list[int]:
+    """The shape that broadcasts a per-channel vector (size,) against ``x`` along axis ``dim``."""
+    shape = [1] * x.dim()
+    shape[dim] = size
+    return shape
 
-    Training: mean and unbiased variance over every axis but the last (or over the positions where
-    ``mask`` is True), and an EMA update of the running buffers with ``momentum``. Eval: the running
-    buffers. ``weight``/``bias`` are the lecture's gamma/beta.
+
+class BatchNorm(nn.Module):
+    """The lecture's BatchNorm, on channel axis ``dim``: x (..., C, ...) -> the same shape.
+
+    Training: the mean and unbiased variance of each channel over every other axis, or over the
+    positions where ``mask`` is True (``mask``: x's shape without the channel axis, e.g. (B, T)), and
+    an EMA update of the running buffers with ``momentum``. Eval: the running buffers.
+    ``weight``/``bias`` are the lecture's gamma/beta. No host sync, no data-dependent shapes.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -44,22 +55,35 @@ class BatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+        dim = dim % x.dim()
+        shape = channel_shape(x, dim, self.dim)
         if self.training:
-            xs = x.reshape(-1, self.dim) if mask is None else x[mask]  # (N, C)
-            if xs.shape[0] < 2:
-                raise RuntimeError(
-                    "BatchNorm in training mode needs at least 2 values per channel to estimate a "
-                    f"variance, got {xs.shape[0]}: call model.eval() before scoring or sampling"
-                )
-            mean = xs.mean(0)
-            var = xs.var(0, unbiased=True)
+            mean, var = self.batch_stats(x, mask, dim)  # (shape) each
             with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+                self.running_mean.lerp_(mean.detach().reshape(-1), self.momentum)
+                self.running_var.lerp_(var.detach().reshape(-1), self.momentum)
         else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+            mean, var = self.running_mean.view(shape), self.running_var.view(shape)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+    @staticmethod
+    def batch_stats(x: torch.Tensor, mask: torch.Tensor | None, dim: int):
+        """Per-channel mean and unbiased variance over every axis but ``dim`` (where ``mask``)."""
+        axes = [i for i in range(x.dim()) if i != dim]
+        hint = "call model.eval() before scoring or sampling"
+        if mask is None:
+            n = x.numel() // x.shape[dim]
+            if n < 2:
+                raise RuntimeError(f"BatchNorm in training mode needs at least 2 values per channel to "
+                                   f"estimate a variance, got {n}: {hint}")
+            return x.mean(axes, keepdim=True), x.var(axes, keepdim=True, correction=1)
+        m = mask.unsqueeze(dim).to(x.dtype)  # 1 on the positions that count, broadcast over channels
+        n = m.sum()  # a tensor: no host sync
+        torch._assert_async(n >= 2, f"BatchNorm in training mode needs at least 2 real positions: {hint}")
+        mean = (x * m).sum(axes, keepdim=True) / n
+        var = ((x - mean) * m).square().sum(axes, keepdim=True) / (n - 1)
+        return mean, var
 
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval mode as an affine map: ``bn(x) == x * scale + shift``."""
@@ -68,14 +92,14 @@ class BatchNorm(nn.Module):
 
 
 class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the channels, taking (and ignoring) the batch-statistics ``mask``."""
+    """``nn.LayerNorm`` over channel axis ``dim``, taking (and ignoring) the batch-statistics ``mask``."""
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+        return super().forward(x.movedim(dim, -1)).movedim(-1, dim)
 
 
 class NoNorm(nn.Module):
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
         return x
 
 
@@ -88,14 +112,23 @@ def lecture_init_(linear: nn.Linear, scale: float = 1.0) -> nn.Linear:
     return linear
 
 
-def activate(a: torch.Tensor, activation: str) -> torch.Tensor:
-    """(..., C_act) pre-activation -> (..., C) with C = C_act, or C_act / 2 for the gated ones."""
+def activate(a: torch.Tensor, activation: str, dim: int = -1) -> torch.Tensor:
+    """Pre-activation with C_act channels on axis ``dim`` -> z with C = C_act channels (tanh), or
+    C_act / 2 for the gated ones, whose two halves are f and g."""
     if activation == "tanh":
         return torch.tanh(a)
-    f, g = a.chunk(2, dim=-1)
+    f, g = a.chunk(2, dim=dim)
     if activation == "gated":
         return torch.tanh(f) * torch.sigmoid(g)
     return f * torch.sigmoid(g)  # glu
+
+
+def project(linear: nn.Linear, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``linear`` applied to the channels on axis ``dim`` at every position: a Linear on channels-last
+    (..., C_in) -> (..., C_out); a 1x1 convolution on channels-first (B, C_in, T) -> (B, C_out, T)."""
+    if dim % x.dim() == x.dim() - 1:
+        return linear(x)
+    return F.conv1d(x, linear.weight.unsqueeze(-1), linear.bias)  # weight (C_out, C_in, 1)
 
 
 class Block(nn.Module):
@@ -110,6 +143,7 @@ class Block(nn.Module):
         super().__init__()
         c = config
         self.index = index
+        self.dilation = 2**index  # in the conv form
         self.activation = c.activation
         self.c_in = c.n_embd if index == 0 else c.n_hidden
         gated = c.activation in ("gated", "glu")
@@ -131,21 +165,24 @@ class Block(nn.Module):
         self.skip = lecture_init_(nn.Linear(c.inner, c.skip_channels)) if c.skip else None
 
     def extra_repr(self) -> str:
-        return f"index={self.index}, dilation={2 ** self.index}, activation={self.activation!r}, residual={self.residual}"
+        return f"index={self.index}, dilation={self.dilation}, activation={self.activation!r}, residual={self.residual}"
 
-    def preact(self, a: torch.Tensor, newer: torch.Tensor, mask: torch.Tensor | None = None):
-        """Everything after the pair mix, given the mixed pre-activation ``a`` (..., C_act)."""
-        z = activate(self.norm(a, mask), self.activation)  # (..., inner)
+    def after_mix(self, a: torch.Tensor, newer: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1):
+        """Everything after the pair mix. ``a``: the pre-activation, C_act channels on axis ``dim``;
+        ``newer``: the newer child (C_in channels), which the residual carries. Returns (out (H
+        channels), skip (n_skip channels) or None), the same layout as ``a``."""
+        z = activate(self.norm(a, mask, dim), self.activation, dim)  # inner channels
         out = z
         if self.residual:
-            carry = newer if self.res_in is None else self.res_in(newer)
-            out = carry + self.res(z)
-        skip = self.skip(z) if self.skip is not None else None
+            carry = newer if self.res_in is None else project(self.res_in, newer, dim)
+            out = carry + project(self.res, z, dim)
+        skip = project(self.skip, z, dim) if self.skip is not None else None
         return out, skip
 
     def forward(self, older: torch.Tensor, newer: torch.Tensor, mask: torch.Tensor | None = None):
+        """The tree's node: older, newer (..., C_in) -> (out (..., H), skip (..., n_skip) or None)."""
         a = self.mix(torch.cat([older, newer], dim=-1))  # (..., C_act)
-        return self.preact(a, newer, mask)
+        return self.after_mix(a, newer, mask)
 
     def conv_weight(self) -> torch.Tensor:
         """``mix.weight`` as a Conv1d weight (C_act, C_in, 2): ``[..., 0] = W_old``, ``[..., 1] = W_new``."""
@@ -166,17 +203,13 @@ class SkipHead(nn.Module):
 
 
 def check_tokens(idx, vocab_size: int, what: str) -> torch.Tensor:
-    """Validate a tensor of token ids: integer dtype, every id in [0, vocab_size)."""
+    """Check token ids without a host sync: the type and dtype here, the range on the device
+    (``torch._assert_async`` raises at once on the CPU and is a device-side assert on a GPU)."""
     if not isinstance(idx, torch.Tensor):
         raise TypeError(f"{what}: expected a torch.Tensor of token ids, got {type(idx).__name__}")
     if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
         raise TypeError(f"{what}: token ids must be an integer tensor, got dtype {idx.dtype}")
-    if idx.numel():
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= vocab_size:
-            bad = lo if lo < 0 else hi
-            pos = tuple((idx == bad).nonzero()[0].tolist())
-            raise ValueError(f"{what}: token id {bad} at index {pos} is outside the vocabulary [0, {vocab_size})")
+    torch._assert_async(((idx >= 0) & (idx < vocab_size)).all(), f"{what}: a token id is outside the vocabulary [0, {vocab_size})")
     return idx
 
 

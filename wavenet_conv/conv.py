@@ -1,14 +1,24 @@
-"""The same model as kernel-2 dilated causal convolutions over whole names.
+"""The same model as a stack of kernel-2 dilated causal Conv1d layers over whole names.
 
-Layer l applies the shared ``Block`` to (h[t - 2**l], h[t]) at every position t: a Conv1d with kernel
-2 and dilation 2**l whose weight is the tree's Linear weight split into [W_old | W_new]. Output t then
-sees exactly the tree's context of 2**L tokens ending at t.
+Layer l is a Conv1d with kernel 2 and dilation d = 2**l on channels-first activations (B, C, T):
 
-Causal padding reproduces the tree's left padding by '.' tokens ("start-state padding"): one extra
-position in front of every sequence holds the state of an all-'.' history, and every look-back that
-falls before the start reads it. That position is itself computed by the block from its own state, so
-it is exact in eval mode and follows the batch statistics in training (which are taken over real
-positions only).
+    a[t] = W_old h[t - d] + W_new h[t] (+ bias)      # F.conv1d(h, W, dilation=d), W = (C_act, C_in, 2)
+
+whose weight is the tree's pair-mix Linear weight [W_old | W_new] seen as (C_act, C_in, 2), one set of
+parameters for both forms. Then the block's norm, activation, residual and skip (1x1 convolutions),
+as in the tree. Output t sees tokens t - 2**L + 1 .. t: exactly the tree's context ending at t.
+
+Causal padding is the tree's '.' padding, not zeros. Every sequence starts with '.', so position 0 of
+every layer's input already holds the state of an all-'.' history (the '.' embedding at layer 0, and
+the block applied to that state and itself above). Left-padding each layer's input with d copies of
+its position 0 (replicate padding) makes every look-back before the start read that state: the
+tree's padding, exactly, in eval mode. In training mode BatchNorm takes its statistics over the real
+positions (``mask``) only, and the padding copies position 0 at each layer, so padding needs no
+position of its own.
+
+The forward is one graph: no host syncs and no data-dependent Python (token ids and the start token
+are checked with device-side asserts), so it runs under ``torch.compile(fullgraph=True)``,
+``torch.export`` and on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -16,33 +26,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .blocks import WaveNetCore, check_tokens
+from .blocks import Block, WaveNetCore, check_tokens
 
 
-def check_sequences(model, idx: torch.Tensor, mask: torch.Tensor | None):
-    check_tokens(idx, model.config.vocab_size, f"{type(model).__name__} input")
-    if idx.dim() == 1:
-        idx = idx[None]
-        mask = None if mask is None else mask.reshape(1, -1)
-    if idx.dim() != 2 or idx.shape[1] < 1:
-        raise ValueError(f"{type(model).__name__} takes sequences of shape (B, T), T >= 1; got {tuple(idx.shape)}")
-    if idx.shape[0] and bool((idx[:, 0] != 0).any()):
-        b = int((idx[:, 0] != 0).nonzero()[0, 0])
-        raise ValueError(
-            f"{type(model).__name__} input: sequence {b} starts with token {int(idx[b, 0])}, not the start "
-            "token 0 ('.'): feed x = [0, c1, ..., cn]"
-        )
-    if mask is not None and (mask.shape != idx.shape or mask.dtype != torch.bool):
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(idx.shape)}, got {mask.dtype} {tuple(mask.shape)}")
-    return idx, mask
+def causal_conv(block: Block, h: torch.Tensor) -> torch.Tensor:
+    """The block's pair mix at every position, as a dilated causal Conv1d with replicate padding:
+    h (B, C_in, T) -> pre-activation (B, C_act, T); look-backs before t = 0 read h[:, :, 0]."""
+    d = block.dilation
+    padded = F.pad(h, (d, 0), mode="replicate")  # (B, C_in, d + T)
+    return F.conv1d(padded, block.conv_weight(), block.mix.bias, dilation=d)  # (B, C_act, T)
 
 
 class ConvModel(WaveNetCore):
     """The lecture's model (or a WaveNet variant) as dilated causal convolutions.
 
-    Input: (B, T) token ids, each sequence ``[0, c1, ..., cn]`` (right-padding allowed), any T.
-    ``mask`` (B, T) bool marks real positions; in training mode BatchNorm statistics are taken over
-    them only (default: every position). Output: (B, T, V) logits; position t predicts token t + 1.
+    Input: (B, T) token ids, each sequence ``[0, c1, ..., cn]`` (right-padding with any token is
+    allowed), T >= 1; a single sequence (T,) is a batch of one. ``mask`` (B, T) bool marks the real
+    positions: in training mode BatchNorm takes its statistics over them only (default: every
+    position); in eval mode it is not needed. Output: (B, T, V) logits; position t predicts token t+1.
     """
 
     @classmethod
@@ -51,18 +52,30 @@ class ConvModel(WaveNetCore):
         return cls.from_model(tree)
 
     def forward(self, idx: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        idx, mask = check_sequences(self, idx, mask)
-        B, T = idx.shape
-        h = self.wte(F.pad(idx, (1, 0)))  # (B, T+1, E); position 0: the all-'.' history
-        stat_mask = None
-        if self.training:
-            real = torch.ones_like(idx, dtype=torch.bool) if mask is None else mask
-            stat_mask = F.pad(real, (1, 0), value=False)  # (B, T+1)
+        idx, mask = self.check_input(idx, mask)
+        h = self.wte(idx).transpose(1, 2)  # (B, E, T) channels first
+        mask = mask if self.training else None  # only BatchNorm's training statistics read it
         skips = None
-        pos = torch.arange(T + 1, device=idx.device)
-        for l, block in enumerate(self.blocks):
-            older = h[:, (pos - 2**l).clamp(min=0)]  # (B, T+1, C): h[t - d], the start state before 0
-            h, s = block(older, h, stat_mask)  # (B, T+1, H)
+        for block in self.blocks:
+            a = causal_conv(block, h)  # (B, C_act, T)
+            h, s = block.after_mix(a, h, mask, dim=1)  # (B, H, T), (B, S, T) or None
             if s is not None:
-                skips = s if skips is None else skips + s  # (B, T+1, S)
-        return self.head(h, skips)[:, 1:]  # (B, T, V)
+                skips = s if skips is None else skips + s
+        # the output layer reads each position's channels: channels last again
+        return self.head(h.transpose(1, 2), None if skips is None else skips.transpose(1, 2))  # (B, T, V)
+
+    def check_input(self, idx: torch.Tensor, mask: torch.Tensor | None):
+        """Shapes and dtypes here; the token range and the start token as device-side asserts."""
+        what = f"{type(self).__name__} input"
+        check_tokens(idx, self.config.vocab_size, what)
+        if idx.dim() == 1:
+            idx = idx[None]
+            mask = None if mask is None else mask.reshape(1, -1)
+        if idx.dim() != 2 or idx.shape[1] < 1:
+            raise ValueError(f"{what}: sequences of shape (B, T) with T >= 1, got {tuple(idx.shape)}")
+        if mask is not None and (mask.shape != idx.shape or mask.dtype != torch.bool):
+            raise ValueError(f"{what}: mask must be a bool tensor of shape {tuple(idx.shape)}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        torch._assert_async((idx[:, 0] == 0).all(), f"{what}: every sequence must start with the start token 0 "
+                            "('.'): feed x = [0, c1, ..., cn]")
+        return idx, mask
