@@ -109,7 +109,7 @@ def add_config_options(group, cls, names, show_default: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Train, score and sample the makemore WaveNet character model.")
+    p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check}")
     device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes it

@@ -387,8 +387,10 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     words, vocab, data_info = read_data(data or ckpt["data"]["path"], vocab, ckpt["data"]["sha256"])
     torch.manual_seed(tc.seed)
     model, _ = model_from_checkpoint(ckpt, str(path))
-    run = build_run(tc, model, vocab, words, data_info, resolve(path).parent if out is None else out)
-    run.step = run.saved_step = ckpt["step"]
+    folder = resolve(path).parent
+    run = build_run(tc, model, vocab, words, data_info, folder if out is None else out)
+    run.step = ckpt["step"]
+    run.saved_step = run.step if run.run_dir.resolve() == folder.resolve() else None  # the checkpoint in run_dir
     run.losses[: run.step] = ckpt["losses"].to(run.device)
     run.train_seconds, run.eval_seconds = ckpt.get("train_seconds", 0.0), ckpt.get("eval_seconds", 0.0)
     run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
