@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from wavenet_conv import ConvModel, ModelConfig, Vocab, lecture_split, load_names
 from wavenet_conv.data import IGNORE
-from wavenet_conv.scoring import fold_head, fold_layers, _tanh_
+from wavenet_conv.folded import fold_head, fold_layers, sigmoid_tanh_
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LECTURE_NAMES = os.path.join(ROOT, "..", "shared", "names.txt")
+LECTURE_NAMES = os.path.join(ROOT, "names.txt")  # the lecture's file, where a user downloads it (gitignored)
 BUNDLED_NAMES = os.path.join(ROOT, "data", "names.txt")
 
 
@@ -30,7 +30,8 @@ def devices():
 
 
 def names_file() -> str:
-    """The lecture's names.txt when it is there, else the project's own data/names.txt."""
+    """The lecture's names.txt at the repository's root when it is there (from the makemore
+    repository), else the bundled data/names.txt."""
     return LECTURE_NAMES if os.path.exists(LECTURE_NAMES) else BUNDLED_NAMES
 
 
@@ -90,7 +91,7 @@ class FoldedTree:
         for layer, w in zip(self.layers, self.weights):
             _, T, C = h.shape
             a = torch.addmm(layer.bias2[layer.c_act :], h.reshape(B * T // 2, 2 * C), w)  # (B*T/2, H)
-            h = _tanh_(a, layer.doubled).view(B, T // 2, -1)
+            h = sigmoid_tanh_(a, layer.doubled).view(B, T // 2, -1)
         logits = self.head(h[:, 0], None)  # (B, V_pad)
         return F.cross_entropy(logits, Y).item()
 
@@ -139,7 +140,8 @@ class TextbookConv(nn.Module):
 
 
 def work_per_target(depth: int, n_embd: int = 24, n_hidden: int = 128, vocab_size: int = 27) -> tuple[int, int]:
-    """SPEC §3: multiply-adds per target (hidden layers and output layer), (tree, conv)."""
+    """Multiply-adds per target (hidden layers and output layer), (tree, conv): the tree computes
+    2**(L-1-l) nodes of layer l per target, the conv one position per layer."""
     E, H, L = n_embd, n_hidden, depth
     tree = 2 ** (L - 1) * 2 * E * H + sum(2 ** (L - 1 - l) * 2 * H * H for l in range(1, L))
     conv = 2 * E * H + (L - 1) * 2 * H * H

@@ -1,5 +1,5 @@
 """Sampling 1,000 names: the lecture's window sampler (the tree on the last 2**L tokens, every step)
-vs cached generation (SPEC §5: L pair operations per character), at depth 3 and depth 6."""
+vs cached generation (L pair operations per character), at depth 3 and depth 6."""
 
 import pytest
 import torch

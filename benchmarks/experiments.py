@@ -1,6 +1,6 @@
 """Run a list of configurations and write one results table (config, params, train, val, time).
 
-    python benchmarks/experiments.py benchmarks/configs/default_recipe.json ../shared/names.txt \\
+    python benchmarks/experiments.py benchmarks/configs/default_recipe.json names.txt \\
         --out benchmarks/results/default_recipe.md --threads 1
 
 The list is a JSON file: ``[{"name": ..., <ModelConfig fields>, <TrainConfig fields>}, ...]``; a
@@ -21,10 +21,8 @@ from dataclasses import fields
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from wavenet_conv.config import ModelConfig  # noqa: E402
-from wavenet_conv.train import TrainConfig, recipe, train  # noqa: E402
+from wavenet_conv.config import ModelConfig, TrainConfig, recipe
+from wavenet_conv.train import train
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"recipe"}

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PARAM_KEYS = ("contender", "sampler", "kind")
@@ -34,8 +36,6 @@ def cpu_model() -> str:
 
 
 def machine_line() -> str:
-    import torch
-
     parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores", f"torch {torch.__version__}",
              f"{torch.get_num_threads()} threads"]
     omp = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
@@ -74,7 +74,7 @@ def table(data: dict) -> str:
             info = b["extra_info"]
             notes = []
             if "macs_per_target" in info:
-                notes.append(f"{info['macs_per_target']:,} MACs/target (SPEC §3)")
+                notes.append(f"{info['macs_per_target']:,} MACs/target")
             if "targets_per_s" in info:
                 notes.append(f"{info['targets_per_s']:,} targets/s")
             if "chars" in info:

@@ -1,6 +1,6 @@
-"""Reproduce the lecture's table (SPEC section 2) with the lecture's recipe on a names file.
+"""Reproduce the lecture's table with the lecture's recipe on a names file.
 
-    python benchmarks/reproduce.py ../shared/names.txt --out benchmarks/results/reproduce-lecture.md
+    python benchmarks/reproduce.py names.txt --out benchmarks/results/reproduce-lecture.md
     python benchmarks/reproduce.py data/names.txt --out benchmarks/results/reproduce-bundled.md
 
 Five rows, each 200,000 SGD steps of 32 contexts (``recipe("lecture")``), ``torch.manual_seed(42)``
@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from wavenet_conv import BatchNorm, FlatConfig, FlatModel, ModelConfig, TreeModel  # noqa: E402
-from wavenet_conv.data import sha256_file  # noqa: E402
-from wavenet_conv.train import recipe, train  # noqa: E402
+from wavenet_conv import BatchNorm, FlatConfig, FlatModel, ModelConfig, TreeModel, recipe, train
+from wavenet_conv.data import sha256_file
 
 
 class LectureBugBatchNorm(BatchNorm):

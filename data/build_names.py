@@ -4,7 +4,7 @@
     python data/build_names.py            # writes data/names.txt and checks it
     python data/build_names.py --check    # only checks the committed file
 
-The construction is the lecture's (SPEC section 1): one year of US SSA names, F rows then M rows,
+The construction is the lecture's names.txt's: one year of US SSA names, F rows then M rows,
 each by count descending (ties in the SSA's own order, which is alphabetical), lowercased, one per
 line, no final newline. The latest year the package holds is 2017.
 """

@@ -1,19 +1,50 @@
-"""Shared test helpers: vocabularies, random names, models with random non-trivial weights."""
+"""Shared test helpers: vocabularies, random names, models with random non-trivial weights, the
+data files, and one torch thread for the whole suite."""
 
 import itertools
 import os
 import random
+import signal
 import string
 
 import pytest
 import torch
 
-from wavenet_conv import ConvModel, ModelConfig, TreeModel, Vocab
+from wavenet_conv import ConvModel, ModelConfig, TreeModel, Vocab, load_names
+from wavenet_conv.train import NameBatches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LECTURE_NAMES = os.path.join(ROOT, "..", "shared", "names.txt")
 BUNDLED_NAMES = os.path.join(ROOT, "data", "names.txt")
 VOCAB = Vocab(string.ascii_lowercase)
+
+
+def find_lecture_names() -> str:
+    """The lecture's names.txt (makemore's): $WAVENET_CONV_LECTURE_NAMES, the checkout's own
+    names.txt (gitignored), or one in a ``shared`` folder beside the checkout."""
+    candidates = [os.environ.get("WAVENET_CONV_LECTURE_NAMES", ""), os.path.join(ROOT, "names.txt"),
+                  os.path.join(os.path.dirname(ROOT), "shared", "names.txt")]
+    return next((p for p in candidates if p and os.path.exists(p)), candidates[1])
+
+
+LECTURE_NAMES = find_lecture_names()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread: on a small shared CPU, more threads than free cores slow these tiny models
+    down by an order of magnitude (the results do not depend on it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def small_names(tmp_path_factory):
+    """1,000 names of the bundled file: a few hundred steps train in a second or two."""
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    path.write_text("\n".join(load_names(BUNDLED_NAMES)[::32][:1000]) + "\n")
+    return path
 
 ACTIVATIONS = ("tanh", "gated", "glu")
 NORMS = ("batch", "layer", "none")
@@ -66,15 +97,11 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 def lecture_words():
     if not os.path.exists(LECTURE_NAMES):
         pytest.skip(f"the lecture's names file is absent ({LECTURE_NAMES})")
-    from wavenet_conv import load_names
-
     return load_names(LECTURE_NAMES)
 
 
 @pytest.fixture
 def bundled_words():
-    from wavenet_conv import load_names
-
     return load_names(BUNDLED_NAMES)
 
 
@@ -86,3 +113,17 @@ SEPARATE_WIDTHS = {
     "skip-widths": dict(skip=True, n_skip=9, n_head=3),
     "all-widths": dict(residual=True, skip=True, n_inner=3, n_skip=5, n_head=8, activation="glu", norm="layer"),
 }
+
+
+def interrupt_at(monkeypatch, step: int, times: int = 1):
+    """Ctrl-C (a real SIGINT to this process) ``times`` times while the training batch of ``step`` is
+    fetched: an interrupt at a known step, whatever the machine's speed."""
+    fetch = NameBatches.__call__
+
+    def fetch_and_interrupt(self, s):
+        if s == step:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return fetch(self, s)
+
+    monkeypatch.setattr(NameBatches, "__call__", fetch_and_interrupt)

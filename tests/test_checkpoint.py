@@ -9,7 +9,6 @@ from wavenet_conv import ConvModel, FlatConfig, FlatModel, ModelConfig, TreeMode
 from wavenet_conv.checkpoint import (CheckpointError, load_checkpoint, load_model, model_kind, save_checkpoint,
                                      word_hashes)
 
-from test_train import one_thread  # noqa: F401  (autouse)
 from conftest import VOCAB, randomize_
 
 CONFIG = ModelConfig(n_embd=6, n_hidden=16, n_layers=2, activation="gated", residual=True, skip=True)
@@ -59,6 +58,24 @@ def test_writes_are_atomic_and_replace(saved):
     write(path.parent.parent, model, step=7)
     assert load_checkpoint(path)["step"] == 7
     assert sorted(os.listdir(path.parent)) == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_a_crash_in_the_middle_of_a_write_keeps_the_previous_checkpoint(saved, monkeypatch):
+    """torch.save dies half-way (disk full, the process killed): the checkpoint on disk is still the
+    previous one, whole, and no temporary file is left behind."""
+    model, path = saved
+    write(path.parent.parent, model, step=1)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 the first bytes of a zip archive, and no more")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="No space left"):
+        write(path.parent.parent, model, step=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(os.listdir(path.parent)) == ["checkpoint.pt"]
 
 
 def test_truncated_file(saved):

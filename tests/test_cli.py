@@ -1,37 +1,43 @@
-"""The wavenet-conv command, run as a user runs it: in a subprocess."""
+"""The wavenet-conv command, run as a user runs it: in a subprocess, and in-process through ``main``."""
 
+import inspect
 import io
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
-import time
+from dataclasses import fields
 
 import pytest
 import torch
 
-from wavenet_conv import load_names
-from wavenet_conv.checkpoint import load_model
+import wavenet_conv.cli as cli_module
+from wavenet_conv import ModelConfig, TrainConfig, __version__, sample_names, score_names, train
+from wavenet_conv.checkpoint import load_checkpoint, load_model
+from wavenet_conv.cli import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, main
 
-from test_train import one_thread  # noqa: F401  (autouse)
-from conftest import BUNDLED_NAMES, ROOT
+from conftest import ROOT, interrupt_at
 
 SAMPLES = 5
 SMALL = ["--n-embd", "8", "--n-hidden", "32", "--batch-size", "32", "--threads", "1"]
 
 
 def cli(*args, stdin=None, timeout=120):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "wavenet_conv", *map(str, args)], input=stdin, capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
-@pytest.fixture(scope="module")
-def small_names(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "small.txt"
-    path.write_text("\n".join(load_names(BUNDLED_NAMES)[::32][:1000]) + "\n")
-    return path
+def run_main(argv, monkeypatch, capsys, stdin=""):
+    """``main(argv)`` as the console script runs it: exit status, stdout, stderr."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,6 @@ def test_train_prints_losses_and_samples_and_writes_the_run_folder(run):
 
 
 def test_score_agrees_with_score_names(run, small_names):
-    from wavenet_conv.scoring import score_names
-
     out, _ = run
     names = ["emma", "olivia", "xzqj"]
     p = cli("score", out, "-", "--json", stdin="\n".join(names) + "\n")
@@ -71,37 +75,96 @@ def test_score_agrees_with_score_names(run, small_names):
     assert float(first[2]) == pytest.approx(float(first[1]) / (len(first[0]) + 1), abs=1e-4)
 
 
-def test_sample_is_seeded_and_marks_training_names(run):
+def test_sample_is_seeded_and_marks_training_names(run, monkeypatch, capsys):
     out, _ = run
-    a = cli("sample", out, "-n", 8, "--seed", 3, "--temperature", 0.8, "--top-k", 10, "--prefix", "ma")
-    b = cli("sample", out, "-n", 8, "--seed", 3, "--temperature", 0.8, "--top-k", 10, "--prefix", "ma")
-    assert a.returncode == 0, a.stderr
-    assert a.stdout == b.stdout and len(a.stdout.splitlines()) == 8
-    assert all(line.startswith("ma") and line.endswith(("(new)", "(in training set)")) for line in a.stdout.splitlines())
+    argv = ["sample", out, "-n", 8, "--seed", 3, "--temperature", 0.8, "--top-k", 10, "--prefix", "ma"]
+    code, a, err = run_main(argv, monkeypatch, capsys)
+    assert code == 0, err
+    assert run_main(argv, monkeypatch, capsys)[1] == a and len(a.splitlines()) == 8
+    assert all(line.startswith("ma") and line.endswith(("(new)", "(in training set)")) for line in a.splitlines())
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(small_names, tmp_path):
-    args = ["--data", small_names, "--steps", 400, "--checkpoint-every", 50, "--samples", 0, "--quiet", *SMALL]
-    full = cli("train", "--out", tmp_path / "full", *args)
-    assert full.returncode == 0, full.stderr
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "wavenet_conv", "train", "--out", str(cut), *map(str, args)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt arrived")
-    assert proc.returncode == 130 and "interrupted at step" in stdout and "Traceback" not in stderr
-    step = load_model(cut).meta["step"]
-    assert 50 <= step < 400
-    resumed = cli("train", "--resume", cut, "--samples", 0, "--quiet", "--threads", 1)
-    assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["state_dict"]
-    b = torch.load(cut / "checkpoint.pt", weights_only=True)["state_dict"]
+@pytest.mark.parametrize("option", [["--top-k", 1], ["--temperature", 0.001]], ids=["top-k", "temperature"])
+def test_sample_uses_top_k_and_temperature(run, option, monkeypatch, capsys):
+    """Greedy (or nearly): the seed no longer matters; without the option it does."""
+    out, _ = run
+    seeded = [run_main(["sample", out, "-n", 10, "--seed", seed, *option], monkeypatch, capsys)[1] for seed in (1, 2)]
+    assert seeded[0] == seeded[1] and len(set(seeded[0].splitlines())) == 1
+    plain = [run_main(["sample", out, "-n", 10, "--seed", seed], monkeypatch, capsys)[1] for seed in (1, 2)]
+    assert plain[0] != plain[1]
+
+
+def test_version_is_the_packages(monkeypatch, capsys):
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert re.search(r'^version = "(.+)"$', f.read(), flags=re.M)[1] == __version__
+    assert run_main(["--version"], monkeypatch, capsys)[1] == f"wavenet-conv {__version__}\n"
+
+
+def test_sample_max_len_default_is_the_library_default():
+    args = build_parser().parse_args(["sample", "RUN"])
+    assert args.max_len == inspect.signature(sample_names).parameters["max_len"].default
+
+
+def test_every_config_field_is_an_option_with_help():
+    assert set(MODEL_OPTIONS) == {f.name for f in fields(ModelConfig)} - {"vocab_size"}  # the data sets it
+    assert set(TRAIN_OPTIONS) | {"recipe", "device"} == {f.name for f in fields(TrainConfig)}
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train_parser._actions}
+    for name in MODEL_OPTIONS + TRAIN_OPTIONS:
+        assert flag(name) in actions[name].option_strings and len(actions[name].help) > 10, name
+
+
+@pytest.mark.parametrize("command", ["train", "score", "sample", "check"])
+def test_every_command_that_computes_takes_device(command):
+    argv = [command] + (["RUN"] if command in ("score", "sample") else []) + ["--device", "cpu"]
+    assert build_parser().parse_args(argv).device == "cpu"
+
+
+def test_check_compares_the_two_forms(monkeypatch, capsys):
+    code, out, err = run_main(["check", "--layers", "2", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 0, err
+    assert float(out.splitlines()[-1].split(": ")[-1]) <= 1e-10  # float64
+
+
+@pytest.fixture
+def stopped_run(small_names, tmp_path):
+    """A run of 80 steps with seed 5, stopped at step 30."""
+    tc = TrainConfig(steps=80, batch_size=32, seed=5, checkpoint_every=0)
+    train(ModelConfig(n_embd=8, n_hidden=32), tc, data=small_names, out=tmp_path / "run", stop_at=30, log=None)
+    return tmp_path / "run"
+
+
+def test_resume_applies_what_can_change_and_samples_with_the_run_seed(stopped_run, monkeypatch, capsys):
+    argv = ["train", "--resume", stopped_run, "--checkpoint-every", 25, "--eval-every", 20, "--samples", 4, "--quiet"]
+    code, out, err = run_main(argv, monkeypatch, capsys)
+    assert code == 0, err
+    ckpt = load_checkpoint(stopped_run)
+    assert ckpt["train_config"]["checkpoint_every"] == 25 and ckpt["train_config"]["seed"] == 5
+    assert [s for s, _ in ckpt["metrics"]["val_curve"]] == [40, 60]
+    samples = out.split("4 samples:\n")[1]
+    code, sampled, err = run_main(["sample", stopped_run, "-n", 4, "--seed", 5], monkeypatch, capsys)
+    assert code == 0 and samples == sampled  # the run's seed, not the command line's default
+
+
+@pytest.mark.parametrize("option", ["seed", "steps", "lr", "recipe"] + list(MODEL_OPTIONS))
+def test_resume_refuses_options_that_change_the_run(stopped_run, option, monkeypatch, capsys):
+    value = {"recipe": "lecture", "activation": "gated", "norm": "layer", "residual_input": "none", "lr": "0.5"}.get(option, "7")
+    flags = [flag(option)] if option in ("residual", "skip") else [flag(option), value]
+    code, _, err = run_main(["train", "--resume", stopped_run, *flags], monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and flag(option) in err, err
+    assert load_checkpoint(stopped_run)["step"] == 30
+
+
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_path, monkeypatch, capsys):
+    args = ["--data", small_names, "--steps", 120, "--checkpoint-every", 50, "--samples", 0, "--quiet", *SMALL]
+    assert run_main(["train", "--out", tmp_path / "full", *args], monkeypatch, capsys)[0] == 0
+    interrupt_at(monkeypatch, 70)
+    code, out, err = run_main(["train", "--out", tmp_path / "cut", *args], monkeypatch, capsys)
+    assert code == 130 and "interrupted at step 71" in out and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "cut")["step"] == 71
+    monkeypatch.undo()
+    assert run_main(["train", "--resume", tmp_path / "cut", "--samples", 0, "--quiet"], monkeypatch, capsys)[0] == 0
+    a, b = load_checkpoint(tmp_path / "full")["state_dict"], load_checkpoint(tmp_path / "cut")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -126,11 +189,12 @@ ERRORS = [
     (["train", "--data", "{bad}/binary.txt"], "UTF-8"),
     (["train", "--data", "{bad}/empty.txt"], "no names"),
     (["train", "--form", "lstm"], "invalid choice"),
-    (["train", "--steps", "0"], ">= 1"),
+    (["train", "--steps", "0"], "--steps must be an integer >= 1, got 0"),
+    (["train", "--n-embd", "0"], "--n-embd must be an integer >= 1"),
     (["train", "--activation", "relu"], "invalid choice"),
     (["train", "--residual-input", "identity", "--residual"], "identity"),
     (["train", "--resume", "{bad}/nowhere"], "no such"),
-    (["train", "--resume", "{run}", "--steps", "5"], "drop --steps"),
+    (["train", "--resume", "{run}", "--steps", "5"], "--steps is 150 in the run being resumed, not 5"),
     (["train", "--resume", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["score", "{bad}/garbage.pt", "{bad}/bad_chars.txt"], "corrupt or truncated"),
     (["score", "{run}", "{bad}/bad_chars.txt"], "line 3"),
@@ -139,40 +203,42 @@ ERRORS = [
     (["sample", "{run}", "--prefix", "zoë"], "--prefix"),
     (["sample", "{run}", "--top-k", "0"], ">= 1"),
     (["sample", "{run}", "--temperature", "-1"], "> 0"),
+    (["sample", "{run}", "--temperature", "inf"], "finite"),
+    (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len 3 is shorter than --prefix"),
     (["sample", "{bad}/truncated.pt"], "corrupt or truncated"),
+    (["check", "--data", "{bad}/dot.txt"], "line 3"),
     ([], "required"),
     (["bogus"], "invalid choice"),
 ]
 
 
-def main_in_process(argv, stdin, monkeypatch, capsys):
-    """``main(argv)`` as the console script runs it: exit status, stdout, stderr."""
-    from wavenet_conv.cli import main
-
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.parametrize("argv,message", ERRORS, ids=[" ".join(a)[:40] for a, _ in ERRORS])
 def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, run, monkeypatch, capsys):
     argv = [a.format(bad=bad_files, run=run[0]) for a in argv]
-    code, _, err = main_in_process(argv, "anna\n", monkeypatch, capsys)
+    code, _, err = run_main(argv, monkeypatch, capsys, stdin="anna\n")
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert message in err and err.startswith("wavenet-conv")
 
 
-@pytest.mark.parametrize("i", [0, 1, 5, 11, 13])
+@pytest.mark.parametrize("i", [0, 1, 5, 12, 14])
 def test_user_errors_in_a_subprocess(i, bad_files, run):
     argv, message = ERRORS[i]
     p = cli(*[a.format(bad=bad_files, run=run[0]) for a in argv], stdin="anna\n")
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+
+
+def test_a_library_bug_is_not_reported_as_the_users_mistake(run, monkeypatch, capsys):
+    """Only the library's own input errors (and OSError) become one-line errors; a plain ValueError
+    from inside the library is a bug and keeps its traceback."""
+    def broken(*a, **k):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(cli_module, "score_names", broken)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("anna\n"))
+    with pytest.raises(ValueError, match="internal"):
+        main(["score", str(run[0]), "-"])
 
 
 def test_cuda_on_a_machine_without_it(run):

@@ -1,12 +1,13 @@
 """Vocabulary, names files, the lecture split, and the two example layouts."""
 
 import hashlib
+import random
 
 import pytest
 import torch
 
 from conftest import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
-from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, sequences
+from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, paths, sequences
 
 
 def test_vocab_round_trip():
@@ -23,7 +24,7 @@ def test_lecture_vocab():
 
 
 def test_lecture_split_counts(lecture_words):
-    """SPEC section 1, on the lecture's own file."""
+    """The lecture's counts, on the lecture's own file."""
     raw = open(LECTURE_NAMES, "rb").read()
     assert hashlib.sha256(raw).hexdigest() == "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
     assert len(lecture_words) == 32033 and len(set(lecture_words)) == 29494
@@ -49,8 +50,6 @@ def test_bundled_data_split(bundled_words):
 
 
 def test_split_matches_global_random_and_keeps_input():
-    import random
-
     words = [f"w{i}" for i in range(101)]
     copy = list(words)
     random.seed(42)
@@ -119,3 +118,9 @@ def test_encoding_errors_name_the_index():
         sequences(["a", "b", ""], VOCAB)
     with pytest.raises(DataError, match="no names"):
         sequences([], VOCAB)
+
+
+def test_a_missing_bundled_file_says_how_to_give_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "PACKAGE_DIR", str(tmp_path / "pkg"))
+    with pytest.raises(DataError, match=r"data=PATH in Python, --data PATH on the command line"):
+        paths.bundled_names()

@@ -1,10 +1,12 @@
 """Bad model input and impossible configurations: clear errors, never a deep torch error or NaN."""
 
+import copy
+
 import pytest
 import torch
 
 from conftest import VOCAB, make_pair
-from wavenet_conv import ConvModel, ModelConfig, TreeModel, sequences
+from wavenet_conv import ConfigError, ConvModel, ModelConfig, TreeModel, sequences
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,6 @@ def test_training_mode_single_example_says_eval(cls):
 
 def test_conv_training_uses_real_positions_only():
     """BatchNorm statistics in training come from real positions: right-padding changes nothing."""
-    import copy
-
     torch.manual_seed(0)
     conv = ConvModel(ModelConfig(n_embd=4, n_hidden=5, n_layers=2)).double().train()
     twin, unmasked = copy.deepcopy(conv), copy.deepcopy(conv)
@@ -84,25 +84,25 @@ def test_conv_training_uses_real_positions_only():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        (dict(n_layers=0), r"n_layers must be a positive integer, got 0"),
+        (dict(n_layers=0), r"n_layers must be an integer >= 1, got 0"),
         (dict(activation="relu"), r"activation must be one of .*'relu'"),
         (dict(norm="group"), r"norm must be one of"),
         (dict(residual=True, residual_input="identity"), r"residual_input='identity'.*n_embd=24.*n_hidden=128"),
         (dict(n_inner=64), r"n_inner=64 differs from n_hidden=128.*residual=True"),
         (dict(n_skip=16), r"only used with skip=True"),
-        (dict(n_hidden=2.5), r"n_hidden must be a positive integer"),
+        (dict(n_hidden=2.5), r"n_hidden must be an integer >= 1"),
         (dict(residual_input="sideways"), r"residual_input must be one of"),
     ],
 )
 def test_impossible_configs_fail_at_construction(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ConfigError, match=pattern):
         ModelConfig(**kwargs)
 
 
 def test_config_round_trip():
     cfg = ModelConfig(activation="gated", residual=True, skip=True, n_skip=32)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown field"):
         ModelConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
 
 

@@ -5,14 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import VARIANTS, VOCAB, make_pair, random_words, variant_id
-from wavenet_conv import contexts, sequences
+from wavenet_conv import ModelConfig, contexts, sequences
 
 
 @pytest.mark.parametrize("depth", [1, 3, 4])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 def test_gradients_match(variant, depth):
-    from wavenet_conv import ModelConfig
-
     cfg = ModelConfig(n_embd=5, n_hidden=6, n_layers=depth, **variant)
     tree, conv = make_pair(cfg, torch.float64, seed=depth)
     words = random_words(5, seed=depth, max_len=2**depth + 4)

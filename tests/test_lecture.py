@@ -15,7 +15,10 @@ def words():
 
 @pytest.mark.parametrize(
     "n_embd,n_hidden,n_layers,hidden_bias",
-    [(24, 128, 3, False), (10, 68, 3, False), (6, 9, 1, False), (6, 9, 4, False), (6, 9, 2, True)],
+    [(24, 128, 3, False), (10, 68, 3, False), (6, 9, 1, False), (6, 9, 4, False), (6, 9, 2, True),
+     (6, 12, 3, False), (5, 27, 2, True)],
+    ids=["lecture", "lecture-22k", "depth-1", "depth-4", "hidden-bias",
+         "square-first-linear", "square-output-linear"],  # 2*n_embd == n_hidden; n_hidden == vocab size
 )
 def test_imported_model_gives_the_same_logits(words, n_embd, n_hidden, n_layers, hidden_bias):
     X, Y = contexts(words, VOCAB, 2**n_layers)
@@ -49,11 +52,12 @@ def test_list_of_layers_and_float64(words):
         assert (tree(X) - lec(X)).abs().max() <= 1e-12
 
 
-def test_flat_baseline(words):
+@pytest.mark.parametrize("n_hidden,params", [(200, 12097), (30, 2067)], ids=["lecture", "square"])
+def test_flat_baseline(words, n_hidden, params):
     X, Y = contexts(words, VOCAB, 3)
-    lec = LL.train_steps(LL.flat_model(), X, Y)
+    lec = LL.train_steps(LL.flat_model(n_hidden=n_hidden), X, Y)  # 30: a square (30, 30) first Linear
     flat = from_lecture(lec)
-    assert isinstance(flat, FlatModel) and flat.num_params() == 12097
+    assert isinstance(flat, FlatModel) and flat.num_params() == params
     with torch.no_grad():
         assert (flat(X) - lec(X)).abs().max() <= 1e-5
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
-from wavenet_conv import ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, Vocab, sample_names, sequences
-from wavenet_conv.sampling import CachedStepper, draw
+from wavenet_conv import (ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
+                          sequences)
+from wavenet_conv.sampling import MAX_LEN, CachedStepper, draw
 
 
 def ending_pair(cfg: ModelConfig, seed: int = 0, end_bias: float = 1.5, dtype=torch.float64, device="cpu"):
@@ -19,6 +20,18 @@ def ending_pair(cfg: ModelConfig, seed: int = 0, end_bias: float = 1.5, dtype=to
 
 def sample(model, seed=0, **kw):
     return sample_names(model, kw.pop("n", 40), VOCAB, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def first_draws(names, prefix: str) -> list[int]:
+    """The token each name drew right after the prefix (0: it ended there)."""
+    return [VOCAB.stoi[w[len(prefix)]] if len(w) > len(prefix) else 0 for w in names]
+
+
+def expected_first_draws(logits: torch.Tensor, n: int, seed: int) -> list[int]:
+    """What the sampler's first draw gives for these logits (V,): row i takes the i-th of the n
+    uniforms of the first step (the documented randomness of ``sample_names``)."""
+    u = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return draw(logits.expand(n, -1), u).tolist()
 
 
 @pytest.mark.parametrize("prefix", ["", "qu"])
@@ -53,7 +66,7 @@ def test_same_seed_same_names_and_stops():
     tree, conv = ending_pair(ModelConfig(n_embd=8, n_hidden=16, n_layers=3))
     a, b, c = sample(conv, seed=1, n=200), sample(conv, seed=1, n=200), sample(conv, seed=2, n=200)
     assert a == b and a != c
-    assert all("." not in w and len(w) <= 50 for w in a)  # empty if the end token comes first
+    assert all("." not in w and len(w) <= MAX_LEN for w in a)  # empty if the end token comes first
     assert len({len(w) for w in a}) > 3  # each row stopped at its own end token
 
 
@@ -95,13 +108,31 @@ def test_training_mode_samples_in_eval_mode(model_kind):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "window"])
+@pytest.mark.parametrize("kind", ["conv", "tree"])
+def test_the_draw_after_the_prefix_follows_the_models_logits(kind, cached):
+    """The prefix is fed to the model: the first draw after it follows ConvModel.forward's logits at
+    the prefix's last position, on ``[0, prefix...]``, row for row."""
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2, activation="gated", skip=True))
+    model = conv if kind == "conv" else TreeModel.from_conv(conv)
+    prefix, n = "quxz", 300  # longer than the receptive field, 4
+    with torch.no_grad():
+        logits = conv(torch.tensor([[0] + VOCAB.encode(prefix)]))[0, -1]  # (V,)
+    names = sample(model, seed=4, n=n, prefix=prefix, cached=cached)
+    assert first_draws(names, prefix) == expected_first_draws(logits, n, seed=4)
+    assert len(set(first_draws(names, prefix))) > 5
+
+
 def test_flat_model_uses_the_window():
+    """A FlatModel has no cache: it samples from its last block_size tokens, whatever ``cached`` says."""
     torch.manual_seed(0)
     flat = randomize_(FlatModel(FlatConfig(n_embd=4, n_hidden=9, block_size=3)).double()).eval()
     with torch.no_grad():
         flat.lm_head.bias[0] += 1.5
-    assert sample(flat) == sample(flat, cached=False)
-    assert all("." not in w for w in sample(flat))
+        logits = flat(torch.tensor([VOCAB.encode("mar")]))[0]  # the window: the prefix's last 3 characters
+    names = sample(flat, seed=2, n=300, prefix="omar")
+    assert first_draws(names, "omar") == expected_first_draws(logits, 300, seed=2)
+    assert sample(flat, cached=False) == sample(flat) and all("." not in w for w in sample(flat))
 
 
 @pytest.mark.parametrize("device", devices())

@@ -91,7 +91,7 @@ def test_chunk_size_does_not_change_scores(chunk):
 @pytest.mark.parametrize("path", ["bundled", "lecture"])
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-6), (torch.float32, 1e-5)], ids=["f64", "f32"])
 def test_dev_split_loss_equals_tree_split_loss(path, dtype, rtol):
-    """The fast path's mean loss on the lecture's dev split is the lecture's "val" loss (SPEC §1)."""
+    """The fast path's mean loss on the lecture's dev split is the lecture's "val" loss."""
     file = {"bundled": BUNDLED_NAMES, "lecture": LECTURE_NAMES}[path]
     try:
         words = load_names(file)

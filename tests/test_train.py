@@ -1,40 +1,35 @@
-"""Training: the recipes lower the loss, write a run folder, and resume exactly."""
+"""Training: the recipes lower the loss, write a run folder, resume exactly, and stop cleanly."""
 
+import copy
+import importlib
+import io
 import json
 import math
+import sys
+import time
 
 import pytest
 import torch
 
-from wavenet_conv import FlatConfig, FlatModel, ModelConfig, lecture_split, load_names
-from wavenet_conv.checkpoint import load_model
-from wavenet_conv.train import NameBatches, add_input_noise, recalibrate_batchnorm, TrainConfig, lr_at, recipe, train
+from wavenet_conv import (ConfigError, ConvModel, FlatConfig, FlatModel, ModelConfig, TreeModel, lecture_split,
+                          load_names, score_names)
+from wavenet_conv.checkpoint import load_checkpoint, load_model
+from wavenet_conv.train import (NameBatches, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
+                                recalibrate_batchnorm, recipe, train)
 
-from conftest import BUNDLED_NAMES, VOCAB
+from conftest import BUNDLED_NAMES, VOCAB, interrupt_at
 
 SMALL = ModelConfig(n_embd=8, n_hidden=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a small shared CPU, more threads than free cores slow these tiny models
-    down by an order of magnitude (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def small_names(tmp_path_factory):
-    """1,000 names of the bundled file: a few hundred steps train in a second or two."""
-    path = tmp_path_factory.mktemp("data") / "small.txt"
-    path.write_text("\n".join(load_names(BUNDLED_NAMES)[::32][:1000]) + "\n")
-    return path
+train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
 
 
 def quick(name="default", **kw):
     return recipe(name, **{"steps": 300, "batch_size": 32, "checkpoint_every": 100, **kw})
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_default_recipe_lowers_loss_and_writes_a_run_folder(small_names, tmp_path):
@@ -43,19 +38,18 @@ def test_default_recipe_lowers_loss_and_writes_a_run_folder(small_names, tmp_pat
     assert m["val_loss"] < math.log(27) - 0.6 and m["train_loss"] < math.log(27) - 0.6
     assert m["steps"] == 300 and m["params"] == r.model.num_params()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    for key in ("train_loss", "val_loss", "test_loss", "params", "steps", "train_seconds"):
+    for key in ("train_loss", "val_loss", "test_loss", "params", "steps", "train_seconds", "eval_seconds"):
         assert saved[key] == m[key]
     assert saved["data"]["sha256"] and saved["data"]["path"].endswith("small.txt")
     assert (tmp_path / "run" / "loss.png").stat().st_size > 0
     model, vocab, meta = load_model(tmp_path / "run")
     assert not model.training and meta["step"] == 300 and meta["metrics"]["val_loss"] == m["val_loss"]
+    assert meta["losses"].shape == (300,) and torch.isfinite(meta["losses"]).all()
     x = torch.tensor([[0, 5, 13, 13, 1]])
     assert torch.equal(model(x), r.model.eval()(x))
 
 
 def test_split_losses_are_score_names(small_names):
-    from wavenet_conv.scoring import score_names
-
     r = train(SMALL, quick(steps=50), data=small_names, log=None)
     _, val, test = lecture_split(load_names(small_names))
     assert r.metrics["val_loss"] == pytest.approx(score_names(r.model, val, r.vocab).mean_loss, abs=1e-6)
@@ -70,7 +64,7 @@ def test_lecture_recipe_is_sgd_on_contexts_with_the_step_decay():
 
 def test_lecture_recipe_lowers_loss(small_names):
     r = train(SMALL, quick("lecture", steps=400), data=small_names, log=None)
-    assert type(r.model).__name__ == "TreeModel"
+    assert type(r.model) is TreeModel
     assert r.metrics["val_loss"] < math.log(27) - 0.5
 
 
@@ -91,6 +85,33 @@ def test_name_batches_are_an_epoch_shuffle():
     assert torch.equal(NameBatches(words, VOCAB, 10, 0, "cpu")(4)[0], x)  # a function of (seed, step)
 
 
+def test_name_batches_keep_every_target():
+    """Each row of a batch keeps all its targets, the end token included: len(name) + 1."""
+    words = load_names(BUNDLED_NAMES)[:200]
+    batches = NameBatches(words, VOCAB, batch_size=16, seed=3, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        ix = torch.randperm(len(words), generator=g)[:16]
+        x, y, mask = batches.take(ix)
+        assert (y != -100).sum(1).tolist() == [len(words[i]) + 1 for i in ix]
+        assert (y[torch.arange(16), mask.sum(1) - 1] == 0).all()  # the last target is the end token
+    x, y, _ = batches(0)  # the shuffled batches are made the same way
+    assert sorted((y != -100).sum(1).tolist()) == sorted(len(words[i]) + 1 for i in batches.perm[:16])
+
+
+@pytest.mark.parametrize("kind", ["conv", "flat"])
+def test_weight_decay_is_on_weights_only(kind):
+    model = ConvModel(ModelConfig(n_embd=4, n_hidden=8, activation="gated", residual=True, skip=True)) if kind == "conv" \
+        else FlatModel(FlatConfig(n_embd=4, n_hidden=8))
+    opt = make_optimizer(model, recipe("default", weight_decay=0.5))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    weights = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
+    assert names == weights  # every Linear and Embedding weight; no bias, no norm's weight or bias
+    assert all(g["weight_decay"] in (0.0, 0.5) for g in opt.param_groups)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
 def test_input_noise_replaces_characters_only_and_is_a_function_of_seed_and_step():
     x = torch.tensor([[0, 5, 6, 7, 0, 0]] * 400)
     a = add_input_noise(x, 0.3, 27, seed=1, step=5)
@@ -101,10 +122,6 @@ def test_input_noise_replaces_characters_only_and_is_a_function_of_seed_and_step
 
 
 def test_batchnorm_recalibration_uses_clean_training_batches():
-    import copy
-
-    from wavenet_conv import ConvModel
-
     words = load_names(BUNDLED_NAMES)[:300]
     model = ConvModel(SMALL)
     batches = NameBatches(words, VOCAB, batch_size=16, seed=0, device="cpu")
@@ -135,12 +152,10 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_names, tmp_path, name
     assert stopped.metrics["stopped_at"] == 120 and load_model(tmp_path / "cut").meta["step"] == 120
     torch.manual_seed(12345)  # whatever happened to the global RNG in between
     resumed = train(resume=tmp_path / "cut", log=None)
-    a, b = full.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    assert same_weights(full.model, resumed.model)  # bit for bit
     assert resumed.metrics["val_loss"] == full.metrics["val_loss"]
-    losses_full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["losses"]
-    losses_res = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["losses"]
-    assert torch.equal(losses_full, losses_res)
+    losses_full = load_checkpoint(tmp_path / "full")["losses"]
+    assert torch.equal(losses_full, load_checkpoint(tmp_path / "cut")["losses"])
 
 
 def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
@@ -152,9 +167,127 @@ def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
         train(resume=tmp_path / "run", log=None)
 
 
+@pytest.fixture
+def stopped_run(small_names, tmp_path):
+    """A run of 60 steps (seed 5) stopped at step 20."""
+    train(SMALL, quick(steps=60, seed=5, checkpoint_every=0), data=small_names, out=tmp_path / "run", stop_at=20, log=None)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("change", [dict(seed=6), dict(steps=80), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
+                         ids=lambda c: next(iter(c)))
+def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
+    tc = train_module.saved_config(stopped_run)
+    with pytest.raises(ConfigError, match=rf"TrainConfig\.{next(iter(change))} is .* in the run being resumed"):
+        train(config=TrainConfig.from_dict({**tc.to_dict(), **change}), resume=stopped_run, log=None)
+    with pytest.raises(ConfigError, match="keeps its model"):
+        train(ModelConfig(n_embd=9), resume=stopped_run, log=None)
+
+
+def test_resume_applies_how_the_run_is_carried_out(stopped_run):
+    tc = train_module.saved_config(stopped_run)
+    assert tc.seed == 5
+    r = train(config=TrainConfig.from_dict({**tc.to_dict(), "eval_every": 15, "checkpoint_every": 25, "eval_test": False}),
+              resume=stopped_run, log=None, stop_at=50)
+    meta = load_model(stopped_run).meta
+    assert meta["step"] == 50 and meta["train_config"]["checkpoint_every"] == 25
+    r = train(resume=stopped_run, log=None)  # the run's settings now: checkpoint_every 25, eval_every 15
+    assert [s for s, _ in r.metrics["val_curve"]] == [30, 45]
+    assert r.metrics["test_loss"] is None and r.config.seed == 5
+
+
+def test_train_seconds_are_the_steps_alone(small_names, tmp_path, monkeypatch):
+    """Evaluations and checkpoint writes are timed apart from the training steps."""
+    def slow(f):
+        return lambda *a, **k: (time.sleep(0.3), f(*a, **k))[1]
+
+    monkeypatch.setattr(train_module, "split_loss", slow(train_module.split_loss))
+    monkeypatch.setattr(train_module, "save_checkpoint", slow(train_module.save_checkpoint))
+    r = train(SMALL, quick(steps=30, eval_every=10, checkpoint_every=10), data=small_names, out=tmp_path / "run", log=None)
+    m = r.metrics  # 2 val losses along the way and 3 at the end; 2 checkpoints along the way and one at the end
+    assert m["eval_seconds"] >= 5 * 0.3 and m["train_seconds"] < 0.3
+    assert m["ms_per_step"] == pytest.approx(1000 * m["train_seconds"] / 30, abs=0.2)  # train_seconds is rounded
+
+
+def test_a_step_reads_nothing_back_from_the_device(small_names, monkeypatch):
+    """The per-step losses stay on the device; the progress line reads their mean now and then."""
+    reads, item = [], torch.Tensor.item
+
+    def counted_item(t):  # reads by the library's own code (the optimizer's host-side step counts are not)
+        if "wavenet_conv" in sys._getframe(1).f_code.co_filename:
+            reads.append(1)
+        return item(t)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setattr(train_module, "finish", lambda run, log: run)  # count the steps only
+    run = train(SMALL, quick(steps=200, checkpoint_every=0), data=small_names, log=None, progress=True)
+    assert run.step == 200 and len(reads) <= 200 // 10
+
+
+def test_progress_shows_the_mean_loss_since_the_last_line():
+    stream = io.StringIO()
+    bar = Progress(100, enabled=True, stream=stream, every=10)
+    losses = torch.arange(100, dtype=torch.float32)
+    bar.update(5, losses)
+    assert stream.getvalue() == ""  # fewer than 10 steps since the last read
+    bar.update(10, losses)
+    assert "step  10/100  loss 4.5000" in stream.getvalue()
+
+
+def test_compile_wraps_the_forward_of_the_training_steps(small_names, monkeypatch):
+    calls = []
+
+    def fake_compile(model, **kw):
+        def forward(*a):
+            calls.append(len(a))
+            return model(*a)
+        calls.append(kw)
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    r = train(SMALL, quick(steps=5, compile=True), data=small_names, log=None)
+    assert calls[0] == {"dynamic": True} and calls[1:] == [2] * 5  # (x, mask), every step
+    assert type(r.model) is ConvModel  # the model itself is saved and scored, not the wrapper
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(small_names, tmp_path, monkeypatch):
+    tc = quick(steps=150, checkpoint_every=50)
+    full = train(SMALL, tc, data=small_names, out=tmp_path / "full", log=None)
+    interrupt_at(monkeypatch, 70)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train(SMALL, tc, data=small_names, out=tmp_path / "cut", log=lines.append)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 71  # the step in flight finished, then saved
+    assert "interrupted at step 71; checkpoint saved" in lines[-1]
+    monkeypatch.undo()
+    resumed = train(resume=tmp_path / "cut", log=None)
+    assert same_weights(full.model, resumed.model)
+
+
+def test_a_second_ctrl_c_writes_nothing(small_names, tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 70, times=2)  # the second one lands mid-step
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train(SMALL, quick(steps=150, checkpoint_every=50), data=small_names, out=tmp_path / "cut", log=lines.append)
+    ckpt = load_checkpoint(tmp_path / "cut")
+    assert ckpt["step"] == 50 and len(ckpt["losses"]) == 50  # the last good checkpoint stays
+    assert "not saved; the checkpoint of step 50 stays" in lines[-1]
+
+
 def test_train_config_validates():
-    with pytest.raises(ValueError, match="form"):
+    with pytest.raises(ConfigError, match="form"):
         TrainConfig(form="lstm")
-    with pytest.raises(ValueError, match="recipe"):
+    with pytest.raises(ConfigError, match=r"TrainConfig\.steps must be an integer >= 1, got 0"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="recipe"):
         recipe("fast")
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['dropout'\]"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "dropout": 0.1})
+    with pytest.raises(ConfigError, match="unknown field"):
+        recipe("default", dropout=0.1)
+
+
+def test_conv_form_needs_a_conv_model(small_names):
+    with pytest.raises(ConfigError, match="ConvModel"):
+        train(config=quick(steps=5), data=small_names, make_model=lambda V: TreeModel(ModelConfig(vocab_size=V)), log=None)

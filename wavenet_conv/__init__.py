@@ -1,25 +1,29 @@
 """wavenet_conv: the makemore lecture's hierarchical character model, and the same model as dilated
 causal convolutions that score a whole name in one pass."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
+from .errors import CheckpointError, ConfigError, DataError, InputError
+from .config import ModelConfig, TrainConfig, recipe
 from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
-from .config import ModelConfig
 from .conv import ConvModel
-from .data import DataError, SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, sequences
+from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, sequences
 from .lecture import from_lecture
 from .tree import FlatConfig, FlatModel, TreeModel
+from .folded import FoldedModel, fold
 from .scoring import ScoreResult, score_names
 from .sampling import sample_names
-from .checkpoint import CheckpointError, load_model
-from .train import TrainConfig, TrainResult, recipe, train
+from .checkpoint import load_model
+from .train import TrainResult, train
 from .export import export_onnx
 
 __all__ = [
     "__version__",
+    "InputError", "DataError", "CheckpointError", "ConfigError",
+    "ModelConfig", "TrainConfig", "recipe",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
-    "ModelConfig", "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
-    "DataError", "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
-    "ScoreResult", "score_names", "sample_names",
-    "CheckpointError", "load_model", "TrainConfig", "TrainResult", "recipe", "train", "export_onnx",
+    "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
+    "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
+    "FoldedModel", "fold", "ScoreResult", "score_names", "sample_names",
+    "load_model", "TrainResult", "train", "export_onnx",
 ]

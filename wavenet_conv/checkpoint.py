@@ -12,6 +12,8 @@ A checkpoint is a plain dict (``torch.load(..., weights_only=True)`` reads it)::
     step            optimizer steps done
     rng             torch's global RNG state(s) after ``step``
     losses          (step,) float32 tensor: the training loss of every step
+    train_seconds   wall time of the training steps alone; eval_seconds: of the evaluations
+    val_curve       [(step, val loss)] of the periodic evaluations
     train_words     (n,) int64 tensor: sorted hashes of the training names (``in_training_set``)
     data            {"path", "sha256", "n_words"}
     metrics         the run's metrics (filled in at the end)
@@ -26,20 +28,17 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .config import ModelConfig
+from .config import ModelConfig, resolve_device
 from .conv import ConvModel
 from .data import Vocab
+from .errors import CheckpointError
 from .tree import FlatConfig, FlatModel, TreeModel
+from .version import __version__
 
 FORMAT = "wavenet_conv.checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 KINDS = {"conv": (ConvModel, ModelConfig), "tree": (TreeModel, ModelConfig), "flat": (FlatModel, FlatConfig)}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, truncated, incompatible. One-line message."""
 
 
 def model_kind(model) -> str:
@@ -161,6 +160,7 @@ class LoadedModel:
 def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu", form: str | None = None) -> LoadedModel:
     """Load a trained model from a run folder or checkpoint file.
 
+    ``device``: where to put it ("cpu", "cuda", or "auto": cuda when available).
     ``form``: "conv" or "tree" to get that form of a tree/conv model (same weights), None as trained.
 
     >>> model, vocab, meta = load_model("runs/my-run")          # doctest: +SKIP
@@ -173,4 +173,4 @@ def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu
             raise CheckpointError(f"{path}: cannot convert a {ckpt['kind']} model to form {form!r}")
         model = KINDS[form][0].from_model(model)
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer")}
-    return LoadedModel(model.to(device), vocab, meta, path)
+    return LoadedModel(model.to(resolve_device(device)), vocab, meta, path)

@@ -1,34 +1,52 @@
-"""The ``wavenet-conv`` command: train, score, sample.
+"""The ``wavenet-conv`` command: train, score, sample, check.
 
-    wavenet-conv train                      # the lecture's model, conv form, default recipe, data/names.txt
-    wavenet-conv train --recipe lecture     # SPEC section 2: tree form, SGD, 200k steps
+    wavenet-conv train                      # the lecture's model, conv form, default recipe, bundled names
+    wavenet-conv train --recipe lecture     # the lecture's recipe: tree form, SGD, 200k steps
     wavenet-conv score runs/RUN names.txt   # nats per name; '-' reads stdin
     wavenet-conv sample runs/RUN -n 20 --seed 1
+    wavenet-conv check                      # the two forms' logits on the dev split, side by side
 
-Every user error is one line on stderr and exit status 2.
+The model and training options are generated from ``ModelConfig`` and ``TrainConfig`` (their fields'
+names, types, choices and comments). A user's mistake -- the library's ``InputError``s (a bad names
+file, checkpoint or option) and ``OSError`` -- is one line on stderr and exit status 2; anything else
+is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
+import typing
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checkpoint import CheckpointError, load_model
-from .config import ACTIVATIONS, NORMS, RESIDUAL_INPUTS, ModelConfig
-from .data import DataError, load_names, parse_names
-from .train import FORMS, RECIPES, recipe, resolve_device, train
+from .check import compare_forms
+from .checkpoint import load_model
+from .config import CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, resolve_device
+from .data import Vocab, lecture_split, load_names, parse_names
+from .errors import ConfigError, InputError
+from .paths import bundled_names
+from .sampling import MAX_LEN, sample_names
+from .scoring import score_names
+from .train import CHANGEABLE_ON_RESUME, saved_config, train
+from .tree import TreeModel
+from .version import __version__
 
 PROG = "wavenet-conv"
+MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
+ALIASES = {"n_layers": ("--depth",)}
 
 
-class UserError(Exception):
-    """An error to report in one line, exit status 2."""
+def flag(name: str) -> str:
+    """A config field's option: ``n_embd`` -> ``--n-embd``."""
+    return "--" + name.replace("_", "-")
 
 
 def positive_int(s: str) -> int:
@@ -46,8 +64,8 @@ def positive_float(s: str) -> float:
         v = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
     return v
 
 
@@ -65,74 +83,87 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Train, score and sample the makemore WaveNet character model.")
-    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample}")
+def add_config_options(group, cls, names, show_default: bool) -> None:
+    """One option per field of ``cls`` in ``names``: its type, choices and comment (the help). Every
+    default is None, so that the options a user gave are the ones that are not None."""
+    docs, types = field_docs(cls), typing.get_type_hints(cls)
+    for name in names:
+        kind = types[name]
+        kind = next(a for a in typing.get_args(kind) if a is not type(None)) if typing.get_args(kind) else kind
+        default = getattr(cls(), name)
+        if show_default and default is not None:
+            shown = ("on" if default else "off") if kind is bool else default
+            text = f"{docs.get(name, '')} (default: {shown})"
+        else:
+            text = docs.get(name, "")
+        kwargs = dict(dest=name, default=None, help=text.replace("%", "%%"))
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if name in CHOICES:
+                kwargs["choices"] = CHOICES[name]
+            else:
+                kwargs["metavar"] = {int: "N", float: "X"}.get(kind)
+        group.add_argument(flag(name), *ALIASES.get(name, ()), **kwargs)
 
-    t = sub.add_parser("train", help="train a model on a names file (lecture split) and write a run folder",
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check}")
+    device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes it
+    device.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
+
+    t = sub.add_parser("train", parents=[device], help="train a model on a names file and write a run folder",
                        description="Train on a names file with the lecture's 80/10/10 split; writes checkpoint.pt, "
                                    "metrics.json and loss.png into the run folder.")
-    t.add_argument("--data", help="names file, one per line (default: the bundled data/names.txt)")
+    t.add_argument("--data", metavar="PATH", help="names file, one per line (default: the bundled names)")
     t.add_argument("--out", help="run folder (default: runs/<date>-<time>-<form>)")
-    t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped")
-    t.add_argument("--recipe", choices=sorted(RECIPES), default="default",
-                   help="default: conv form, whole names, AdamW; lecture: SPEC's tree form, SGD, 200k steps")
-    m = t.add_argument_group("model (default: the lecture's, 76,579 parameters)")
-    m.add_argument("--form", choices=FORMS, help="conv (whole names; default recipe) or tree (contexts; lecture recipe)")
-    m.add_argument("--n-embd", type=positive_int, help="embedding width (24)")
-    m.add_argument("--n-hidden", type=positive_int, help="layer width (128)")
-    m.add_argument("--n-layers", "--depth", type=positive_int, dest="n_layers", help="layers; context 2**depth (3)")
-    m.add_argument("--activation", choices=ACTIVATIONS, help="tanh (lecture), gated (WaveNet) or glu")
-    m.add_argument("--norm", choices=NORMS, help="batch (lecture), layer or none")
-    m.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None, help="residual connections")
-    m.add_argument("--residual-input", choices=RESIDUAL_INPUTS, help="the first layer's residual (project)")
-    m.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None, help="WaveNet skip connections and head")
-    m.add_argument("--n-inner", type=positive_int, help="gate/dilation channels (with --residual)")
-    m.add_argument("--n-skip", type=positive_int, help="skip channels (with --skip)")
-    m.add_argument("--n-head", type=positive_int, help="skip head width (with --skip)")
-    o = t.add_argument_group("optimization (default: the recipe's)")
-    o.add_argument("--steps", type=positive_int)
-    o.add_argument("--batch-size", type=positive_int, help="names (conv) or contexts (tree) per step")
-    o.add_argument("--lr", type=positive_float, help="peak learning rate")
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--warmup", type=nonnegative_int)
-    o.add_argument("--seed", type=int, default=42, help="seed of the init and the batch order; the samples' (42)")
-    o.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
-    o.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
-    o.add_argument("--checkpoint-every", type=nonnegative_int, help="steps between checkpoints (0: end only)")
-    o.add_argument("--eval-every", type=nonnegative_int, help="log val loss every N steps (0: end only)")
-    t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end (20)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
+                   f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
+    t.add_argument("--recipe", choices=sorted(RECIPES), help="default (conv form, whole names, AdamW; the default) "
+                   "or lecture (the lecture's: tree form, SGD, 200k steps)")
+    add_config_options(t.add_argument_group("model (default: the lecture's, 76,579 parameters)"), ModelConfig,
+                       MODEL_OPTIONS, show_default=True)
+    add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
+                       show_default=False)
+    t.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
     t.add_argument("--quiet", action="store_true", help="no progress line")
 
-    s = sub.add_parser("score", help="nats per name under a trained model",
+    s = sub.add_parser("score", parents=[device], help="nats per name under a trained model",
                        description="One line per name: name, total nats, nats per character (end token included).")
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
 
-    g = sub.add_parser("sample", help="sample names from a trained model (cached generation)")
+    g = sub.add_parser("sample", parents=[device], help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     g.add_argument("-n", "--num", type=positive_int, default=20, help="how many (20)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default: unseeded)")
-    g.add_argument("--temperature", type=positive_float, default=1.0)
-    g.add_argument("--top-k", type=positive_int, default=None)
+    g.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits (1.0)")
+    g.add_argument("--top-k", type=positive_int, default=None, help="draw from the k most likely tokens only")
     g.add_argument("--prefix", default="", help="every sample starts with these characters")
-    g.add_argument("--max-len", type=positive_int, default=64, help="longest sample, in characters (64)")
-    g.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="auto: cuda when available (default)")
+    g.add_argument("--max-len", type=positive_int, default=MAX_LEN, help=f"longest sample, in characters ({MAX_LEN})")
+
+    c = sub.add_parser("check", parents=[device], help="score the dev split with the tree and the conv form of one model",
+                       description="The equivalence on real data: a freshly initialized model's tree form on the "
+                                   "lecture's contexts and its conv form on whole names; both losses and the largest "
+                                   "logit difference.")
+    c.add_argument("--data", metavar="PATH", help="names file (default: the bundled names)")
+    c.add_argument("--layers", type=positive_int, default=3, help="depth (3)")
+    c.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    c.add_argument("--seed", type=int, default=42, help="seed of the model's initialization (42)")
     return p
 
 
 # ----------------------------------------------------------------------------- commands
 
 
-MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "activation", "norm", "residual", "residual_input", "skip",
-                 "n_inner", "n_skip", "n_head")
-
-
-def model_config_from(args) -> ModelConfig:
-    return ModelConfig(**{k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None})
+def given(args, names) -> dict:
+    """The options among ``names`` that the user gave (every generated option defaults to None)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
 def default_run_dir(form: str) -> Path:
@@ -153,27 +184,25 @@ def print_samples(words, marks):
 def cmd_train(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = dict(form=args.form, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                     weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, device=args.device,
-                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
-    tc = recipe(args.recipe, **overrides)
-    resolve_device(tc.device)
+    options = given(args, TRAIN_OPTIONS)
+    progress = False if args.quiet else None
     if args.resume:
-        given = [k for k in MODEL_OPTIONS + ("form", "steps", "batch_size", "lr", "weight_decay", "warmup")
-                 if getattr(args, k) is not None] + (["recipe"] if args.recipe != "default" else [])
-        if given:
-            raise UserError(f"--resume continues a run with its own settings; drop --{given[0].replace('_', '-')}")
-        run_dir = Path(args.out) if args.out else None
-        result = train(config=tc, data=args.data, out=run_dir, resume=args.resume, progress=not args.quiet and None)
+        model_options = list(given(args, MODEL_OPTIONS))
+        if model_options:
+            raise ConfigError(f"--resume continues a run with its own model: drop {flag(model_options[0])}")
+        run_config = saved_config(args.resume)
+        tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
+        result = train(config=tc, data=args.data, out=args.out, resume=args.resume, progress=progress)
     else:
-        run_dir = Path(args.out) if args.out else default_run_dir(tc.form)
-        result = train(model_config_from(args), tc, data=args.data, out=run_dir, progress=not args.quiet and None)
+        tc = recipe(args.recipe or "default", device=args.device, **options)
+        out = Path(args.out) if args.out else default_run_dir(tc.form)
+        mc = ModelConfig(**given(args, MODEL_OPTIONS))
+        result = train(mc, tc, data=args.data, out=out, progress=progress)
     print(f"run folder: {result.run_dir}")
     if args.samples:
-        from .sampling import sample_names
-
-        gen = torch.Generator(device=next(result.model.parameters()).device).manual_seed(args.seed)
-        words = sample_names(result.model.eval(), args.samples, result.vocab, generator=gen)
+        model = result.model.eval()
+        gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)
+        words = sample_names(model, args.samples, result.vocab, generator=gen)
         train_set = set(result.train_words)
         print(f"{args.samples} samples:")
         print_samples(words, [w in train_set for w in words])
@@ -184,9 +213,7 @@ def read_names(file: str, vocab) -> list[str]:
 
 
 def cmd_score(args):
-    from .scoring import score_names
-
-    loaded = load_model(args.run, device=resolve_device(args.device))
+    loaded = load_model(args.run, device=args.device)
     words = read_names(args.file, loaded.vocab)
     r = score_names(loaded.model, words, loaded.vocab)
     nll = [float(v) for v in r.nll]
@@ -206,19 +233,41 @@ def cmd_score(args):
 
 
 def cmd_sample(args):
-    from .sampling import sample_names
-
     device = resolve_device(args.device)
     loaded = load_model(args.run, device=device)
     if args.prefix:
         parse_names(args.prefix, "--prefix", loaded.vocab)
+    if args.max_len < len(args.prefix):
+        raise ConfigError(f"--max-len {args.max_len} is shorter than --prefix {args.prefix!r}")
     gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
     words = sample_names(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
                          top_k=args.top_k, prefix=args.prefix, max_len=args.max_len)
     print_samples(words, [loaded.in_training_set(w) for w in words])
 
 
-COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample}
+def cmd_check(args):
+    device = resolve_device(args.device)
+    path = args.data or bundled_names()
+    words = load_names(path)
+    vocab = Vocab.from_words(words)
+    _, dev, _ = lecture_split(words)
+    torch.manual_seed(args.seed)
+    cfg = ModelConfig(vocab_size=len(vocab), n_layers=args.layers)
+    tree = TreeModel(cfg).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    r = compare_forms(tree, dev, vocab)
+    print(f"{path}: dev split, {len(dev)} names, {r['targets']} targets; model {tree.num_params():,} parameters "
+          f"(freshly initialized), {args.dtype}, {device}")
+    print(f"tree form (contexts):    loss {r['tree_loss']:.6f}  {r['tree_seconds'] * 1e3:.1f} ms")
+    print(f"conv form (whole names): loss {r['conv_loss']:.6f}  {r['conv_seconds'] * 1e3:.1f} ms")
+    print(f"largest |logit difference| over all {r['targets']} positions: {r['max_abs_diff']:.3g}")
+
+
+COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check}
+
+
+def as_options(message: str) -> str:
+    """A config error in the command line's words: ``TrainConfig.steps`` -> ``--steps``."""
+    return re.sub(r"\b(?:Model|Train)Config\.(\w+)", lambda m: flag(m[1]), message)
 
 
 def main(argv=None) -> int:
@@ -230,9 +279,9 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except (UserError, DataError, CheckpointError, ValueError, OSError) as e:
+    except (InputError, OSError) as e:  # the user's input; anything else is a bug: its traceback shows
         msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {as_options(msg)}", file=sys.stderr)
         return 2
     return 0
 

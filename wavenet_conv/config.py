@@ -1,82 +1,108 @@
-"""Model configuration: plain data, validated at construction."""
+"""Configuration: what the model is (``ModelConfig``) and how it is trained (``TrainConfig``).
+
+Plain dataclasses, validated when they are made, one comment per field. The command line's options
+are generated from these fields (name, type, choices and the comment as help), so every option is
+defined once, here.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
+
+import torch
+
+from .errors import ConfigError
 
 ACTIVATIONS = ("tanh", "gated", "glu")
 NORMS = ("batch", "layer", "none")
 RESIDUAL_INPUTS = ("project", "none", "identity")
+FORMS = ("conv", "tree")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+# the fields whose value is one of a few names
+CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "residual_input": RESIDUAL_INPUTS, "form": FORMS,
+           "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+
+class Config:
+    """What both configs share: dict round trips that reject unknown keys, and field checks."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}")
+        return cls(**d)
+
+    def _fail(self, name: str, what: str):
+        raise ConfigError(f"{type(self).__name__}.{name} {what}, got {getattr(self, name)!r}")
+
+    def _check_choices(self) -> None:
+        for f in fields(self):
+            if f.name in CHOICES and getattr(self, f.name) not in CHOICES[f.name]:
+                self._fail(f.name, f"must be one of {CHOICES[f.name]}")
+
+    def _check_int(self, name: str, low: int, optional: bool = False) -> None:
+        v = getattr(self, name)
+        if optional and v is None:
+            return
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            self._fail(name, f"must be an integer >= {low}" + (" or None" if optional else ""))
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each field's comment in the class body (``name: type = default  # this``): the options' help."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (a frozen build): no help texts
+        return {}
+    return dict(re.findall(r"^    (\w+): [\w\[\]]+ = [^#\n]+#\s*(.+)$", source, flags=re.M))
 
 
 @dataclass
-class ModelConfig:
-    """One configuration for both forms of the model (tree and conv); the defaults are the lecture's.
+class ModelConfig(Config):
+    """One model in both forms (tree and conv); the defaults are the lecture's (76,579 parameters)."""
 
-    vocab_size: tokens, ``.`` included.
-    n_embd: embedding width E.
-    n_hidden: width H of each layer's output (the residual stream when ``residual``).
-    n_layers: depth L; the receptive field (the tree's context) is 2**L tokens.
-    activation: "tanh" (the lecture's), "gated" (tanh(W_f x) * sigmoid(W_g x), WaveNet eq. 2) or
-        "glu" ((W_a x) * sigmoid(W_b x)).
-    norm: "batch" (the lecture's channels-last BatchNorm), "layer" or "none" (the pair mix then has
-        a bias). Applied to the pre-activation, as the lecture's Linear -> BatchNorm -> Tanh.
-    residual: each layer outputs ``newer + R z`` (R a 1x1 projection) instead of ``z``.
-    residual_input: what the first layer's residual adds, since its input is the embedding:
-        "project" (a learned 1x1 projection E -> H of the newer child), "none" (no residual on the
-        first layer) or "identity" (needs n_embd == n_hidden). With ``skip`` the last layer has no
-        residual: its output feeds nothing but the skip sum.
-    skip: each layer's ``z`` goes through its own 1x1 projection to ``n_skip`` channels; the sum
-        feeds ReLU -> 1x1 -> ReLU -> 1x1 (WaveNet fig. 4) instead of the lecture's output Linear.
-    n_inner: width of ``z`` (WaveNet's gate/dilation channels); only with ``residual``, where R maps
-        it back to H. Default: n_hidden.
-    n_skip: skip channels (default n_hidden). n_head: the head's hidden width (default n_skip).
-    """
-
-    vocab_size: int = 27
-    n_embd: int = 24
-    n_hidden: int = 128
-    n_layers: int = 3
-    activation: str = "tanh"
-    norm: str = "batch"
-    residual: bool = False
-    residual_input: str = "project"
-    skip: bool = False
-    n_inner: Optional[int] = None
-    n_skip: Optional[int] = None
-    n_head: Optional[int] = None
+    vocab_size: int = 27  # tokens, the start/end token '.' included (training takes it from the data)
+    n_embd: int = 24  # embedding width E
+    n_hidden: int = 128  # width H of each layer's output (the residual stream, with residual)
+    n_layers: int = 3  # depth L; the receptive field (the tree's context) is 2**L tokens
+    activation: str = "tanh"  # tanh(a) (the lecture's), gated: tanh(a_f)*sigmoid(a_g) (WaveNet), glu: a_f*sigmoid(a_g)
+    norm: str = "batch"  # on the pre-activation (Linear -> norm -> tanh): batch (the lecture's), layer, none (a bias)
+    residual: bool = False  # each layer outputs newer + R z (R a learned 1x1 projection) instead of z
+    residual_input: str = "project"  # first layer's residual: project (1x1, E -> H), none, identity (needs E == H)
+    skip: bool = False  # WaveNet skips: sum of each layer's S z -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits
+    n_inner: Optional[int] = None  # width of z (WaveNet's gate channels), with residual only (default: n_hidden)
+    n_skip: Optional[int] = None  # skip channels, with skip only (default: n_hidden)
+    n_head: Optional[int] = None  # the skip head's hidden width, with skip only (default: n_skip)
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_embd", "n_hidden", "n_layers"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
-        if self.vocab_size < 2:
-            raise ValueError(f"ModelConfig.vocab_size must be >= 2 (the '.' token and a character), got {self.vocab_size}")
+        self._check_int("vocab_size", 2)  # '.' and at least one character
+        for name in ("n_embd", "n_hidden", "n_layers"):
+            self._check_int(name, 1)
         for name in ("n_inner", "n_skip", "n_head"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"ModelConfig.{name} must be a positive integer or None, got {v!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"ModelConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"ModelConfig.norm must be one of {NORMS}, got {self.norm!r}")
-        if self.residual_input not in RESIDUAL_INPUTS:
-            raise ValueError(f"ModelConfig.residual_input must be one of {RESIDUAL_INPUTS}, got {self.residual_input!r}")
+            self._check_int(name, 1, optional=True)
+        self._check_choices()
         if not self.residual and self.n_inner not in (None, self.n_hidden):
-            raise ValueError(
+            raise ConfigError(
                 f"ModelConfig.n_inner={self.n_inner} differs from n_hidden={self.n_hidden}, but without "
                 "residual=True there is no projection from z back to n_hidden"
             )
         if self.residual and self.residual_input == "identity" and self.n_embd != self.n_hidden:
-            raise ValueError(
+            raise ConfigError(
                 f"ModelConfig: residual_input='identity' adds the embedding (n_embd={self.n_embd}) to a "
                 f"layer output of n_hidden={self.n_hidden} channels: use residual_input='project' or 'none', "
                 "or make the widths equal"
             )
         if not self.skip and (self.n_skip is not None or self.n_head is not None):
-            raise ValueError("ModelConfig: n_skip and n_head are only used with skip=True")
+            raise ConfigError("ModelConfig: n_skip and n_head are only used with skip=True")
 
     @property
     def block_size(self) -> int:
@@ -95,13 +121,68 @@ class ModelConfig:
     def head_channels(self) -> int:
         return self.n_head or self.skip_channels
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}")
-        return cls(**d)
+@dataclass
+class TrainConfig(Config):
+    """How to train. The defaults are the ``default`` recipe; ``recipe("lecture")`` is the lecture's."""
+
+    recipe: str = "default"  # the named recipe (RECIPES) these values started from
+    form: str = "conv"  # conv: batches of whole names (ConvModel); tree: the lecture's contexts (TreeModel)
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 128  # names (conv) or contexts (tree) per step
+    optimizer: str = "adamw"  # adamw, or sgd (the lecture's)
+    lr: float = 6e-3  # peak learning rate
+    schedule: str = "cosine"  # cosine: warmup, then down to lr*lr_decay; step: lr*lr_decay from decay_at*steps
+    warmup: int = 200  # linear warmup steps (cosine schedule)
+    decay_at: float = 0.75  # fraction of the steps after which the step schedule decays
+    lr_decay: float = 0.05  # the last learning rate as a fraction of lr
+    weight_decay: float = 0.1  # AdamW's decay of weights and embeddings (never of biases or norms)
+    input_noise: float = 0.0  # chance that an input character is swapped for a random one (targets kept)
+    beta2: float = 0.99  # AdamW's beta2
+    seed: int = 42  # torch.manual_seed before the model's init; also the batch order
+    device: str = "auto"  # cpu, cuda, or auto: cuda when available
+    compile: bool = False  # torch.compile the model's forward for the training steps (dynamic shapes)
+    checkpoint_every: int = 500  # steps between checkpoints (0: only at the end and on Ctrl-C)
+    eval_every: int = 0  # steps between val-loss reports (0: only at the end)
+    eval_test: bool = True  # the test loss at the end (off while tuning on dev)
+    loss_block: int = 0  # steps per point of loss.png (0: steps // 200)
+
+    def __post_init__(self):
+        self._check_choices()
+        for name in ("steps", "batch_size"):
+            self._check_int(name, 1)
+        for name in ("warmup", "checkpoint_every", "eval_every", "loss_block"):
+            self._check_int(name, 0)
+        if not 0.0 <= self.input_noise < 1.0:
+            self._fail("input_noise", "must be in [0, 1)")
+        if not self.lr > 0:
+            self._fail("lr", "must be > 0")
+
+
+RECIPES = {
+    "default": {},  # TrainConfig's defaults: the conv form on whole names, AdamW, cosine schedule
+    # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
+    "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
+                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, checkpoint_every=20_000),
+}
+
+
+def recipe(name: str = "default", **overrides) -> TrainConfig:
+    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
+    base = TrainConfig(recipe=name, **RECIPES[name]).to_dict()
+    return TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu; any other name as ``torch.device`` takes it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r}: not a device name (expected one of {DEVICES})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available here")
+    return dev

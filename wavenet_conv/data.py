@@ -17,11 +17,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .errors import DataError
+
 START = "."  # token 0: start and end of every name
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, line, character or index at fault."""
 
 
 class Vocab:
@@ -83,6 +81,14 @@ class Vocab:
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
         return cls(d["chars"])
+
+
+def check_vocab(vocab: Vocab, vocab_size: int) -> None:
+    """A ``Vocab`` of exactly ``vocab_size`` tokens (the model's), or a ``TypeError``/``ValueError``."""
+    if not isinstance(vocab, Vocab):
+        raise TypeError(f"expected a Vocab, got {type(vocab).__name__}")
+    if len(vocab) != vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is {vocab_size}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

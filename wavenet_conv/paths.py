@@ -2,6 +2,8 @@
 
 import os
 
+from .errors import DataError
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -10,6 +12,5 @@ def bundled_names() -> str:
     for path in (os.path.join(PACKAGE_DIR, "..", "data", "names.txt"), os.path.join(PACKAGE_DIR, "names.txt")):
         if os.path.exists(path):
             return os.path.normpath(path)
-    from .data import DataError
-
-    raise DataError("the bundled data file is missing (wavenet_conv/names.txt, data/names.txt): pass --data FILE")
+    raise DataError("the bundled names file is missing (wavenet_conv/names.txt): give a names file of your own "
+                    "(data=PATH in Python, --data PATH on the command line)")

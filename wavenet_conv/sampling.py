@@ -2,11 +2,11 @@
 
 Two samplers, the same samples:
 
-* cached (SPEC §5, "Fast Wavenet Generation"): layer l keeps a ring of its last d = 2**l older-half
-  contributions ``h_l[t] @ W_old`` (BatchNorm folded; before d steps, that of the all-'.' state);
-  each new character costs one table lookup (embedding and layer 0 together) and L - 1
-  (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window. Rows whose
-  name has ended leave the batch.
+* cached ("Fast Wavenet Generation", Paine et al. 2016), on the folded model (``folded.py``): layer l
+  keeps a ring of its last d = 2**l older-half contributions ``h_l[t] @ W_old`` (before d steps, the
+  start state's ``q_l``); each new character costs one table lookup (embedding and layer 0 together)
+  and L - 1 (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window. Rows
+  whose name has ended leave the batch.
 * window (``cached=False``): the lecture's sampler; the tree's forward on the last 2**L tokens, every
   step.
 
@@ -28,19 +28,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
-from .data import Vocab, check_name
-from .scoring import check_vocab, eval_mode, fold_head, fold_layers, post_mix
+from .data import Vocab, check_name, check_vocab
+from .folded import after_mix, eval_mode, fold
 from .tree import FlatModel, TreeModel
+
+MAX_LEN = 64  # the longest sample, in characters, unless asked otherwise (``--max-len`` too)
 
 
 class CachedStepper:
-    """Cached generation (SPEC §5). ``feed(tok)`` takes the token at time t, (B,) long, and returns the
-    logits (B, V) for time t + 1; the first token fed is the start token 0."""
+    """Cached generation. ``feed(tok)`` takes the token at time t, (B,) long, and returns the logits
+    (B, V) for time t + 1; the first token fed is the start token 0."""
 
     def __init__(self, model: WaveNetCore, batch: int):
-        self.layers, self.head = fold_layers(model), fold_head(model)
-        self.residual0 = self.layers[0].block.residual
-        self.wte = model.wte.weight
+        self.folded = fold(model)
+        self.layers, self.head, self.wte = self.folded.layers, self.folded.head, self.folded.wte
         # ring[l][t % d] = (rows, h_l[t] @ W_old): written at time t for time t + d, for the rows then in
         # the batch; None before (the look-back is the all-'.' history: q)
         self.ring = [[None] * layer.dilation for layer in self.layers]
@@ -48,7 +49,7 @@ class CachedStepper:
         self.t = 0
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
-        h = self.wte.index_select(0, tok) if self.residual0 else None  # (B, E), residual only
+        h = self.wte.index_select(0, tok) if self.folded.embeds_input else None  # (B, E), residual only
         skips = None
         for l, layer in enumerate(self.layers):
             P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
@@ -59,8 +60,8 @@ class CachedStepper:
             else:  # h_l[t - d] @ W_old, for the rows still here
                 rows, past = self.ring[l][slot]
                 a = a.add_(past if len(rows) == len(self.rows) else past.index_select(0, torch.searchsorted(rows, self.rows)))
-            self.ring[l][slot] = (self.rows, old)  # a view of P: post_mix only touches a
-            h, skips = post_mix(layer, a, h, skips)  # (B, H)
+            self.ring[l][slot] = (self.rows, old)  # a view of P: after_mix only touches a
+            h, skips = after_mix(layer, a, h, skips)  # (B, H)
         self.t += 1
         return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
 
@@ -101,7 +102,7 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k:
 def _check_args(model, n, vocab, temperature, top_k, prefix, max_len):
     if not isinstance(model, (WaveNetCore, FlatModel)):
         raise TypeError(f"sample_names: expected a ConvModel, TreeModel or FlatModel, got {type(model).__name__}")
-    check_vocab(model, vocab)
+    check_vocab(vocab, model.config.vocab_size)
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"sample_names: n must be a non-negative integer, got {n!r}")
     if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
@@ -149,7 +150,7 @@ def sample_names(
     temperature: float = 1.0,
     top_k: int | None = None,
     prefix: str = "",
-    max_len: int = 50,
+    max_len: int = MAX_LEN,
     cached: bool = True,
 ) -> list[str]:
     """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
@@ -159,7 +160,7 @@ def sample_names(
     generator: a ``torch.Generator`` (any device) for reproducible samples; None: torch's global RNG.
     temperature: divides the logits. top_k: keep only the k most likely tokens (ties at the k-th
     value are kept). prefix: every name starts with it, and the model is conditioned on it.
-    cached: cached generation for a ConvModel/TreeModel (SPEC §5); False: the lecture's window
+    cached: cached generation for a ConvModel/TreeModel (the folded model); False: the lecture's window
     sampler. A FlatModel has no layers to cache: it always uses the window.
 
     Runs in eval mode and restores the model's mode. Raises ``DataError`` for a prefix with a

@@ -2,18 +2,12 @@
 
 ``score_names(model, names, vocab)`` takes a ``ConvModel``, a ``TreeModel`` or a ``FlatModel``.
 
-The fast path (``method="fast"``, the default for a ``ConvModel``) is exact and does the minimum
-work of SPEC §3:
-
-* eval-mode BatchNorm is folded into the pair-mix weights and a bias (layer norm is kept);
-* the pair mix of layer l at every position is ONE GEMM on the layer's input, ``h @ [W_old; W_new]^T``,
-  and the dilation is applied to its output: ``a[t] = new[t] + old[t - d]`` (a shifted add of views);
-* start-state padding: a position whose look-back falls before the name's start adds the constant
-  ``q_l = p_l @ W_old^T`` (p_l: the all-'.' state of layer l), so each layer computes exactly n + 1
-  positions for a name of n characters and nothing for padding;
-* names are grouped by exact length, so a group is a dense (G, n + 1) block with no right padding;
-  groups are cut into chunks of at most ``chunk_positions`` positions (cache-sized GEMMs);
-* ``torch.inference_mode``, no Python loop over names or positions, results in input order.
+The fast path (``method="fast"``, the default for a ``ConvModel``) is exact and does the least work:
+the folded model (``folded.py``: BatchNorm folded into the weights, one GEMM and a shifted add per
+layer, start-state padding, so each layer computes exactly the n + 1 positions of a name of n
+characters), on names grouped by exact length, so that a group is a dense (G, n + 1) block with no
+right padding, cut into chunks of at most ``chunk_positions`` positions (cache-sized GEMMs); in
+``torch.inference_mode``, with no Python loop over names or positions; results in input order.
 
 ``method="contexts"`` runs the model's own forward on the lecture's contexts (one per target): the
 reference, and the lecture's way. ``method="forward"`` runs ``ConvModel.forward`` on right-padded
@@ -26,7 +20,6 @@ A model in training mode is switched to eval for the call and switched back afte
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import BatchNorm, LayerNorm, WaveNetCore
-from .data import DataError, Vocab, check_name, contexts
+from .blocks import WaveNetCore
+from .data import IGNORE, DataError, Vocab, check_name, check_vocab, contexts, sequences
+from .folded import eval_mode, fold
 from .tree import FlatModel, TreeModel
 
 METHODS = ("auto", "fast", "contexts", "forward")
@@ -64,18 +58,6 @@ class ScoreResult:
         return cls(nll, n_targets, mean, mean / math.log(2))
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run the block in eval mode, then restore every submodule's train/eval mode as it was."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def _device_dtype(model: nn.Module):
     p = next(model.parameters())
     return p.device, p.dtype
@@ -83,15 +65,6 @@ def _device_dtype(model: nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # encoding: names -> one flat tensor of token ids and the lengths, validated, vectorized
-
-
-def check_vocab(model: nn.Module, vocab: Vocab) -> None:
-    if not isinstance(vocab, Vocab):
-        raise TypeError(f"expected a Vocab, got {type(vocab).__name__}")
-    if len(vocab) != model.config.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is {model.config.vocab_size}"
-        )
 
 
 def encode_names(names, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,169 +95,7 @@ def encode_names(names, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the folded layers: what the fast path (and cached sampling) multiply by
-
-
-@dataclass
-class FoldedLayer:
-    """Layer l with eval BatchNorm folded in: ``a = older @ w_old + newer @ w_new + bias``.
-
-    w: (C_in, 2*C_act) = [w_old | w_new], so one GEMM ``h @ w`` gives both halves for every position.
-    bias2: (2*C_act,) = [0 | bias] (zeros without a bias), the GEMM's bias.
-    q: (C_act,) = p_l @ w_old, the older half at an all-'.' look-back.
-    table: layer 0 only, (V, 2*C_act) = wte @ w + bias2: the embedding and the GEMM as one lookup.
-    norm: a LayerNorm still to apply to ``a``, or None.
-    doubled: the tanh argument (all of ``a`` for tanh, its first half for gated) is stored times 2,
-        folded into w, bias2, q and table, because tanh(x) = 2 sigmoid(2x) - 1 and sigmoid is several
-        times faster than tanh on CPU.
-    """
-
-    w: torch.Tensor
-    bias2: torch.Tensor
-    q: torch.Tensor
-    table: torch.Tensor | None
-    norm: nn.Module | None
-    doubled: bool
-    block: nn.Module
-    dilation: int
-
-    @property
-    def c_act(self) -> int:
-        return self.q.shape[0]
-
-
-def fold_layers(model: WaveNetCore) -> list[FoldedLayer]:
-    """Each block's pair mix with eval BatchNorm folded into the weights (model in eval mode)."""
-    pads = model.pad_states()
-    layers = []
-    for l, block in enumerate(model.blocks):
-        w, bias, norm = block.mix.weight, block.mix.bias, None  # (C_act, 2*C_in)
-        if isinstance(block.norm, BatchNorm):
-            scale, shift = block.norm.scale_shift()
-            w = w * scale[:, None]
-            bias = shift if bias is None else bias * scale + shift
-        elif isinstance(block.norm, LayerNorm):
-            norm = block.norm
-        if bias is None:
-            bias = torch.zeros_like(w[:, 0])
-        doubled = norm is None and block.activation in ("tanh", "gated")
-        if doubled:  # rows feeding tanh, times 2
-            k = torch.ones_like(bias)  # (C_act,)
-            k[: len(k) if block.activation == "tanh" else len(k) // 2] = 2.0
-            w, bias = w * k[:, None], bias * k
-        c_in = block.c_in
-        w_old, w_new = w[:, :c_in], w[:, c_in:]  # (C_act, C_in) each
-        w_cat = torch.cat([w_old, w_new], dim=0).t().contiguous()  # (C_in, 2*C_act)
-        q = pads[l] @ w_old.t()  # (C_act,)
-        bias2 = torch.cat([torch.zeros_like(bias), bias])  # (2*C_act,)
-        table = torch.addmm(bias2, model.wte.weight, w_cat) if l == 0 else None  # (V, 2*C_act)
-        layers.append(FoldedLayer(w_cat, bias2, q, table, norm, doubled, block, 2**l))
-    return layers
-
-
-@dataclass
-class FoldedHead:
-    """The output layer padded to a multiple of 16 columns (GEMM-friendly; 27 is slow), the extra
-    logits -inf. pre: WaveNet's ReLU -> fc1 -> ReLU before it (skip models) or None."""
-
-    w: torch.Tensor  # (C, V_pad)
-    bias: torch.Tensor  # (V_pad,)
-    pre: nn.Module | None
-    vocab_size: int
-
-    def __call__(self, h: torch.Tensor | None, skips: torch.Tensor | None) -> torch.Tensor:
-        """(N, C) -> logits (N, V_pad)."""
-        if self.pre is not None:
-            h = F.relu(self.pre(F.relu(skips)))
-        return torch.addmm(self.bias, h, self.w)
-
-
-def fold_head(model: WaveNetCore) -> FoldedHead:
-    out = model.skip_head.fc2 if model.config.skip else model.lm_head
-    V, C = out.weight.shape
-    Vp = -(-V // 16) * 16
-    w = torch.zeros(C, Vp, dtype=out.weight.dtype, device=out.weight.device)
-    w[:, :V] = out.weight.t()
-    bias = torch.full((Vp,), float("-inf"), dtype=w.dtype, device=w.device)
-    bias[:V] = out.bias
-    return FoldedHead(w, bias, model.skip_head.fc1 if model.config.skip else None, V)
-
-
-def _tanh_(x: torch.Tensor, doubled: bool) -> torch.Tensor:
-    """tanh in place, as 2 sigmoid(2x) - 1 (or of x = 2 * the argument when ``doubled``)."""
-    return (x if doubled else x.mul_(2)).sigmoid_().mul_(2).sub_(1)
-
-
-def post_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips: torch.Tensor | None):
-    """Everything after the pair mix, on flat rows: ``a`` (N, C_act) pre-activation (used in place),
-    ``h`` (N, C_in) the newer child (needed for a residual only). Returns (out (N, H), skips (N, S) or
-    None); ``skips`` is accumulated in place."""
-    block = layer.block
-    if layer.norm is not None:
-        a = layer.norm(a)
-    if block.activation == "tanh":
-        z = _tanh_(a, layer.doubled)  # (N, H)
-    else:
-        f, g = a.chunk(2, dim=-1)
-        f = _tanh_(f, layer.doubled) if block.activation == "gated" else f
-        z = f.mul_(g.sigmoid_())  # (N, inner)
-    out = z
-    if block.residual:
-        carry = h if block.res_in is None else h @ block.res_in.weight.t()
-        out = torch.addmm(block.res.bias, z, block.res.weight.t()).add_(carry)  # (N, H)
-    if block.skip is not None:
-        s = torch.addmm(block.skip.bias, z, block.skip.weight.t())  # (N, S)
-        skips = s if skips is None else skips.add_(s)
-    return out, skips
-
-
-# ----------------------------------------------------------------------------------------------
-# the fast path
-
-
-def _shift_add(layer: FoldedLayer, P: torch.Tensor, G: int, T: int) -> torch.Tensor:
-    """P (G*T, 2*C_act) = [old | new] of every position -> pre-activation a (G*T, C_act), in place in
-    P's new half: ``a[t] = new[t] + old[t - d]``, or ``+ q`` where t - d falls before the start."""
-    P = P.view(G, T, 2, layer.c_act)
-    old, a = P[:, :, 0], P[:, :, 1]  # (G, T, C_act) each
-    d = layer.dilation
-    if T > d:
-        a[:, d:] += old[:, :-d]
-    a[:, :d] += layer.q
-    return a.reshape(G * T, layer.c_act)  # a strided view of P
-
-
-class Workspace:
-    """Two reusable (rows, cols) buffers that the layers' GEMMs write into in turn (layer l reads a
-    view of buffer l-1's output): no fresh allocation, no page faults, per chunk."""
-
-    def __init__(self, like: torch.Tensor):
-        self.like, self.bufs = like, [like.new_empty(0), like.new_empty(0)]
-
-    def get(self, l: int, rows: int, cols: int) -> torch.Tensor:
-        if self.bufs[l % 2].numel() < rows * cols:
-            self.bufs[l % 2] = self.like.new_empty(rows * cols)
-        return self.bufs[l % 2][: rows * cols].view(rows, cols)
-
-
-def fast_logits(model: WaveNetCore, layers: list[FoldedLayer], head: FoldedHead, x: torch.Tensor,
-                work: Workspace | None = None) -> torch.Tensor:
-    """x (G, T) token ids, each row ``[0, c1..c_{T-1}]``, no padding -> logits (G*T, V_pad); the
-    columns past the vocabulary are -inf."""
-    G, T = x.shape
-    x = x.reshape(-1)  # (G*T,)
-    work = work or Workspace(layers[0].q)
-    h = model.wte.weight.index_select(0, x) if layers[0].block.residual else None  # (G*T, E), residual only
-    skips = None
-    for l, layer in enumerate(layers):
-        P = work.get(l, G * T, 2 * layer.c_act)  # (G*T, 2*C_act)
-        if l == 0:
-            torch.index_select(layer.table, 0, x, out=P)  # the embedding and layer 0's GEMM: a lookup
-        else:
-            torch.addmm(layer.bias2, h, layer.w, out=P)
-        a = _shift_add(layer, P, G, T)  # (G*T, C_act)
-        h, skips = post_mix(layer, a, h, skips)  # (G*T, H)
-    return head(h, skips)  # (G*T, V_pad)
+# the fast path: whole names grouped by length, through the folded model
 
 
 def _length_groups(lengths: torch.Tensor, chunk_positions: int):
@@ -306,18 +117,18 @@ def _length_groups(lengths: torch.Tensor, chunk_positions: int):
 def _score_fast(model: WaveNetCore, tokens: torch.Tensor, lengths: torch.Tensor, chunk_positions: int) -> torch.Tensor:
     """Per-name NLL (N,) float64 on the model's device, by whole names."""
     device, _ = _device_dtype(model)
-    layers, head = fold_layers(model), fold_head(model)
+    folded = fold(model)
     offsets = torch.cumsum(lengths, 0) - lengths  # (N,) where each name starts in ``tokens``
     tokens, lengths, offsets = tokens.to(device), lengths.to(device), offsets.to(device)
     nll = torch.empty(len(lengths), dtype=torch.float64, device=device)
-    work = Workspace(layers[0].q)
+    work = folded.workspace()
     for idx, n in _length_groups(lengths.cpu(), chunk_positions):
         idx = idx.to(device)
         chars = tokens[offsets[idx, None] + torch.arange(n, device=device)]  # (G, n)
         zero = torch.zeros(len(idx), 1, dtype=torch.long, device=device)
         x = torch.cat([zero, chars], 1)  # (G, n+1)
         y = torch.cat([chars, zero], 1)  # (G, n+1)
-        logits = fast_logits(model, layers, head, x, work)  # (G*(n+1), V_pad)
+        logits = folded.logits(x, work)  # (G*(n+1), V_pad)
         loss = F.cross_entropy(logits, y.reshape(-1), reduction="none")  # (G*(n+1),)
         nll[idx] = loss.view(len(idx), n + 1).sum(1, dtype=torch.float64)
     return nll
@@ -344,8 +155,6 @@ def _score_contexts(model: nn.Module, names, vocab: Vocab, lengths: torch.Tensor
 @torch.inference_mode()
 def _score_forward(model: WaveNetCore, names, vocab: Vocab, batch: int) -> torch.Tensor:
     """``ConvModel.forward`` on right-padded batches of names."""
-    from .data import IGNORE, sequences
-
     device, _ = _device_dtype(model)
     out = []
     for i in range(0, len(names), batch):
@@ -384,7 +193,7 @@ def score_names(
         raise ValueError(f"score_names: method={method!r} needs a ConvModel or TreeModel, got {type(model).__name__}")
     if method == "forward" and isinstance(model, TreeModel):
         raise ValueError("score_names: method='forward' needs a ConvModel (a TreeModel takes contexts)")
-    check_vocab(model, vocab)
+    check_vocab(vocab, model.config.vocab_size)
     names = list(names) if not isinstance(names, str) else names
     tokens, lengths = encode_names(names, vocab)
     with eval_mode(model):

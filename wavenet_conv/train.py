@@ -1,18 +1,24 @@
-"""Training: the lecture's recipe and the library's whole-name recipe, with checkpoints and resume.
+"""Training: the lecture's recipe and the library's whole-name recipe, with checkpoints and exact resume.
 
-Two recipes (``recipe(name, **overrides)`` gives a ``TrainConfig``):
+``train()`` is three steps around a ``Run``, the plain state that a checkpoint holds::
 
-* ``lecture``: SPEC section 2 exactly -- ``torch.manual_seed(seed)``, the tree form, minibatches of 32
-  contexts drawn with ``torch.randint``, plain SGD, lr 0.1 then 0.01 after 75% of 200,000 steps.
-* ``default``: the conv form on whole names -- each batch is a set of names (an epoch-wise shuffle),
-  the loss is the mean over every real position, BatchNorm statistics over real positions only;
-  AdamW with linear warmup and cosine decay.
+    run = new_run(...)  or  resume_run(...)   # data, model, optimizer, batches; step 0 or the checkpoint's
+    train_steps(run, ...)                      # the loop: batch, loss, backward, optimizer step
+    finish(run, ...)                           # split losses, metrics.json, loss.png, the last checkpoint
 
-The batch layout follows ``form``: "tree" trains on contexts, "conv" on whole names.
+Two recipes (``config.recipe``): ``lecture`` is the lecture's own -- ``torch.manual_seed(seed)`` before
+the model's init, the tree form, minibatches of 32 contexts drawn with ``torch.randint``, plain SGD,
+lr 0.1 then 0.01 after 75% of 200,000 steps. ``default`` trains the conv form on whole names: each
+batch is a set of names (an epoch-wise shuffle), the loss is the mean over every real position,
+BatchNorm statistics over real positions only; AdamW with linear warmup and cosine decay.
 
-Resume is exact: the batch order of the name recipe is a function of (seed, step), the lecture
-recipe's ``torch.randint`` stream is restored from the saved RNG state, and the learning rate is a
-function of the step, so a resumed run ends with the same weights as an uninterrupted one.
+Resume is exact: the name batches are a function of (seed, step), the lecture recipe's
+``torch.randint`` stream is restored from the saved RNG state, and the learning rate is a function of
+the step, so a resumed run ends with the same weights as an uninterrupted one. A checkpoint is only
+ever written between two steps.
+
+Inside a step nothing is read back from the device: each step's loss stays there (``Run.losses``)
+and the progress line reads their mean at most every few steps.
 """
 
 from __future__ import annotations
@@ -24,103 +30,27 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from . import __version__
 from .blocks import BatchNorm
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint, model_kind, resolve,
                          save_checkpoint, word_hashes)
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig, recipe, resolve_device
 from .conv import ConvModel
-from .data import DataError, Vocab, contexts, lecture_split, load_names, sequences, sha256_file
+from .data import Vocab, contexts, lecture_split, load_names, sequences, sha256_file
+from .errors import ConfigError, DataError
 from .paths import bundled_names
 from .scoring import score_names
 from .tree import TreeModel
+from .version import __version__
 
-FORMS = ("conv", "tree")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "step")
-
-
-@dataclass
-class TrainConfig:
-    """How to train. The defaults are the ``default`` recipe; ``recipe("lecture")`` is SPEC section 2.
-
-    form: "conv" (batches of whole names) or "tree" (batches of contexts, the lecture's).
-    batch_size: names per batch (conv) or contexts per batch (tree).
-    schedule: "cosine" -- linear warmup over ``warmup`` steps, then cosine from ``lr`` down to
-        ``lr * lr_decay``; "step" -- ``lr``, then ``lr * lr_decay`` from step ``decay_at * steps``.
-    checkpoint_every: write checkpoint.pt every this many steps (0: only at the end and on Ctrl-C).
-    eval_every: log the val loss every this many steps (0: only at the end).
-    eval_test: compute the test loss at the end (off while tuning on dev).
-    input_noise: a regularizer -- each input character (not '.') is replaced by a random character
-        with this probability; the targets are unchanged.
-    loss_block: steps per point of loss.png (0: steps // 200).
-    """
-
-    recipe: str = "default"
-    form: str = "conv"
-    steps: int = 2000
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    lr: float = 6e-3
-    schedule: str = "cosine"
-    warmup: int = 200
-    decay_at: float = 0.75
-    lr_decay: float = 0.05
-    weight_decay: float = 0.1
-    input_noise: float = 0.0
-    beta2: float = 0.99
-    seed: int = 42
-    device: str = "auto"
-    checkpoint_every: int = 500
-    eval_every: int = 0
-    eval_test: bool = True
-    loss_block: int = 0
-
-    def __post_init__(self):
-        for name, allowed in (("form", FORMS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "checkpoint_every", "eval_every", "loss_block"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.input_noise < 1.0:
-            raise ValueError(f"TrainConfig.input_noise must be in [0, 1), got {self.input_noise}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.form == "tree" and self.batch_size < 2:
-            raise ValueError("TrainConfig.batch_size: BatchNorm needs at least 2 examples per batch")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-RECIPES = {
-    "default": {},
-    "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
-                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, checkpoint_every=20_000),
-}
-
-
-def recipe(name: str = "default", **overrides) -> TrainConfig:
-    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
-    base = TrainConfig(recipe=name, **RECIPES[name])
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+# what a resumed run may do differently: how it runs and reports, not what it computes
+CHANGEABLE_ON_RESUME = ("device", "compile", "checkpoint_every", "eval_every", "eval_test", "loss_block")
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:
@@ -133,43 +63,43 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     return tc.lr * (tc.lr_decay + (1 - tc.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here")
-    return dev
-
-
 # ----------------------------------------------------------------------------- batches
 
 
 class NameBatches:
-    """Batches of whole names, an epoch-wise shuffle that depends only on (seed, step)."""
+    """Batches of whole names, an epoch-wise shuffle that depends only on (seed, step).
+
+    The names live on the device; their lengths and the batch order stay on the host, so that a
+    batch's width is known without reading anything back from the device.
+    """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
-        self.data = sequences(words, vocab).to(device)  # x, y, mask: (N, T_max)
+        data = sequences(words, vocab)  # x, y, mask: (N, T_max)
+        self.x, self.y, self.mask = (t.to(device) for t in (data.x, data.y, data.mask))
+        self.lengths = data.lengths  # (N,) targets per name, on the host
         self.n, self.batch_size, self.seed = len(words), min(batch_size, len(words)), seed
         self.per_epoch = self.n // self.batch_size
-        self.epoch, self.perm = -1, None
+        self.epoch, self.perm, self.perm_on_device = -1, None, None
 
     def __call__(self, step: int):
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g).to(self.data.x.device)
-        return self.take(self.perm[k * self.batch_size : (k + 1) * self.batch_size])
+            self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g)
+            self.perm_on_device = self.perm.to(self.x.device)  # once an epoch
+        rows = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        return self.take(self.perm[rows], self.perm_on_device[rows])
 
-    def take(self, ix):
-        d = self.data
-        T = int(d.lengths[ix].max())  # trim the padding common to the whole batch
-        return d.x[ix, :T], d.y[ix, :T], d.mask[ix, :T]  # (B, T) each
+    def take(self, ix: torch.Tensor, ix_on_device: torch.Tensor | None = None):
+        """Names ``ix`` (B,) as (x, y, mask), each (B, T), T the longest name's targets."""
+        T = int(self.lengths[ix].max())  # trim the padding common to the whole batch
+        ix = ix.to(self.x.device) if ix_on_device is None else ix_on_device
+        return self.x[ix, :T], self.y[ix, :T], self.mask[ix, :T]
 
     def in_order(self, size: int = 512):
         """The whole training set once, in order: (x, mask) chunks."""
         for i in range(0, self.n, size):
-            x, _, mask = self.take(torch.arange(i, min(i + size, self.n), device=self.data.x.device))
+            x, _, mask = self.take(torch.arange(i, min(i + size, self.n)))
             yield x, mask
 
 
@@ -187,6 +117,15 @@ class ContextBatches:
     def in_order(self, size: int = 4096):
         for i in range(0, self.X.shape[0], size):
             yield self.X[i : i + size], None
+
+
+def add_input_noise(x: torch.Tensor, p: float, vocab_size: int, seed: int, step: int) -> torch.Tensor:
+    """Replace each non-'.' token of ``x`` by a uniform random character with probability ``p``; the
+    draws depend only on (seed, step), so resume stays exact."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+    hit = (torch.rand(x.shape, generator=g) < p).to(x.device) & (x != 0)
+    noise = torch.randint(1, vocab_size, x.shape, generator=g).to(x.device)
+    return torch.where(hit, noise, x)
 
 
 @torch.no_grad()
@@ -207,20 +146,11 @@ def recalibrate_batchnorm(model, batches) -> None:
         bn.momentum = m
 
 
-def add_input_noise(x: torch.Tensor, p: float, vocab_size: int, seed: int, step: int) -> torch.Tensor:
-    """Replace each non-'.' token of ``x`` by a uniform random character with probability ``p``; the
-    draws depend only on (seed, step), so resume stays exact."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
-    hit = (torch.rand(x.shape, generator=g) < p).to(x.device) & (x != 0)
-    noise = torch.randint(1, vocab_size, x.shape, generator=g).to(x.device)
-    return torch.where(hit, noise, x)
-
-
-def batch_loss(model, x, y, mask) -> torch.Tensor:
+def batch_loss(forward, x, y, mask) -> torch.Tensor:
     """Mean cross-entropy over the batch's real targets; ``mask`` None means contexts (tree form)."""
     if mask is None:
-        return F.cross_entropy(model(x), y)  # (B, V) vs (B,)
-    logits = model(x, mask)  # (B, T, V)
+        return F.cross_entropy(forward(x), y)  # (B, V) vs (B,)
+    logits = forward(x, mask)  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # padding is -100
 
 
@@ -229,35 +159,66 @@ def split_loss(model, words, vocab: Vocab) -> float:
     return score_names(model, words, vocab).mean_loss
 
 
-# ----------------------------------------------------------------------------- progress and plot
+def make_optimizer(model, tc: TrainConfig) -> torch.optim.Optimizer:
+    """SGD, or AdamW with weight decay on the weights and embeddings (2-D), not on biases or norms."""
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, tc.beta2))
+
+
+def rng_state(device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device):
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+# ----------------------------------------------------------------------------- progress, plot, Ctrl-C
 
 
 class Progress:
-    """One status line rewritten with ``\\r``: step, smoothed loss, steps/s, time left."""
+    """One status line rewritten with ``\\r``: step, mean loss since the last redraw, steps/s, time left.
 
-    def __init__(self, total: int, start: int = 0, enabled: bool | None = None, stream=None):
+    It reads the losses back from the device only when it redraws: at most every 0.2 s, and at most
+    once every ``every`` steps.
+    """
+
+    def __init__(self, total: int, start: int = 0, enabled: bool | None = None, stream=None, every: int = 10):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total, self.start, self.t0, self.last = total, start, time.time(), 0.0
-        self.smooth = None
+        self.total, self.start, self.every = total, start, every
+        self.t0, self.last, self.shown = time.time(), 0.0, start
 
-    def update(self, step: int, loss: float):
-        self.smooth = loss if self.smooth is None else 0.98 * self.smooth + 0.02 * loss
-        now = time.time()
-        if not self.enabled or (now - self.last < 0.2 and step < self.total):
+    def update(self, step: int, losses: torch.Tensor):
+        """After step ``step``; ``losses`` (total,) every step's loss so far, on the device."""
+        if not self.enabled or (step - self.shown < self.every and step < self.total):
             return
-        self.last = now
+        now = time.time()
+        if now - self.last < 0.2 and step < self.total:
+            return
+        loss = losses[self.shown : step].mean().item()  # the one read from the device
+        self.last, self.shown = now, step
         rate = (step - self.start) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else 0.0
         width = len(str(self.total))
-        self.stream.write(f"\rstep {step:>{width}}/{self.total}  loss {self.smooth:.4f}  {rate:7.1f} steps/s  "
+        self.stream.write(f"\rstep {step:>{width}}/{self.total}  loss {loss:.4f}  {rate:7.1f} steps/s  "
                           f"{int(eta) // 60:d}:{int(eta) % 60:02d} left ")
         self.stream.flush()
 
     def close(self):
-        if self.enabled:
+        if self.enabled and self.last:
             self.stream.write("\n")
             self.stream.flush()
+            self.last = 0.0
 
 
 def block_means(losses: torch.Tensor, block: int) -> torch.Tensor:
@@ -268,7 +229,7 @@ def block_means(losses: torch.Tensor, block: int) -> torch.Tensor:
 
 def plot_losses(losses: torch.Tensor, block: int, val_loss: float | None, path: Path) -> bool:
     """Write loss.png; False (and no file) when matplotlib is not installed."""
-    try:
+    try:  # an optional dependency: imported only here
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -288,12 +249,9 @@ def plot_losses(losses: torch.Tensor, block: int, val_loss: float | None, path: 
     return True
 
 
-# ----------------------------------------------------------------------------- Ctrl-C
-
-
 class DeferredInterrupt:
     """Turns the first Ctrl-C into a flag checked between steps (so the saved state is a whole step);
-    a second Ctrl-C interrupts at once."""
+    a second Ctrl-C raises ``KeyboardInterrupt`` at once, and nothing more is saved."""
 
     def __init__(self):
         self.hit = False
@@ -314,7 +272,36 @@ class DeferredInterrupt:
             signal.signal(signal.SIGINT, self.old)
 
 
-# ----------------------------------------------------------------------------- train
+def device_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything a training run carries from step to step; a checkpoint is this, saved."""
+
+    config: TrainConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    vocab: Vocab
+    splits: tuple[list[str], list[str], list[str]]  # the lecture's train, val, test names
+    batches: NameBatches | ContextBatches
+    device: torch.device
+    data: dict  # the names file: {"path", "sha256", "n_words"}
+    run_dir: Path | None  # where checkpoint.pt, metrics.json and loss.png go (None: nowhere)
+    forward: Callable = None  # the model's forward for the training steps (compiled with config.compile)
+    step: int = 0  # optimizer steps done
+    losses: torch.Tensor = None  # (steps,) float32 on the device: the loss of every step done
+    train_seconds: float = 0.0  # wall time of the training steps alone, over every session
+    eval_seconds: float = 0.0  # wall time of the evaluations (val along the way, the splits at the end)
+    val_curve: list = field(default_factory=list)  # [(step, val loss)] along the way
+    saved_step: int | None = None  # the step of the checkpoint on disk
 
 
 @dataclass
@@ -324,28 +311,199 @@ class TrainResult:
     metrics: dict
     run_dir: Path | None
     train_words: list[str]
+    config: TrainConfig
 
 
-def make_optimizer(model, tc: TrainConfig):
-    if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr)
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # weights and embeddings; not biases or norms
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, tc.beta2))
+def read_data(path, vocab: Vocab | None = None, sha256: str | None = None):
+    """The names file (default: the bundled one) -> (words, vocab, {"path", "sha256", "n_words"}).
+
+    ``vocab``: the run's (resume); every name must fit it. ``sha256``: the file the run started on."""
+    path = Path(path if path is not None else bundled_names())
+    words = load_names(path)
+    sha = sha256_file(path)
+    if sha256 is not None and sha != sha256:
+        raise DataError(f"{path}: the data file differs from the one this run started on (sha256 changed)")
+    vocab = vocab or Vocab.from_words(words)
+    if not vocab.covers(words):
+        load_names(path, vocab)  # raises a DataError naming the line and character
+    return words, vocab, {"path": str(path.resolve()), "sha256": sha, "n_words": len(words)}
 
 
-def rng_state(device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> Run:
+    """A run at step 0 around ``model``: on the device, in training mode, with its optimizer and batches."""
+    device = resolve_device(tc.device)
+    if tc.form == "conv" and not isinstance(model, ConvModel):
+        raise ConfigError(f"form 'conv' trains a ConvModel on whole names, got a {type(model).__name__}")
+    model.to(device).train()
+    train_words, val_words, test_words = lecture_split(words)
+    if tc.form == "conv":
+        batches = NameBatches(train_words, vocab, tc.batch_size, tc.seed, device)
+    else:
+        batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return Run(tc, model, make_optimizer(model, tc), vocab, (train_words, val_words, test_words), batches,
+               device, data, run_dir, forward=torch.compile(model, dynamic=True) if tc.compile else model,
+               losses=torch.zeros(tc.steps, device=device))
 
 
-def set_rng_state(state: dict, device):
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, out, make_model=None) -> Run:
+    """Set up a fresh run: the data, then ``torch.manual_seed(tc.seed)`` and the model, as the lecture."""
+    words, vocab, data_info = read_data(data)
+    torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
+    if make_model is not None:
+        model = make_model(len(vocab))
+    else:  # the vocabulary size is the data's
+        mc = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(), "vocab_size": len(vocab)})
+        model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
+    return build_run(tc, model, vocab, words, data_info, out)
+
+
+def saved_config(path_or_run) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint (or run folder) was trained with."""
+    return TrainConfig.from_dict(load_checkpoint(path_or_run)["train_config"])
+
+
+def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
+    """``given`` (None: ``saved``), refused where it differs from ``saved`` outside ``CHANGEABLE_ON_RESUME``."""
+    if given is None:
+        return saved
+    for f in fields(TrainConfig):
+        old, new = getattr(saved, f.name), getattr(given, f.name)
+        if f.name not in CHANGEABLE_ON_RESUME and old != new:
+            raise ConfigError(f"TrainConfig.{f.name} is {old!r} in the run being resumed, not {new!r}: a resumed "
+                              f"run keeps its settings (only {', '.join(CHANGEABLE_ON_RESUME)} can change)")
+    return given
+
+
+def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, data, out) -> Run:
+    """Set up a run from its checkpoint: its configs, data file, weights, optimizer, RNG and losses."""
+    ckpt = load_checkpoint(path)
+    tc = resumed_config(TrainConfig.from_dict(ckpt["train_config"]), tc)
+    if model_config is not None and model_config.to_dict() != {**ckpt["model_config"], "vocab_size": model_config.vocab_size}:
+        raise ConfigError("a resumed run keeps its model: pass no model_config (or the run's own)")
+    vocab = Vocab.from_dict(ckpt["vocab"])
+    words, vocab, data_info = read_data(data or ckpt["data"]["path"], vocab, ckpt["data"]["sha256"])
+    torch.manual_seed(tc.seed)
+    model, _ = model_from_checkpoint(ckpt, str(path))
+    folder = resolve(path).parent
+    run = build_run(tc, model, vocab, words, data_info, folder if out is None else out)
+    run.step = ckpt["step"]
+    run.saved_step = run.step if run.run_dir.resolve() == folder.resolve() else None  # the checkpoint in run_dir
+    run.losses[: run.step] = ckpt["losses"].to(run.device)
+    run.train_seconds, run.eval_seconds = ckpt.get("train_seconds", 0.0), ckpt.get("eval_seconds", 0.0)
+    run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
+    if ckpt.get("optimizer") is not None:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"], run.device)
+    return run
+
+
+def save(run: Run, metrics: dict | None = None) -> None:
+    """Write the run's checkpoint (atomically; nothing when the run has no folder)."""
+    if run.run_dir is None:
+        return
+    ckpt = dict(
+        kind=model_kind(run.model), model_config=run.model.config.to_dict(), vocab=run.vocab.to_dict(),
+        train_config=run.config.to_dict(), data=run.data, train_words=word_hashes(run.splits[0]),
+        state_dict=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step,
+        rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
+        eval_seconds=run.eval_seconds, val_curve=run.val_curve, metrics=metrics,
+    )
+    save_checkpoint(ckpt, run.run_dir / CHECKPOINT_NAME)
+    run.saved_step = run.step
+
+
+def due(every: int, step: int, before: int) -> bool:
+    return bool(every) and step % every == 0 and step < before
+
+
+def evaluate_val(run: Run, log) -> None:
+    t0 = device_clock(run.device)
+    run.val_curve.append((run.step, split_loss(run.model, run.splits[1], run.vocab)))
+    run.eval_seconds += device_clock(run.device) - t0
+    log(f"step {run.step}: val {run.val_curve[-1][1]:.4f}")
+
+
+def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress, log) -> None:
+    """Optimizer steps until step ``end`` or a first Ctrl-C (always at a step boundary), with the
+    periodic val loss and checkpoints. ``run.train_seconds`` counts the steps alone."""
+    tc, opt = run.config, run.optimizer
+    t0 = device_clock(run.device)
+    while run.step < end and not interrupt.hit:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(tc, run.step)
+        x, y, mask = run.batches(run.step)  # names (B, T) x3, or contexts (B, 2**L), targets (B,), None
+        if tc.input_noise:
+            x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
+        loss = batch_loss(run.forward, x, y, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.losses[run.step] = loss.detach()  # stays on the device
+        run.step += 1
+        bar.update(run.step, run.losses)
+        if due(tc.eval_every, run.step, tc.steps) or due(tc.checkpoint_every, run.step, end):
+            run.train_seconds += device_clock(run.device) - t0
+            bar.close()
+            if due(tc.eval_every, run.step, tc.steps):
+                evaluate_val(run, log)
+            if due(tc.checkpoint_every, run.step, end):
+                save(run)
+            t0 = device_clock(run.device)
+    run.train_seconds += device_clock(run.device) - t0
+
+
+def finish(run: Run, log) -> TrainResult:
+    """The end of a run: split losses (eval mode), metrics, the last checkpoint, metrics.json, loss.png."""
+    tc, model = run.config, run.model
+    if tc.input_noise:
+        recalibrate_batchnorm(model, run.batches)
+    model.eval()
+    t0 = device_clock(run.device)
+    train_words, val_words, test_words = run.splits
+    losses = dict(train_loss=split_loss(model, train_words, run.vocab), val_loss=split_loss(model, val_words, run.vocab),
+                  test_loss=split_loss(model, test_words, run.vocab) if tc.eval_test else None)
+    run.eval_seconds += device_clock(run.device) - t0
+    metrics = dict(
+        **losses,
+        params=sum(p.numel() for p in model.parameters()),
+        steps=run.step,
+        train_seconds=round(run.train_seconds, 2),
+        ms_per_step=round(1000 * run.train_seconds / max(run.step, 1), 4),
+        eval_seconds=round(run.eval_seconds, 2),
+        kind=model_kind(model),
+        recipe=tc.recipe,
+        model_config=model.config.to_dict(),
+        train_config=tc.to_dict(),
+        data=run.data,
+        split={"train": len(train_words), "val": len(val_words), "test": len(test_words)},
+        val_curve=run.val_curve,
+        device=str(run.device),
+        torch_threads=torch.get_num_threads(),
+        library_version=__version__,
+        torch_version=str(torch.__version__),
+    )
+    log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
+        + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
+        + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
+        f"{run.eval_seconds:.1f} s evaluating)")
+    if run.run_dir is not None:
+        save(run, metrics)
+        (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        block = tc.loss_block or max(1, tc.steps // 200)
+        if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
+            log("matplotlib is not installed: skipping loss.png (pip install 'wavenet_conv[plot]')")
+    return TrainResult(model, run.vocab, metrics, run.run_dir, train_words, tc)
+
+
+def describe(run: Run) -> str:
+    tc, n_params = run.config, sum(p.numel() for p in run.model.parameters())
+    return (f"{model_kind(run.model)} model, {n_params:,} parameters; recipe {tc.recipe}: {tc.steps:,} steps of "
+            f"{tc.batch_size} {'names' if tc.form == 'conv' else 'contexts'}, {tc.optimizer} lr {tc.lr:g}; "
+            f"{run.data['path']} ({len(run.splits[0]):,} train names); device {run.device}"
+            + ("; compiled" if tc.compile else ""))
 
 
 def train(
@@ -361,170 +519,53 @@ def train(
 ) -> TrainResult:
     """Train a model on a names file with the lecture's split and return it with its metrics.
 
-    model_config: the model (default: the lecture's, ModelConfig()); ignored with ``resume``.
+    model_config: the model (default: the lecture's, ModelConfig()); its vocab_size is the data's.
     config: how to train (default: ``recipe("default")``); its ``form`` picks ConvModel or TreeModel.
     data: names file (default: the bundled data/names.txt).
     out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing).
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
-        same folder) with the checkpoint's configs and data file, and ends where an uninterrupted run
-        ends.
-    make_model: a function of the vocabulary size returning the model to train instead of one built from ``model_config``
-        (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``); called right after
-        ``torch.manual_seed(config.seed)``, where the lecture builds its model.
+        same folder) with its own model, data file and ``TrainConfig``, and ends where an
+        uninterrupted run ends. A ``config`` may change only ``CHANGEABLE_ON_RESUME`` (a
+        ``ConfigError`` names any other field that differs); a ``model_config`` must be the run's.
+    make_model: a function of the vocabulary size returning the model to train instead of one built
+        from ``model_config`` (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``);
+        called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
     stop_at: stop after this step as if interrupted (a checkpoint is written); the result has
         ``metrics["stopped_at"]``.
     progress: show the progress line (default: when stderr is a terminal).
     log: called with each line of the run's report (``print`` by default; ``None`` for silence).
+
+    Ctrl-C: the first finishes the step in flight, saves a checkpoint and raises ``KeyboardInterrupt``;
+    a second one raises at once and writes nothing (the last checkpoint stays).
     """
     log = log or (lambda *a, **k: None)
-    ckpt = None
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        out = resolve(resume).parent if out is None else out
-        config = TrainConfig.from_dict({**ckpt["train_config"], **({"device": config.device} if config else {})})
-        data = ckpt["data"]["path"] if data is None else data
-    config = config or recipe("default")
-    tc = config
-    device = resolve_device(tc.device)
-    data_path = Path(data if data is not None else bundled_names())
-    words = load_names(data_path)
-    sha = sha256_file(data_path)
-    if ckpt is not None and ckpt["data"]["sha256"] != sha:
-        raise DataError(f"{data_path}: the data file differs from the one this run started on (sha256 changed)")
-    vocab = Vocab.from_dict(ckpt["vocab"]) if ckpt is not None else Vocab.from_words(words)
-    if not vocab.covers(words):
-        load_names(data_path, vocab)  # raises a DataError naming the line and character
-    train_words, val_words, test_words = lecture_split(words)
-
-    # model: torch.manual_seed first, so the init and the lecture's randint stream follow SPEC section 2
-    torch.manual_seed(tc.seed)
-    if ckpt is not None:
-        model, _ = model_from_checkpoint(ckpt, str(resume))
-    elif make_model is not None:
-        model = make_model(len(vocab))
+        if make_model is not None:
+            raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
+        run = resume_run(resume, config, model_config, data, out)
+        log(f"resuming {resume} at step {run.step}/{run.config.steps}")
     else:
-        mc = model_config or ModelConfig(vocab_size=len(vocab))
-        if mc.vocab_size != len(vocab):
-            mc = ModelConfig.from_dict({**mc.to_dict(), "vocab_size": len(vocab)})
-        model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
-    model.to(device).train()
-    optimizer = make_optimizer(model, tc)
-
-    if tc.form == "conv":
-        if not isinstance(model, ConvModel):
-            raise ValueError(f"form 'conv' trains a ConvModel on whole names, got a {type(model).__name__}")
-        batches = NameBatches(train_words, vocab, tc.batch_size, tc.seed, device)
-    else:
-        batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
-
-    step, losses, seconds = 0, [], 0.0
-    if ckpt is not None:
-        step, seconds = ckpt["step"], ckpt.get("train_seconds", 0.0)
-        losses = ckpt["losses"].tolist()
-        if ckpt.get("optimizer") is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], device)
-        log(f"resuming {resume} at step {step}/{tc.steps}")
-
-    run_dir = Path(out) if out is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    meta = dict(
-        kind=model_kind(model),
-        model_config=model.config.to_dict(),
-        vocab=vocab.to_dict(),
-        train_config=tc.to_dict(),
-        data={"path": str(data_path.resolve()), "sha256": sha, "n_words": len(words)},
-        train_words=word_hashes(train_words),
-    )
-
-    def save(metrics=None):
-        if run_dir is None:
-            return
-        save_checkpoint(
-            dict(meta, state_dict=model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                 rng=rng_state(device), losses=torch.tensor(losses, dtype=torch.float32),
-                 train_seconds=seconds, metrics=metrics),
-            run_dir / CHECKPOINT_NAME,
-        )
-
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"{meta['kind']} model, {n_params:,} parameters; recipe {tc.recipe}: {tc.steps:,} steps of "
-        f"{tc.batch_size} {'names' if tc.form == 'conv' else 'contexts'}, {tc.optimizer} lr {tc.lr:g}; "
-        f"{data_path} ({len(train_words):,} train names); device {device}")
-    end = tc.steps if stop_at is None else min(tc.steps, stop_at)
-    bar = Progress(tc.steps, step, enabled=progress)
-    evals = []
+        run = new_run(model_config, config or recipe("default"), data, out, make_model)
+    log(describe(run))
+    end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
+    bar = Progress(run.config.steps, run.step, enabled=progress)
     with DeferredInterrupt() as interrupt:
-        t0 = time.time()
         try:
-            while step < end:
-                for g in optimizer.param_groups:
-                    g["lr"] = lr_at(tc, step)
-                x, y, mask = batches(step)
-                if tc.input_noise:
-                    x = add_input_noise(x, tc.input_noise, len(vocab), tc.seed, step)
-                loss = batch_loss(model, x, y, mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                losses.append(loss.item())
-                bar.update(step, losses[-1])
-                if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                    evals.append((step, split_loss(model, val_words, vocab)))
-                    bar.close()
-                    log(f"step {step}: val {evals[-1][1]:.4f}")
-                if interrupt.hit:
-                    raise KeyboardInterrupt
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < end:
-                    seconds += time.time() - t0
-                    save()
-                    t0 = time.time()
-        except KeyboardInterrupt:
-            seconds += time.time() - t0
+            train_steps(run, end, interrupt, bar, log)
+            if interrupt.hit and run.saved_step != run.step:
+                save(run)
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step or mid-save: write nothing
             bar.close()
-            save()
-            if run_dir is not None:
-                log(f"interrupted at step {step}; checkpoint saved: resume with --resume {run_dir}")
+            kept = "" if run.saved_step is None else f"; the checkpoint of step {run.saved_step} stays"
+            log(f"interrupted again at step {run.step}: not saved{kept}")
             raise
-        seconds += time.time() - t0
-    bar.close()
-
-    if step < tc.steps:  # stopped early on purpose
-        save()
-        return TrainResult(model, vocab, {"stopped_at": step, "train_seconds": seconds}, run_dir, train_words)
-
-    if tc.input_noise:
-        recalibrate_batchnorm(model, batches)
-    model.eval()
-    metrics = dict(
-        train_loss=split_loss(model, train_words, vocab),
-        val_loss=split_loss(model, val_words, vocab),
-        test_loss=split_loss(model, test_words, vocab) if tc.eval_test else None,
-        params=n_params,
-        steps=step,
-        train_seconds=round(seconds, 2),
-        ms_per_step=round(1000 * seconds / max(step, 1), 4),
-        kind=meta["kind"],
-        recipe=tc.recipe,
-        model_config=meta["model_config"],
-        train_config=meta["train_config"],
-        data=meta["data"],
-        split={"train": len(train_words), "val": len(val_words), "test": len(test_words)},
-        val_curve=evals,
-        device=str(device),
-        torch_threads=torch.get_num_threads(),
-        library_version=__version__,
-        torch_version=str(torch.__version__),
-    )
-    log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
-        + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
-        + f"  ({seconds:.1f} s, {metrics['ms_per_step']:.2f} ms/step)")
-    if run_dir is not None:
-        save(metrics)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        block = tc.loss_block or max(1, tc.steps // 200)
-        if not plot_losses(torch.tensor(losses), block, metrics["val_loss"], run_dir / "loss.png"):
-            log("matplotlib is not installed: skipping loss.png (pip install 'wavenet_conv[plot]')")
-    return TrainResult(model, vocab, metrics, run_dir, train_words)
+        bar.close()
+    if interrupt.hit:
+        saved = f"checkpoint saved: resume with --resume {run.run_dir}" if run.run_dir else "nothing saved (no run folder)"
+        log(f"interrupted at step {run.step}; {saved}")
+        raise KeyboardInterrupt
+    if run.step < run.config.steps:  # stopped early on purpose
+        save(run)
+        metrics = {"stopped_at": run.step, "train_seconds": run.train_seconds}
+        return TrainResult(run.model, run.vocab, metrics, run.run_dir, run.splits[0], run.config)
+    return finish(run, log)

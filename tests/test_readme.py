@@ -1,0 +1,52 @@
+"""The README's code blocks run as written at the root of a fresh clone: each Python block runs on its
+own, and every ``wavenet-conv`` command line in the Markdown files parses with the command's parser."""
+
+import glob
+import os
+import re
+import shlex
+
+import pytest
+
+from wavenet_conv.cli import build_parser
+
+from conftest import ROOT
+
+DOCS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "data", "README.md"),
+        *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md")))]
+
+
+def code_blocks(path: str, lang: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return re.findall(rf"^```{lang}\n(.*?)^```", f.read(), flags=re.M | re.S)
+
+
+def command_lines():
+    """(file, words) of every wavenet-conv command in a bash block (each side of a pipe)."""
+    for path in DOCS:
+        for block in code_blocks(path, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split("|"):
+                    words = shlex.split(part, comments=True)
+                    if words and words[0] == "wavenet-conv":
+                        yield os.path.relpath(path, ROOT), words
+
+
+PYTHON = code_blocks(os.path.join(ROOT, "README.md"), "python")
+COMMANDS = list(command_lines())
+
+
+def test_the_readme_has_code():
+    assert len(PYTHON) >= 2 and sum(path == "README.md" for path, _ in COMMANDS) >= 5
+
+
+@pytest.mark.parametrize("code", PYTHON, ids=[f"block{i}" for i in range(len(PYTHON))])
+def test_python_blocks_run(code, tmp_path, monkeypatch):
+    (tmp_path / "data").symlink_to(os.path.join(ROOT, "data"))  # a fresh clone's data/; runs/ lands in tmp_path
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+@pytest.mark.parametrize("path,words", COMMANDS, ids=[f"{p}: {' '.join(w)[:60]}" for p, w in COMMANDS])
+def test_commands_parse(path, words):
+    build_parser().parse_args(words[1:])  # a wrong option or value exits with status 2
