@@ -10,7 +10,7 @@ Sweeps (random weights and BatchNorm statistics, eval, float32, the lecture's wi
    (``lecture``: TreeModel on all contexts; ``tree_folded``: the tree with BatchNorm folded, the fast
    path's kernels; ``conv1d_forward``: ``ConvModel.forward`` on right-padded names; ``fast``:
    ``score_names``), and seconds per sampled character for 1,000 names (``window``: the lecture's
-   sampler; ``cached``: SPEC §5);
+   sampler; ``cached``: per-layer caches of the older halves, L pair operations per character);
 2. name length 4-256 (synthetic random names, one length per point, depth 6): seconds per target of
    the same four scoring contenders;
 3. batch size 1-10,000 (names sampled at once, depth 6): seconds per character of the cached sampler.
@@ -47,19 +47,14 @@ import sys
 import textwrap
 import time
 
+import torch
+import torch.nn.functional as F
+
+from baselines import FoldedTree, lecture_loss, load_split, make_model, work_per_target
+from ratios import machine_line
+from wavenet_conv import TreeModel, contexts, sample_names, score_names, sequences
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)  # measure the wavenet_conv beside this script, installed or not
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from baselines import FoldedTree, lecture_loss, load_split, make_model, work_per_target  # noqa: E402
-from ratios import machine_line  # noqa: E402
-from wavenet_conv import TreeModel, contexts, sample_names, score_names, sequences  # noqa: E402
 
 SCORERS = ["lecture", "tree_folded", "conv1d_forward", "fast"]
 SAMPLERS = ["window", "cached"]
