@@ -246,3 +246,33 @@ def test_cuda_on_a_machine_without_it(run):
         pytest.skip("this machine has CUDA")
     p = cli("sample", run[0], "--device", "cuda")
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "CUDA is not available" in p.stderr
+
+
+def test_export_writes_an_onnx_model_that_scores_like_the_run(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from wavenet_conv import sequences
+
+    out, _ = run
+    p = cli("export", out, tmp_path / "model.onnx")
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stdout and "'tokens' int64 (B, T)" in p.stdout
+    model, vocab, _ = load_model(out)
+    x = sequences(["emma", "olivia", "q"], vocab).x
+    (logits,) = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"tokens": x.numpy()})
+    with torch.no_grad():
+        assert (torch.from_numpy(logits) - model(x)).abs().max().item() <= 1e-4
+
+
+def test_export_without_the_extra_says_how_to_get_it(run, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    out, _ = run
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    code, stdout, stderr = run_main(["export", out, tmp_path / "m.onnx"], monkeypatch, capsys)
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == ("wavenet-conv export: error: ONNX export needs onnx, which is not installed: "
+                              "pip install 'wavenet_conv[onnx]'")
+    assert not (tmp_path / "m.onnx").exists()

@@ -5,6 +5,7 @@
     wavenet-conv score runs/RUN names.txt   # nats per name; '-' reads stdin
     wavenet-conv sample runs/RUN -n 20 --seed 1
     wavenet-conv check                      # the two forms' logits on the dev split, side by side
+    wavenet-conv export runs/RUN model.onnx # the conv form as ONNX, for serving
 
 The model and training options are generated from ``ModelConfig`` and ``TrainConfig`` (their fields'
 names, types, choices and comments). A user's mistake -- the library's ``InputError``s (a bad names
@@ -31,6 +32,7 @@ from .checkpoint import load_model
 from .config import CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, resolve_device
 from .data import Vocab, lecture_split, load_names, parse_names
 from .errors import ConfigError, InputError
+from .export import check_onnx_installed, export_onnx
 from .paths import bundled_names
 from .sampling import MAX_LEN, sample_names
 from .scoring import score_names
@@ -111,7 +113,7 @@ def add_config_options(group, cls, names, show_default: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
     device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes it
     device.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
 
@@ -155,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layers", type=positive_int, default=3, help="depth (3)")
     c.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     c.add_argument("--seed", type=int, default=42, help="seed of the model's initialization (42)")
+
+    e = sub.add_parser("export", parents=[device], help="write a trained model as ONNX, for serving",
+                       description="Write the conv form of a trained model (eval mode) as an ONNX file: input "
+                                   "'tokens' int64 (B, T), each row [0, c1, ..., cn] right-padded with any token; "
+                                   "output 'logits' float32 (B, T, V); B and T dynamic. Needs the onnx extra: "
+                                   "pip install 'wavenet_conv[onnx]'.")
+    e.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
     return p
 
 
@@ -262,7 +272,15 @@ def cmd_check(args):
     print(f"largest |logit difference| over all {r['targets']} positions: {r['max_abs_diff']:.3g}")
 
 
-COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check}
+def cmd_export(args):
+    check_onnx_installed()  # before any work
+    loaded = load_model(args.run, device=args.device)
+    path = export_onnx(loaded.model, args.out)
+    print(f"wrote {path}: input 'tokens' int64 (B, T), output 'logits' float32 (B, T, {loaded.model.config.vocab_size}); "
+          f"vocabulary {''.join(loaded.vocab.itos)!r} (token i is character i)")
+
+
+COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check, "export": cmd_export}
 
 
 def as_options(message: str) -> str:

@@ -20,3 +20,7 @@ class CheckpointError(InputError):
 
 class ConfigError(InputError):
     """A configuration that cannot work: a field out of range, options that contradict each other."""
+
+
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency is not installed; the message says how to install it."""

@@ -20,19 +20,17 @@ import torch
 
 from .blocks import WaveNetCore
 from .conv import ConvModel
+from .errors import MissingExtraError
 
 ONNX_PACKAGES = ("onnx", "onnxscript")
 INSTALL_HINT = "pip install 'wavenet_conv[onnx]'"
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says how to get it."""
-
-
 def check_onnx_installed() -> None:
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise MissingExtraError(f"ONNX export needs {' and '.join(missing)}, which are not installed: {INSTALL_HINT}")
+        verb = 'is' if len(missing) == 1 else 'are'
+        raise MissingExtraError(f"ONNX export needs {' and '.join(missing)}, which {verb} not installed: {INSTALL_HINT}")
 
 
 def export_onnx(model: WaveNetCore, path: str | os.PathLike) -> Path:
