@@ -31,7 +31,7 @@ def cli(*args, stdin=None, timeout=120):
 
 def run_main(argv, monkeypatch, capsys, stdin=""):
     """``main(argv)`` as the console script runs it: exit status, stdout, stderr."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8", "surrogateescape"))))
     try:
         code = main([str(a) for a in argv])
     except SystemExit as e:
@@ -60,19 +60,91 @@ def test_train_prints_losses_and_samples_and_writes_the_run_folder(run):
 def test_score_agrees_with_score_names(run, small_names):
     out, _ = run
     names = ["emma", "olivia", "xzqj"]
-    p = cli("score", out, "-", "--json", stdin="\n".join(names) + "\n")
+    p = cli("score", out, "-", "--format", "jsonl", "--chars", stdin="\n".join(names) + "\n")
     assert p.returncode == 0, p.stderr
-    got = json.loads(p.stdout)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
     model, vocab, _ = load_model(out)
-    ref = score_names(model, names, vocab)
-    assert [r["name"] for r in got["names"]] == names
-    assert [r["nats"] for r in got["names"]] == pytest.approx(ref.nll.tolist(), abs=1e-5)
-    assert got["summary"]["mean_loss"] == pytest.approx(ref.mean_loss, abs=1e-6)
+    ref = score_names(model, names, vocab, per_char=True)
+    assert [r["line"] for r in rows] == [1, 2, 3] and [r["name"] for r in rows] == names
+    assert [r["nats"] for r in rows] == pytest.approx(ref.nll.tolist(), abs=1e-5)
+    assert [r["targets"] for r in rows] == [5, 7, 5]
+    assert [r["nats_per_char"] for r in rows] == pytest.approx((ref.nll / ref.n_targets).tolist(), abs=1e-5)
+    for i, r in enumerate(rows):
+        assert r["char_nats"] == pytest.approx(ref.chars(i).tolist(), abs=1e-4)
+    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_char", "char_nats"}
+    assert re.fullmatch(r"<stdin>: 3 names scored \(17 targets, end tokens included: \d\.\d{4} nats, \d\.\d{4} bits "
+                        r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", p.stderr), p.stderr
     text = cli("score", out / "checkpoint.pt", small_names)
     lines = text.stdout.splitlines()
-    assert text.returncode == 0 and len(lines) == 1001 and lines[-1].startswith("1000 names")
-    first = lines[0].split()
-    assert float(first[2]) == pytest.approx(float(first[1]) / (len(first[0]) + 1), abs=1e-4)
+    assert text.returncode == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/char"]
+    line, name, nats, per = lines[1].split()
+    assert line == "1" and float(per) == pytest.approx(float(nats) / (len(name) + 1), abs=1e-4)
+
+
+def score_rows(stdout: str) -> dict:
+    """tsv output -> {line: (name, nats, targets)}, checking the header."""
+    header, *rows = stdout.splitlines()
+    assert header.split("\t") == ["line", "name", "nats", "targets", "nats_per_char"]
+    return {int(r[0]): (r[1], float(r[2]), int(r[3])) for r in (row.split("\t") for row in rows)}
+
+
+MIXED = ["anna", "", "Bob", "2pac", "cy", "mary ann", "e.f", "zoë", "", "gus", "h\u00e9", "ava"]
+
+
+def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(run, tmp_path):
+    out, _ = run
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("\n".join(MIXED).encode() + b"\nbin\xffary\n")
+    p = cli("score", out, path, "--format", "tsv", "--skip-invalid", "--chunk", "3")
+    assert p.returncode == 0, p.stderr
+    rows = score_rows(p.stdout)
+    assert {line: v[0] for line, v in rows.items()} == {1: "anna", 5: "cy", 10: "gus", 12: "ava"}
+    *reports, closing = p.stderr.splitlines()
+    assert [r.split(":")[1] for r in reports] == ["3", "4", "6", "7", "8", "11", "13"]
+    assert all(r.startswith(f"{path}:") for r in reports)
+    assert reports[-1] == f"{path}:13: not valid UTF-8 (byte 0xff at character 4)"
+    assert re.fullmatch(rf"{re.escape(str(path))}: 4 names scored \(16 targets, .*\); 9 lines skipped \(2 empty, 7 not names\)", closing)
+    assert len(rows) + len(reports) + 2 == len(MIXED) + 1  # scored + reported + empty = lines
+    p = cli("score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase")
+    assert score_rows(p.stdout)[3][0] == "bob"
+
+
+def test_score_stops_at_the_first_bad_line_with_the_rows_before_it(run, tmp_path):
+    out, _ = run
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(MIXED) + "\n")
+    p = cli("score", out, path, "--format", "tsv")
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"wavenet-conv score: error: {path}:3: character 1 'B' in 'Bob' is not in the vocabulary 'abcdefghijklmnopqrstuvwxyz'"
+    assert list(score_rows(p.stdout)) == [1]  # the complete rows before the bad line, none after
+
+
+def test_shards_joined_by_line_number_equal_the_whole_list(run, small_names):
+    out, _ = run
+    whole = score_rows(cli("score", out, small_names, "--format", "tsv").stdout)
+    shards = [cli("score", out, small_names, "--format", "tsv", "--shard", f"{k}/3") for k in range(3)]
+    joined = {}
+    for k, p in enumerate(shards):
+        assert p.returncode == 0, p.stderr
+        rows = score_rows(p.stdout)
+        assert all((line - 1) % 3 == k for line in rows)
+        joined.update(rows)
+    assert joined == whole and len(whole) == 1000
+
+
+def test_stdin_reads_like_a_file(run, tmp_path):
+    out, _ = run
+    data = b"\xef\xbb\xbfemma\r\n\r\nava\r\n"
+    (tmp_path / "bom.txt").write_bytes(data)
+    from_file = cli("score", out, tmp_path / "bom.txt", "--format", "tsv")
+    from_stdin = subprocess.run([sys.executable, "-m", "wavenet_conv", "score", str(out), "--format", "tsv"], input=data,
+                                capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert from_stdin.returncode == 0 and from_file.returncode == 0
+    assert from_stdin.stdout.decode() == from_file.stdout and list(score_rows(from_file.stdout)) == [1, 3]
+    binary = subprocess.run([sys.executable, "-m", "wavenet_conv", "score", str(out)], input=b"emma\n\x89PNG\r\n\x1a\n" + bytes(range(256)) * 70,
+                            capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    err = binary.stderr.decode()
+    assert binary.returncode == 2 and err.strip() == "wavenet-conv score: error: <stdin>:2: not valid UTF-8 (byte 0x89 at character 1)"
 
 
 def test_sample_is_seeded_and_marks_training_names(run, monkeypatch, capsys):
@@ -184,9 +256,9 @@ def bad_files(tmp_path_factory, run):
 
 ERRORS = [
     (["train", "--data", "{bad}/missing.txt"], "no such file"),
-    (["train", "--data", "{bad}/dot.txt"], "line 3"),
-    (["train", "--data", "{bad}/spaces.txt"], "line 2"),
-    (["train", "--data", "{bad}/binary.txt"], "UTF-8"),
+    (["train", "--data", "{bad}/dot.txt"], "dot.txt:3: character 3 '.' in 'jo.ann' is '.'"),
+    (["train", "--data", "{bad}/spaces.txt"], "spaces.txt:2: character 5 ' ' in 'mary ann' is whitespace"),
+    (["train", "--data", "{bad}/binary.txt"], "binary.txt:2: not valid UTF-8 (byte 0xff at character 1)"),
     (["train", "--data", "{bad}/empty.txt"], "no names"),
     (["train", "--form", "lstm"], "invalid choice"),
     (["train", "--steps", "0"], "--steps must be an integer >= 1, got 0"),
@@ -197,7 +269,7 @@ ERRORS = [
     (["train", "--resume", "{run}", "--steps", "5"], "--steps is 150 in the run being resumed, not 5"),
     (["train", "--resume", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["score", "{bad}/garbage.pt", "{bad}/bad_chars.txt"], "corrupt or truncated"),
-    (["score", "{run}", "{bad}/bad_chars.txt"], "line 3"),
+    (["score", "{run}", "{bad}/bad_chars.txt"], "bad_chars.txt:3: character 3 'ë' in 'zoë' is not in the vocabulary"),
     (["score", "{run}", "{bad}/missing.txt"], "no such file"),
     (["score", "{bad}", "-"], "no checkpoint.pt"),
     (["sample", "{run}", "--prefix", "zoë"], "--prefix"),
@@ -206,7 +278,7 @@ ERRORS = [
     (["sample", "{run}", "--temperature", "inf"], "finite"),
     (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len 3 is shorter than --prefix"),
     (["sample", "{bad}/truncated.pt"], "corrupt or truncated"),
-    (["check", "--data", "{bad}/dot.txt"], "line 3"),
+    (["check", "--data", "{bad}/dot.txt"], "dot.txt:3:"),
     ([], "required"),
     (["bogus"], "invalid choice"),
 ]
@@ -235,8 +307,8 @@ def test_a_library_bug_is_not_reported_as_the_users_mistake(run, monkeypatch, ca
     def broken(*a, **k):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(cli_module, "score_names", broken)
-    monkeypatch.setattr(sys, "stdin", io.StringIO("anna\n"))
+    monkeypatch.setattr(cli_module, "score_lines", broken)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"anna\n")))
     with pytest.raises(ValueError, match="internal"):
         main(["score", str(run[0]), "-"])
 

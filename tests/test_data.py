@@ -1,13 +1,16 @@
 """Vocabulary, names files, the lecture split, and the two example layouts."""
 
 import hashlib
+import io
 import random
+import sys
 
 import pytest
 import torch
 
 from conftest import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
 from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, paths, sequences
+from wavenet_conv.data import read_lines
 
 
 def test_vocab_round_trip():
@@ -89,22 +92,66 @@ def test_load_names_accepts_crlf_blank_lines_and_final_newline(tmp_path):
     [
         (b"", r"names\.txt: no names"),
         (b"\n\n\r\n", r"names\.txt: no names"),
-        (b"emma\nan na\n", r"names\.txt, line 2, character 3: ' ' in 'an na' is whitespace"),
-        (b"emma\nava\nj.r\n", r"line 3, character 2: '\.' in 'j\.r'"),
-        (b"emma\n\xff\xfeava\n", r"names\.txt, line 2, byte 1: not valid UTF-8"),
-        (b"emma\nbad\ttab\n", r"line 2, character 4: '\\t'"),
+        (b"emma\nan na\n", r"names\.txt:2: character 3 ' ' in 'an na' is whitespace$"),
+        (b"emma\nava\nj.r\n", r"names\.txt:3: character 2 '\.' in 'j\.r' is '\.', the start/end token$"),
+        (b"emma\n\xff\xfeava\n", r"names\.txt:2: not valid UTF-8 \(byte 0xff at character 1\)$"),
+        (b"emma\nbad\ttab\n", r"names\.txt:2: character 4 '\\t' in 'bad\\ttab' is whitespace$"),
+        (b"emma\nbad\x07bell\n", r"names\.txt:2: character 4 '\\x07' in 'bad\\x07bell' is a control character$"),
     ],
-    ids=["empty", "blank-only", "space", "dot", "bytes", "tab"],
+    ids=["empty", "blank-only", "space", "dot", "bytes", "tab", "control"],
 )
 def test_load_names_errors(tmp_path, data, pattern):
     with pytest.raises(DataError, match=pattern):
         load_names(write(tmp_path, data))
 
 
+READER_CASES = {
+    "lf": (b"emma\nava\n", ["emma", "ava"]),
+    "crlf": (b"emma\r\nava\r\n", ["emma", "ava"]),
+    "no-final-newline": (b"emma\nava", ["emma", "ava"]),
+    "final-cr": (b"emma\r\nava\r", ["emma", "ava"]),
+    "bom": (b"\xef\xbb\xbfemma\nava\n", ["emma", "ava"]),
+    "bom-only-at-start": (b"emma\n\xef\xbb\xbfava\n", ["emma", "\ufeffava"]),
+    "blank-lines": (b"\n\nemma\n\r\n\nava\n\n", ["", "", "emma", "", "", "ava", ""]),
+    "lone-cr-inside": (b"em\rma\n", ["em\rma"]),
+    "not-utf8": (b"a\xffb\nc\n", ["a\udcffb", "c"]),
+    "multibyte": ("zoë\nJosé\n".encode(), ["zoë", "José"]),
+    "empty": (b"", []),
+}
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 7, 1 << 20])
+@pytest.mark.parametrize("case", READER_CASES, ids=READER_CASES.keys())
+def test_read_lines_any_block_size(case, block_bytes):
+    """One reader for files and stdin: the same lines whatever the block size (CRLF or a UTF-8
+    character across a block boundary), a BOM dropped at the start only, bad bytes kept for the
+    message."""
+    data, lines = READER_CASES[case]
+    assert list(read_lines(io.BytesIO(data), block_bytes)) == lines
+
+
+def test_stdin_and_a_file_go_through_the_same_reader(tmp_path, monkeypatch):
+    data = b"\xef\xbb\xbfemma\r\n\nava\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert load_names("-") == load_names(write(tmp_path, data)) == ["emma", "ava"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"emma\n\x89PNG\r\n")))
+    with pytest.raises(DataError, match=r"^<stdin>:2: not valid UTF-8 \(byte 0x89 at character 1\)$"):
+        load_names("-")
+
+
+def test_messages_stay_short_whatever_the_line(tmp_path):
+    long = "a" * 18_000 + " b"
+    with pytest.raises(DataError) as e:
+        load_names(write(tmp_path, f"emma\n{long}\n".encode()))
+    message = str(e.value)
+    assert "\n" not in message and len(message) <= 200 + len(str(tmp_path))
+    assert message.endswith(f"names.txt:2: character 18001 ' ' in {'a' * 60!r}… (18,002 characters) is whitespace")
+
+
 def test_load_names_vocabulary_and_missing(tmp_path):
     p = write(tmp_path, "emma\nzoë\n".encode())
     assert load_names(p) == ["emma", "zoë"]  # no vocabulary given: any printable character
-    with pytest.raises(DataError, match=r"line 2, character 3: 'ë' in 'zoë' is not in the vocabulary"):
+    with pytest.raises(DataError, match=r"names\.txt:2: character 3 'ë' in 'zoë' is not in the vocabulary 'abc"):
         load_names(p, VOCAB)
     with pytest.raises(DataError, match=r"nope\.txt: no such file"):
         load_names(tmp_path / "nope.txt")

@@ -7,11 +7,11 @@ from .errors import CheckpointError, ConfigError, DataError, InputError, Missing
 from .config import ModelConfig, TrainConfig, recipe
 from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
 from .conv import ConvModel
-from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, sequences
+from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, read_lines, sequences
 from .lecture import from_lecture
 from .tree import FlatConfig, FlatModel, TreeModel
 from .folded import FoldedModel, fold
-from .scoring import ScoreResult, score_names
+from .scoring import LineScores, ScoreResult, score_lines, score_names
 from .sampling import sample_names
 from .checkpoint import load_model
 from .train import TrainResult, train
@@ -23,7 +23,7 @@ __all__ = [
     "ModelConfig", "TrainConfig", "recipe",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
     "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
-    "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "sequences",
-    "FoldedModel", "fold", "ScoreResult", "score_names", "sample_names",
+    "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "read_lines", "sequences",
+    "FoldedModel", "fold", "ScoreResult", "score_names", "LineScores", "score_lines", "sample_names",
     "load_model", "TrainResult", "train", "export_onnx",
 ]

@@ -30,12 +30,12 @@ import torch
 from .check import compare_forms
 from .checkpoint import load_model
 from .config import CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, resolve_device
-from .data import Vocab, lecture_split, load_names, parse_names
-from .errors import ConfigError, InputError
+from .data import Vocab, lecture_split, load_names, open_names, parse_names, read_lines, source_name
+from .errors import ConfigError, DataError, InputError
 from .export import check_onnx_installed, export_onnx
 from .paths import bundled_names
 from .sampling import MAX_LEN, sample_names
-from .scoring import score_names
+from .scoring import LineScores, parse_shard, score_lines
 from .train import CHANGEABLE_ON_RESUME, saved_config, train
 from .tree import TreeModel
 from .version import __version__
@@ -44,6 +44,7 @@ PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
+FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
 
 
 def flag(name: str) -> str:
@@ -134,11 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
     t.add_argument("--quiet", action="store_true", help="no progress line")
 
-    s = sub.add_parser("score", parents=[device], help="nats per name under a trained model",
-                       description="One line per name: name, total nats, nats per character (end token included).")
+    s = sub.add_parser("score", parents=[device], help="nats per name (and per character) under a trained model",
+                       description="Score a list of names of any length, streamed a chunk at a time: one row per "
+                                   "name, in input order, with its line number, total nats, targets (characters + "
+                                   "the end token) and nats per character. A name may use only the characters of "
+                                   "the run's training names (a-z for the bundled names and the lecture's file); "
+                                   "blank lines are skipped. A closing line on stderr counts what was scored and "
+                                   "skipped.")
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin)")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (aligned, for a terminal; the default), tsv (with a header row) or jsonl "
+                        '({"line", "name", "nats", "targets", "nats_per_char"} per row)')
+    s.add_argument("--chars", action="store_true", help="also the surprisal of every character and of the end "
+                   "token: bits in a table, nats in tsv/jsonl (char_nats)")
+    s.add_argument("--skip-invalid", action="store_true", help="report a line that is not a name on stderr "
+                   "(FILE:LINE: reason) and go on; without it, the first such line stops the job (exit 2) after "
+                   "the rows of the lines before it")
+    s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma')")
+    s.add_argument("--shard", metavar="K/N", type=shard_arg, help="score only the lines i with (i - 1) mod N == K "
+                   "(line numbers kept): N jobs split one list, their rows joined by line number")
+    s.add_argument("--chunk", type=positive_int, default=65536, metavar="LINES",
+                   help="lines read and scored at a time (65536); memory grows with it, not with the list")
 
     g = sub.add_parser("sample", parents=[device], help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
@@ -218,28 +236,72 @@ def cmd_train(args):
         print_samples(words, [w in train_set for w in words])
 
 
-def read_names(file: str, vocab) -> list[str]:
-    return parse_names(sys.stdin.read(), "<stdin>", vocab) if file == "-" else load_names(file, vocab)
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def format_rows(fmt: str, part: LineScores, chars: bool, width: int) -> str:
+    """One chunk of ``score`` output: a row per scored name."""
+    r = part.scores
+    rows = zip(part.lines, part.names, r.nll.tolist(), r.n_targets.tolist())
+    per = [r.chars(i).tolist() for i in range(len(part.names))] if chars else None
+    if fmt == "tsv":
+        out = [f"{line}\t{name}\t{nats:.6f}\t{n}\t{nats / n:.6f}" for line, name, nats, n in rows]
+        if chars:
+            out = [f"{row}\t{','.join(f'{v:.4f}' for v in c)}" for row, c in zip(out, per)]
+    elif fmt == "jsonl":
+        out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {nats:.6f}, "targets": {n}, '
+               f'"nats_per_char": {nats / n:.6f}' for line, name, nats, n in rows]
+        out = [f'{row}, "char_nats": [{", ".join(f"{v:.4f}" for v in c)}]}}' for row, c in zip(out, per)] if chars \
+            else [row + "}" for row in out]
+    else:
+        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {nats / n:9.4f}" for line, name, nats, n in rows]
+        if chars:  # bits per character, each under a label: the character, then '.' for the end token
+            out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(name + ".", c))
+                   for row, name, c in zip(out, part.names, per)]
+    return "".join(row + "\n" for row in out)
+
+
+def header(fmt: str, chars: bool, width: int) -> str:
+    if fmt == "tsv":
+        return "line\tname\tnats\ttargets\tnats_per_char" + ("\tchar_nats" if chars else "") + "\n"
+    if fmt == "table":
+        return f"{'line':>7}  {'name':<{width}}  {'nats':>8}  {'nats/char':>9}" + (
+            "   bits per character ('.' the end)" if chars else "") + "\n"
+    return ""
 
 
 def cmd_score(args):
-    loaded = load_model(args.run, device=args.device)
-    words = read_names(args.file, loaded.vocab)
-    r = score_names(loaded.model, words, loaded.vocab)
-    nll = [float(v) for v in r.nll]
-    counts = [int(n) for n in r.n_targets]
-    if args.json:
-        rows = [{"name": w, "nats": v, "targets": n, "nats_per_char": v / n} for w, v, n in zip(words, nll, counts)]
-        summary = {"names": len(words), "targets": sum(counts), "nats": sum(nll), "mean_loss": float(r.mean_loss),
-                   "bits_per_char": float(r.bits_per_char)}
-        json.dump({"checkpoint": str(loaded.path), "names": rows, "summary": summary}, sys.stdout, indent=1)
-        print()
-        return
-    width = max(len(w) for w in words)
-    for w, v, n in zip(words, nll, counts):
-        print(f"{w:<{width}}  {v:8.4f}  {v / n:.4f}")
-    print(f"{len(words)} names, {sum(counts)} characters (end tokens included): {sum(nll):.4f} nats, "
-          f"{float(r.mean_loss):.4f} nats/char, {float(r.bits_per_char):.4f} bits/char")
+    source = source_name(args.file)
+    stream = open_names(args.file)  # before any work: a missing file is the first error
+    try:
+        loaded = load_model(args.run, device=args.device)
+        parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
+                            skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
+                            shard=args.shard, source=source)
+        names = targets = empty = invalid = 0
+        nats, width = 0.0, None
+        for part in parts:
+            for line, problem in part.invalid:
+                print(f"{source}:{line}: {problem}", file=sys.stderr)
+            if width is None:
+                width = max([12, *map(len, part.names)])
+                sys.stdout.write(header(args.format, args.chars, width))
+            sys.stdout.write(format_rows(args.format, part, args.chars, width))
+            sys.stdout.flush()
+            names, empty, invalid = names + len(part.names), empty + part.empty, invalid + len(part.invalid)
+            targets, nats = targets + int(part.scores.n_targets.sum()), nats + float(part.scores.nll.sum())
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if names + invalid == 0 and args.shard is None:
+        raise DataError(f"{source}: no names in it")
+    mean = f": {nats / targets:.4f} nats, {nats / targets / math.log(2):.4f} bits per target" if targets else ""
+    print(f"{source}: {names:,} names scored ({targets:,} targets, end tokens included{mean}); "
+          f"{empty + invalid:,} lines skipped ({empty:,} empty, {invalid:,} not names)", file=sys.stderr)
 
 
 def cmd_sample(args):

@@ -10,10 +10,12 @@ Two layouts of the same data:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
+import sys
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import torch
 
@@ -99,11 +101,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_name(word: str, vocab: Vocab | None, where: str) -> None:
-    """Raise ``DataError`` (naming ``where`` and the character) if ``word`` is not a valid name."""
+QUOTE_LIMIT = 60  # characters of a name quoted in an error message, at most
+
+
+def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(text)``, cut to ``limit`` characters: a message stays one short line whatever the input."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
+def name_problem(word: str, vocab: Vocab | None) -> str | None:
+    """Why ``word`` cannot be a name, in a few words (no location), or None when it can."""
     if not word:
-        raise DataError(f"{where}: empty name")
+        return "empty name"
     for i, ch in enumerate(word):
+        if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8, kept by ``read_lines``
+            return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"
         bad = None
         if ch.isspace():
             bad = "whitespace"
@@ -112,50 +126,104 @@ def check_name(word: str, vocab: Vocab | None, where: str) -> None:
         elif not ch.isprintable():
             bad = "a control character"
         elif vocab is not None and ch not in vocab.stoi:
-            bad = f"not in the vocabulary ({vocab.chars!r})"
+            bad = f"not in the vocabulary {quote(vocab.chars)}"
         if bad:
-            raise DataError(f"{where}, character {i + 1}: {ch!r} in {word!r} is {bad}")
+            return f"character {i + 1} {ch!r} in {quote(word)} is {bad}"
+    return None
 
 
-def parse_names(text: str, source: str = "<input>", vocab: Vocab | None = None) -> list[str]:
-    """Names from text, one per line. Blank lines are skipped; surrounding CR/LF are fine."""
-    words = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line:
-            continue
-        check_name(line, vocab, f"{source}, line {lineno}")
-        words.append(line)
-    if not words:
-        raise DataError(f"{source}: no names in it")
-    return words
+def check_name(word: str, vocab: Vocab | None, where: str) -> None:
+    """Raise ``DataError`` ``"{where}: {problem}"`` if ``word`` is not a valid name."""
+    problem = name_problem(word, vocab)
+    if problem:
+        raise DataError(f"{where}: {problem}")
 
 
-def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]:
-    """Read a names file (UTF-8, one name per line).
+def read_lines(stream: BinaryIO, block_bytes: int = 1 << 20) -> Iterator[str]:
+    """Every line of a byte stream, as str without its line end (LF or CRLF), a block at a time.
 
-    Raises ``DataError`` (a ``ValueError``) naming the file, line and character for: a missing or
-    empty file, undecodable bytes, a name with whitespace, ``.`` or a character outside ``vocab``.
+    The one reader of names files and stdin: UTF-8, a BOM at the start dropped, the same rules for
+    both. A byte that is not UTF-8 is kept as a lone surrogate (U+DC80..U+DCFF, Python's
+    ``surrogateescape``), which ``name_problem`` reports as not valid UTF-8: one bad line does not
+    stop the lines after it from being read.
     """
-    path = os.fspath(path)
+    rest, first = b"", True
+    while True:
+        block = stream.read(block_bytes)
+        last = not block
+        if last:
+            block, rest = rest, b""  # a last line without a line end
+            if not block:
+                return
+        else:
+            block = rest + block
+            cut = block.rfind(b"\n") + 1  # whole lines only; a UTF-8 character never spans a LF byte
+            block, rest = block[:cut], block[cut:]
+            if not block:
+                continue
+        text = block.decode("utf-8", "surrogateescape")
+        if first:
+            text, first = text.removeprefix("\ufeff"), False
+        lines = text.split("\n")
+        if not last:
+            lines.pop()  # the text ends with a LF: what follows it is not a line
+        if "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        yield from lines
+        if last:
+            return
+
+
+def open_names(path: str | os.PathLike) -> BinaryIO:
+    """A names file opened for ``read_lines`` (``"-"``: stdin), or a one-line ``DataError``."""
+    if os.fspath(path) == "-":
+        return sys.stdin.buffer
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, not a names file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def source_name(path: str | os.PathLike) -> str:
+    """How messages name an input: the path, or ``<stdin>`` for ``"-"``."""
+    return "<stdin>" if os.fspath(path) == "-" else os.fspath(path)
+
+
+def collect_names(lines: Iterable[str], source: str, vocab: Vocab | None = None) -> list[str]:
+    """The names among ``lines`` (numbered from 1); blank lines are skipped. The first bad line is a
+    ``DataError`` ``"{source}:{line}: {problem}"``; no name at all is one too."""
+    words = []
+    for lineno, line in enumerate(lines, start=1):
+        if line:
+            check_name(line, vocab, f"{source}:{lineno}")
+            words.append(line)
+    if not words:
+        raise DataError(f"{source}: no names in it")
+    return words
+
+
+def parse_names(text: str, source: str = "<input>", vocab: Vocab | None = None) -> list[str]:
+    """Names from text, one per line, with the rules of ``load_names``."""
+    return collect_names(read_lines(io.BytesIO(text.encode("utf-8", "surrogateescape"))), source, vocab)
+
+
+def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]:
+    """Read a names file (``"-"``: stdin): UTF-8, one name per line, blank lines skipped.
+
+    Raises ``DataError`` (a ``ValueError``) naming the file and line (``FILE:LINE: problem``) for: a
+    missing or empty file, bytes that are not UTF-8, a name with whitespace, ``.``, a control
+    character or a character outside ``vocab``.
+    """
+    f = open_names(path)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(f"{path}, line {line}, byte {col}: not valid UTF-8 ({raw[e.start:e.start + 1]!r})") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return parse_names(text, path, vocab)
+        return collect_names(read_lines(f), source_name(path), vocab)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
 
 
 def lecture_split(words: Sequence[str], seed: int = 42) -> tuple[list[str], list[str], list[str]]:

@@ -1,0 +1,130 @@
+"""Per-character scores, and ``score_lines``: any number of lines, a chunk at a time, with line
+numbers, blank and invalid lines, case folding and shards."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import VARIANTS, VOCAB, make_pair, random_words, variant_id
+from wavenet_conv import DataError, FlatConfig, FlatModel, ModelConfig, contexts, score_names
+from wavenet_conv.scoring import parse_shard, score_lines
+
+METHODS = ["fast", "forward", "contexts"]
+
+
+def tree_per_target(tree, words):
+    """The reference: the tree on the lecture's contexts, one NLL per target, name after name."""
+    X, Y = contexts(words, VOCAB, tree.block_size)
+    with torch.no_grad():
+        return F.cross_entropy(tree(X), Y, reduction="none")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("variant", VARIANTS[::3], ids=variant_id)
+def test_per_char_equals_the_trees_per_context_losses(variant, method):
+    cfg = ModelConfig(n_embd=5, n_hidden=6, n_layers=3, **variant)
+    tree, conv = make_pair(cfg, torch.float64, seed=7)
+    words = random_words(20, seed=3, max_len=12) + ["a", "zz", "a"]  # repeated lengths, longer than 2**3
+    r = score_names(conv if method != "contexts" else tree, words, VOCAB, method=method, per_char=True)
+    ref = tree_per_target(tree, words)
+    assert r.char_nll.shape == ref.shape and r.char_nll.dtype == torch.float64
+    assert (r.char_nll - ref).abs().max().item() <= 1e-10
+    assert r.offsets.tolist() == [0, *torch.cumsum(r.n_targets, 0).tolist()]
+    for i, w in enumerate(words):  # name i: its characters, then the end token
+        assert len(r.chars(i)) == len(w) + 1
+        assert abs(r.chars(i).sum().item() - r.nll[i].item()) <= 1e-10
+
+
+def test_per_char_is_off_by_default():
+    _, conv = make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2))
+    r = score_names(conv, ["ab"], VOCAB)
+    assert r.char_nll is None and r.offsets is None
+    with pytest.raises(ValueError, match="per_char=True"):
+        r.chars(0)
+
+
+@pytest.fixture(scope="module")
+def conv():
+    return make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2), torch.float64, seed=1)[1]
+
+
+LINES = ["anna", "", "Bob", "zoë", "cy\n", "dee\r\n", "  ", "e.f", "gus", "", "h"]
+#         1       2    3      4      5      6         7     8      9     10  11
+
+
+def collect(parts):
+    lines, names, nll, invalid, empty = [], [], [], [], 0
+    for p in parts:
+        lines += p.lines
+        names += p.names
+        nll += p.scores.nll.tolist()
+        invalid += p.invalid
+        empty += p.empty
+    return lines, names, nll, invalid, empty
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 100])
+def test_score_lines_skips_and_reports_and_equals_score_names(conv, chunk):
+    lines, names, nll, invalid, empty = collect(score_lines(conv, LINES, VOCAB, chunk=chunk, skip_invalid=True))
+    assert lines == [1, 5, 6, 9, 11] and names == ["anna", "cy", "dee", "gus", "h"]
+    assert nll == pytest.approx(score_names(conv, names, VOCAB).nll.tolist(), abs=1e-12)
+    assert [line for line, _ in invalid] == [3, 4, 7, 8] and empty == 2
+    assert len(lines) + len(invalid) + empty == len(LINES)
+    assert "'B' in 'Bob' is not in the vocabulary" in invalid[0][1]
+    assert "whitespace" in invalid[2][1] and "start/end token" in invalid[3][1]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 100])
+def test_score_lines_stops_at_the_first_bad_line_after_the_lines_before_it(conv, chunk):
+    seen = []
+    with pytest.raises(DataError, match=r"^names\.txt:3: character 1 'B' in 'Bob' is not in the vocabulary"):
+        for part in score_lines(conv, LINES, VOCAB, chunk=chunk, source="names.txt"):
+            seen += part.lines
+    assert seen == [1]  # everything before line 3, nothing after
+
+
+def test_score_lines_lowercase(conv):
+    lines, names, _, invalid, _ = collect(score_lines(conv, ["Anna", "BOB", "zoë"], VOCAB, lowercase=True, skip_invalid=True))
+    assert names == ["anna", "bob"] and lines == [1, 2] and [line for line, _ in invalid] == [3]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_shards_partition_the_lines(conv, n):
+    words = random_words(23, seed=5)
+    whole = collect(score_lines(conv, words, VOCAB, chunk=4))
+    got = {}
+    for k in range(n):
+        lines, names, nll, _, _ = collect(score_lines(conv, words, VOCAB, chunk=4, shard=(k, n)))
+        assert all((line - 1) % n == k for line in lines)
+        got.update({line: (name, v) for line, name, v in zip(lines, names, nll)})
+    assert sorted(got) == whole[0]
+    assert [got[line] for line in whole[0]] == [(w, pytest.approx(v, abs=1e-12)) for w, v in zip(whole[1], whole[2])]
+
+
+def test_score_lines_per_char_and_other_models(conv):
+    part = next(score_lines(conv, ["ab", "c"], VOCAB, per_char=True))
+    assert part.scores.chars(0).shape == (3,) and part.scores.chars(1).shape == (2,)
+    flat = FlatModel(FlatConfig(vocab_size=27)).eval()
+    lines, names, nll, _, _ = collect(score_lines(flat, ["ab", "", "c"], VOCAB))
+    assert lines == [1, 3] and nll == pytest.approx(score_names(flat, ["ab", "c"], VOCAB).nll.tolist())
+
+
+def test_score_lines_streams_a_generator_lazily(conv):
+    """It reads ``chunk`` lines at a time: the first chunk's scores come before the input ends."""
+    read = []
+
+    def lines():
+        for i in range(10):
+            read.append(i)
+            yield "ab"
+
+    parts = score_lines(conv, lines(), VOCAB, chunk=3)
+    first = next(parts)
+    assert first.lines == [1, 2, 3] and len(read) == 3
+
+
+@pytest.mark.parametrize("text,match", [("1/1/2", "K/N"), ("x", "K/N"), ("2/2", "0 <= K < N"), ("-1/3", "0 <= K < N")])
+def test_bad_shards(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_shard(text)
+    assert parse_shard("1/3") == (1, 3)
