@@ -348,3 +348,21 @@ def test_export_without_the_extra_says_how_to_get_it(run, tmp_path, monkeypatch,
     assert stderr.strip() == ("wavenet-conv export: error: ONNX export needs onnx, which is not installed: "
                               "pip install 'wavenet_conv[onnx]'")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "score RUN", "sample RUN", "check", "export RUN OUT"])
+def test_every_subcommand_takes_threads_one_by_default(command, monkeypatch):
+    """The thread policy: one thread unless --threads says otherwise, set for the command's run and
+    put back after it (main may run inside a Python process)."""
+    words = command.split()
+    assert build_parser().parse_args(words).threads == cli_module.DEFAULT_THREADS == 1
+    assert build_parser().parse_args(words + ["--threads", "3"]).threads == 3
+    seen = []
+    monkeypatch.setitem(cli_module.COMMANDS, words[0], lambda args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(words) == 0 and main(words + ["--threads", "3"]) == 0
+        assert seen == [1, 3] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

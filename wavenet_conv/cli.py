@@ -45,6 +45,7 @@ MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_si
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
 FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
+DEFAULT_THREADS = 1  # chosen by measurement: benchmarks/PERFORMANCE.md, "Threads"
 
 
 def flag(name: str) -> str:
@@ -115,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
-    device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes it
+    device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes them
     device.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
+    device.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, metavar="N",
+                        help=f"torch CPU threads ({DEFAULT_THREADS}: this model's GEMMs are small, and a second thread "
+                             "gains little on an idle CPU but costs several times over when another job shares it)")
 
     t = sub.add_parser("train", parents=[device], help="train a model on a names file and write a run folder",
                        description="Train on a names file with the lecture's 80/10/10 split; writes checkpoint.pt, "
@@ -131,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
                        MODEL_OPTIONS, show_default=True)
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
                        show_default=False)
-    t.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
     t.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -210,8 +213,6 @@ def print_samples(words, marks):
 
 
 def cmd_train(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
     options = given(args, TRAIN_OPTIONS)
     progress = False if args.quiet else None
     if args.resume:
@@ -352,6 +353,8 @@ def as_options(message: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     try:
         COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -363,6 +366,8 @@ def main(argv=None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"{PROG} {args.command}: error: {as_options(msg)}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # as it was (main may run inside a Python process)
     return 0
 
 
