@@ -149,6 +149,13 @@ def work_per_target(depth: int, n_embd: int = 24, n_hidden: int = 128, vocab_siz
     return tree + head, conv + head
 
 
+def fast_work_per_target(depth: int, n_hidden: int = 128, vocab_size: int = 27) -> int:
+    """Multiply-adds per target of the fast path as it runs: layers 0 and 1 are one lookup in the
+    table of token pairs, layers 2.. one GEMM each, and the head is padded to a multiple of 16."""
+    H, v_pad = n_hidden, -(-vocab_size // 16) * 16
+    return max(depth - 2, 0) * 2 * H * H + H * v_pad
+
+
 def median_s(benchmark) -> float | None:
     """The benchmark's median in seconds, or None when benchmarks are disabled."""
     stats = getattr(benchmark, "stats", None)

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines import FoldedTree, TextbookConv, devices, lecture_loss, load_split, make_model, work_per_target
+from baselines import (FoldedTree, TextbookConv, devices, fast_work_per_target, lecture_loss, load_split, make_model,
+                       work_per_target)
 from wavenet_conv import TreeModel, contexts, score_names, sequences
 
 CONTENDERS = ["lecture", "tree_folded", "textbook_conv1d", "conv1d_forward", "conv1d_compiled", "fast"]
@@ -78,6 +79,7 @@ def test_score_dev_split(benchmark, request, depth, device, contender):
     tree_work, conv_work = work_per_target(depth)
     benchmark.extra_info.update(
         targets=len(s["Y"]), names=len(s["dev"]), baseline=contender == "lecture",
-        macs_per_target=tree_work if contender in ("lecture", "tree_folded") else conv_work,
+        macs_per_target={"lecture": tree_work, "tree_folded": tree_work, "fast": fast_work_per_target(depth)}.get(
+            contender, conv_work),
         positions_per_target=round(s["names"].x.numel() / len(s["Y"]), 3) if contender.startswith("conv1d") else 1.0,
     )

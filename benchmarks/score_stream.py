@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from baselines import load_split, make_model, names_file
+from baselines import fast_work_per_target, load_split, make_model, names_file
 from ratios import machine_line
 from scaling import gemm_rate
 from wavenet_conv import load_model, score_names
@@ -130,7 +130,7 @@ def main(argv=None) -> list[dict]:
         cmd_wall, mem_s = statistics.median(cmd_times), statistics.median(mem_times)
     gemm = gemm_rate("cpu", 7)
     L, H = args.depth, 128
-    macs = (L - 1) * 2 * H * H + H * 32  # fast path per target: layers 1..L-1 and the padded head
+    macs = fast_work_per_target(L, H)
     print()
     print(f"Machine: {machine_line()}; data {os.path.relpath(names_file())} repeated; depth {L}, lecture widths")
     print(f"medians of {args.rounds} interleaved rounds:")

@@ -186,3 +186,19 @@ def test_bad_arguments(conv):
         score_names(tree, ["ann"], VOCAB, method="forward")
     with pytest.raises(TypeError, match="ConvModel"):
         score_names(torch.nn.Linear(2, 2), ["ann"], VOCAB)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("variant", VARIANTS[::4], ids=variant_id)
+def test_fast_path_without_the_pair_table(variant, depth, monkeypatch):
+    """A vocabulary too large for a table of token pairs takes the layer-by-layer path: the same scores."""
+    import wavenet_conv.folded as folded
+
+    cfg = ModelConfig(n_embd=5, n_hidden=6, n_layers=depth, **variant)
+    tree, conv = make_pair(cfg, torch.float64, seed=depth)
+    words = names_for(depth)
+    with_table = score_names(conv, words, VOCAB)
+    monkeypatch.setattr(folded, "PAIR_TABLE_MAX", 0)
+    assert folded.fold(conv.eval()).pairs is None
+    assert max_diff(score_names(conv, words, VOCAB), score_names(tree, words, VOCAB)) <= 1e-10
+    assert max_diff(score_names(conv, words, VOCAB), with_table) <= 1e-10

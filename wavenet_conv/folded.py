@@ -16,6 +16,10 @@ rounding: ≤ 1e-10 in float64, tested for every variant):
   of n characters, and nothing for padding.
 * **Layer 0 as a lookup.** Its input is an embedding, so embedding + GEMM is one ``index_select``
   from the (V, 2·C_act) table ``wte @ [W_old; W_new]^T + [0 | b]``.
+* **Layers 0 and 1 as a lookup, when scoring.** Layer 0's output at t is a function of the token
+  pair (x[t-1], x[t]) alone (at t = 0 the pair is ('.', '.'): the start state), so ``PairTable``
+  holds it for all V² pairs, with its skip and layer 1's GEMM of it. A position then costs one row
+  lookup for layers 0 and 1, and GEMMs from layer 2 on.
 * **tanh = 2σ(2x) − 1.** On CPU ``sigmoid`` is several times faster than ``tanh``; the factor 2 inside
   is folded into the weights (``FoldedLayer.doubled``).
 * **A GEMM-friendly head.** The output layer is padded to a multiple of 16 columns, with -inf logits.
@@ -189,14 +193,41 @@ class Workspace:
         return self.bufs[l % 2][: rows * cols].view(rows, cols)
 
 
+@dataclass
+class PairTable:
+    """Layer 0 for every token pair (x[t-1], x[t]), row ``x[t-1] * V + x[t]``: its output h (V², H),
+    its skip (V², S) or None, and layer 1's GEMM of h, ``h @ w + bias2`` (V², 2*C_act), or None for
+    a one-layer model."""
+
+    h: torch.Tensor
+    skips: torch.Tensor | None
+    mix1: torch.Tensor | None
+
+
+PAIR_TABLE_MAX = 1 << 16  # token pairs, at most: a table of V² rows (729 for the lecture's 27 tokens)
+
+
 class FoldedModel:
     """A ``TreeModel`` or ``ConvModel`` (in eval mode) folded for inference: see the module docstring.
 
     layers: one ``FoldedLayer`` per block. head: the ``FoldedHead``. wte: (V, E) the embedding.
+    pairs: the ``PairTable`` (None when the vocabulary has more than 256 tokens).
     """
 
+    @torch.no_grad()
     def __init__(self, model: WaveNetCore):
         self.layers, self.head, self.wte = fold_layers(model), fold_head(model), model.wte.weight
+        V = self.wte.shape[0]
+        self.pairs = self.pair_table() if V * V <= PAIR_TABLE_MAX else None
+
+    def pair_table(self) -> PairTable:
+        V = self.wte.shape[0]
+        ids = torch.arange(V * V, device=self.wte.device)
+        x = torch.stack([ids // V, ids % V], 1)  # (V², 2): every (previous, current) pair
+        h, skips = self.run(x, 0, 1)  # (V²*2, H): layer 0 at both positions; position 1 reads the pair
+        h, skips = h[1::2].contiguous(), None if skips is None else skips[1::2].contiguous()
+        mix1 = torch.addmm(self.layers[1].bias2, h, self.layers[1].w) if len(self.layers) > 1 else None
+        return PairTable(h, skips, mix1)
 
     @property
     def embeds_input(self) -> bool:
@@ -209,20 +240,42 @@ class FoldedModel:
     def logits(self, x: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
         """x (G, T) token ids, each row ``[0, c1..c_{T-1}]`` with no padding -> logits (G*T, V_pad),
         row-major; the columns past the vocabulary are -inf."""
+        if self.pairs is None:
+            return self.head(*self.run(x, 0, len(self.layers), work))
+        G, T = x.shape
+        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # (G, T): x[t-1], '.' before the start
+        pair = (prev * self.wte.shape[0] + x).reshape(-1)  # (G*T,)
+        p = self.pairs
+        skips = None if p.skips is None else p.skips.index_select(0, pair)  # (G*T, S), summed into in place
+        if p.mix1 is None:  # one layer: the table holds its output
+            return self.head(p.h.index_select(0, pair), skips)
+        work = work or self.workspace()
+        P = work.get(1, G * T, p.mix1.shape[1])
+        torch.index_select(p.mix1, 0, pair, out=P)  # layer 1's GEMM: a lookup
+        h = p.h.index_select(0, pair) if self.layers[1].block.residual else None  # (G*T, H), its carry
+        return self.head(*self.run(x, 1, len(self.layers), work, P, h, skips))
+
+    def run(self, x: torch.Tensor, first: int, end: int, work: Workspace | None = None, P: torch.Tensor | None = None,
+            h: torch.Tensor | None = None, skips: torch.Tensor | None = None):
+        """Layers ``first`` .. ``end - 1`` at every position of x (G, T): (out (G*T, H), skips or None).
+        ``P``: layer ``first``'s GEMM output, when already computed; ``h``, ``skips``: its inputs."""
         G, T = x.shape
         x = x.reshape(-1)  # (G*T,)
         work = work or self.workspace()
-        h = self.wte.index_select(0, x) if self.embeds_input else None  # (G*T, E)
-        skips = None
-        for l, layer in enumerate(self.layers):
-            P = work.get(l, G * T, 2 * layer.c_act)  # (G*T, 2*C_act)
-            if l == 0:
-                torch.index_select(layer.table, 0, x, out=P)  # the embedding and layer 0's GEMM: a lookup
-            else:
-                torch.addmm(layer.bias2, h, layer.w, out=P)
+        if first == 0 and self.embeds_input:
+            h = self.wte.index_select(0, x)  # (G*T, E): layer 0's residual carries it
+        for l in range(first, end):
+            layer = self.layers[l]
+            if P is None:
+                P = work.get(l, G * T, 2 * layer.c_act)  # (G*T, 2*C_act)
+                if l == 0:
+                    torch.index_select(layer.table, 0, x, out=P)  # the embedding and layer 0's GEMM: a lookup
+                else:
+                    torch.addmm(layer.bias2, h, layer.w, out=P)
             a = shifted_add(layer, P, G, T)  # (G*T, C_act)
             h, skips = after_mix(layer, a, h, skips)  # (G*T, H)
-        return self.head(h, skips)  # (G*T, V_pad)
+            P = None
+        return h, skips
 
 
 def fold(model: WaveNetCore) -> FoldedModel:
