@@ -26,8 +26,9 @@ def command_lines():
     for path in DOCS:
         for block in code_blocks(path, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
-                for part in line.split("|"):
+                for part in re.split(r"\|\||&&|[|;&]", line):
                     words = shlex.split(part, comments=True)
+                    words = words[: next((i for i, w in enumerate(words) if w.startswith((">", "<", "2>"))), len(words))]
                     if words and words[0] == "wavenet-conv":
                         yield os.path.relpath(path, ROOT), words
 
