@@ -33,10 +33,11 @@ def find_lecture_names() -> str:
 LECTURE_NAMES = find_lecture_names()
 
 
-def cli(*args, stdin=None, timeout=120, popen=False):
-    """``wavenet-conv ARGS`` in a subprocess, at the checkout's root, on one thread (``popen``: started, not waited for)."""
+def cli(*args, stdin=None, timeout=120, popen=False, python=("-m", "wavenet_conv")):
+    """``wavenet-conv ARGS`` in a subprocess, at the checkout's root, on one thread (``popen``: started,
+    not waited for; ``python``: what runs the command, e.g. ``("-c", code)``)."""
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "wavenet_conv", *map(str, args)]
+    argv = [sys.executable, *python, *map(str, args)]
     if popen:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
