@@ -1,16 +1,20 @@
 """Shared test helpers: vocabularies, random names, models with random non-trivial weights, the
 data files, and one torch thread for the whole suite."""
 
+import io
 import itertools
 import os
 import random
 import signal
 import string
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from wavenet_conv import ConvModel, ModelConfig, TreeModel, Vocab, load_names
+from wavenet_conv.cli import main
 from wavenet_conv.train import NameBatches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +31,27 @@ def find_lecture_names() -> str:
 
 
 LECTURE_NAMES = find_lecture_names()
+
+
+def cli(*args, stdin=None, timeout=120, popen=False, python=("-m", "wavenet_conv")):
+    """``wavenet-conv ARGS`` in a subprocess, at the checkout's root, on one thread (``popen``: started,
+    not waited for; ``python``: what runs the command, e.g. ``("-c", code)``)."""
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, *python, *map(str, args)]
+    if popen:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def run_main(argv, monkeypatch, capsys, stdin=""):
+    """``main(argv)`` as the console script runs it: exit status, stdout, stderr."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8", "surrogateescape"))))
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,12 +1,15 @@
 """Bad model input and impossible configurations: clear errors, never a deep torch error or NaN."""
 
 import copy
+import json
+import re
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import VOCAB, make_pair
-from wavenet_conv import ConfigError, ConvModel, ModelConfig, TreeModel, sequences
+from wavenet_conv import ConfigError, ConvModel, ModelConfig, TrainConfig, TreeModel, sequences
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +93,42 @@ def test_conv_training_uses_real_positions_only():
         (dict(residual=True, residual_input="identity"), r"residual_input='identity'.*n_embd=24.*n_hidden=128"),
         (dict(n_inner=64), r"n_inner=64 differs from n_hidden=128.*residual=True"),
         (dict(n_skip=16), r"only used with skip=True"),
-        (dict(n_hidden=2.5), r"n_hidden must be an integer >= 1"),
+        (dict(n_hidden=2.5), r"n_hidden must be an integer, got 2.5"),
         (dict(residual_input="sideways"), r"residual_input must be one of"),
     ],
 )
 def test_impossible_configs_fail_at_construction(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         ModelConfig(**kwargs)
+
+
+BAD_TYPES = [
+    (ModelConfig, "residual", "no", "must be True or False"), (ModelConfig, "skip", "false", "must be True or False"),
+    (ModelConfig, "skip", 1, "must be True or False"), (ModelConfig, "n_embd", 2.0, "must be an integer"),
+    (ModelConfig, "n_hidden", True, "must be an integer"), (ModelConfig, "n_layers", "3", "must be an integer"),
+    (ModelConfig, "vocab_size", 27.0, "must be an integer"), (ModelConfig, "activation", 1, "must be a str, one of"),
+    (ModelConfig, "norm", None, "must be a str, one of"), (ModelConfig, "residual_input", b"none", "must be a str"),
+    (ModelConfig, "n_inner", 2.5, "must be an integer or None"), (ModelConfig, "n_head", "8", "must be an integer or None"),
+    (TrainConfig, "steps", 1.5, "must be an integer"), (TrainConfig, "batch_size", True, "must be an integer"),
+    (TrainConfig, "lr", "0.1", "must be a finite number"), (TrainConfig, "weight_decay", None, "must be a finite number"),
+    (TrainConfig, "compile", "yes", "must be True or False"), (TrainConfig, "eval_test", 0, "must be True or False"),
+    (TrainConfig, "form", None, "must be a str, one of"), (TrainConfig, "device", 0, "must be a str"),
+    (TrainConfig, "recipe", "fast", "must be one of"), (TrainConfig, "seed", 4.0, "must be an integer"),
+]
+
+
+@pytest.mark.parametrize("cls,name,value,message", BAD_TYPES, ids=[f"{c.__name__}.{n}={v!r}" for c, n, v, _ in BAD_TYPES])
+def test_every_config_field_is_type_checked(cls, name, value, message):
+    with pytest.raises(ConfigError, match=rf"^{cls.__name__}\.{name} {message}.*, got {re.escape(repr(value))}$"):
+        cls(**{name: value})
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    mc = ModelConfig(n_embd=np.int64(4), n_layers=np.int32(2))
+    tc = TrainConfig(lr=np.float32(0.5), steps=np.int64(7), weight_decay=1)
+    assert (mc.n_embd, mc.n_layers, tc.lr, tc.steps, tc.weight_decay) == (4, 2, 0.5, 7, 1.0)
+    assert [type(v) for v in (mc.n_embd, tc.lr, tc.steps, tc.weight_decay)] == [int, float, int, float]
+    assert json.loads(json.dumps(tc.to_dict())) == tc.to_dict()  # plain types: a checkpoint stores them
 
 
 def test_config_round_trip():

@@ -1,5 +1,6 @@
 """sample_names: cached generation equals the window sampler and the tree, draw for draw."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,8 +167,14 @@ def test_zero_names_and_global_rng():
         (dict(top_k=0), ValueError, "top_k"),
         (dict(max_len=1, prefix="ab"), ValueError, "max_len"),
         (dict(max_len=0), ValueError, "max_len"),
+        (dict(generator=1), TypeError, "generator must be a torch.Generator or None, got int"),
+        (dict(temperature=float("nan")), ValueError, "temperature"),
+        (dict(temperature=True), ValueError, "temperature"),
+        (dict(n=True), ValueError, "n must be"),
+        (dict(top_k=np.float32(2)), ValueError, "top_k"),
     ],
-    ids=["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix", "max-len-0"],
+    ids=["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix",
+         "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float"],
 )
 def test_bad_arguments(kw, err, match):
     _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
@@ -176,6 +183,22 @@ def test_bad_arguments(kw, err, match):
     n = args.pop("n")
     with pytest.raises(err, match=match):
         sample_names(conv, n, VOCAB, **args)
+
+
+def test_numpy_numbers_are_numbers():
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
+    kw = dict(temperature=np.float32(0.5), top_k=np.int64(5), max_len=np.int32(12))
+    got = sample_names(conv, np.int64(2), VOCAB, generator=torch.Generator().manual_seed(1), **kw)
+    assert got == sample_names(conv, 2, VOCAB, generator=torch.Generator().manual_seed(1), temperature=0.5, top_k=5, max_len=12)
+
+
+def test_a_name_of_max_len_characters_is_one_that_was_cut():
+    """The documented way to tell: the end token is drawn after at most max_len characters, so a
+    name of exactly max_len characters never ended."""
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), end_bias=-30.0)  # never ends
+    assert [len(w) for w in sample(conv, n=5, max_len=4)] == [4] * 5
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), end_bias=30.0)  # ends at once
+    assert sample(conv, n=5, max_len=1) == [""] * 5
 
 
 def test_bad_model_or_vocab():

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from wavenet_conv import (ConfigError, ConvModel, FlatConfig, FlatModel, ModelConfig, TreeModel, lecture_split,
-                          load_names, score_names)
+from wavenet_conv import (ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
+                          TreeModel, lecture_split, load_names, score_names)
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.train import (NameBatches, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
                                 recalibrate_batchnorm, recipe, train)
@@ -291,3 +291,115 @@ def test_train_config_validates():
 def test_conv_form_needs_a_conv_model(small_names):
     with pytest.raises(ConfigError, match="ConvModel"):
         train(config=quick(steps=5), data=small_names, make_model=lambda V: TreeModel(ModelConfig(vocab_size=V)), log=None)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", math.inf, "a finite number"), ("lr", math.nan, "a finite number"), ("lr", 0.0, "> 0"),
+    ("weight_decay", math.nan, "a finite number"), ("weight_decay", -1, ">= 0"), ("lr_decay", math.inf, "a finite number"),
+    ("lr_decay", 2.0, r"in \[0, 1\]"), ("decay_at", -0.5, r"in \[0, 1\]"), ("beta2", math.nan, "a finite number"),
+    ("beta2", 1.0, r"in \[0, 1\)"), ("input_noise", -math.inf, "a finite number"), ("seed", -1, r"\[0, 2\*\*32\)"),
+    ("seed", 99999999999999999999999, r"\[0, 2\*\*32\)"),
+])
+def test_train_config_refuses_non_finite_and_out_of_range_numbers(field, value, message):
+    with pytest.raises(ConfigError, match=rf"TrainConfig\.{field} must be .*{message}"):
+        TrainConfig(**{field: value})
+
+
+def inject_loss(monkeypatch, index: int, value: float = math.nan):
+    """The loss of step ``index + 1`` (0-based ``index``) becomes ``value``, and its gradients with it."""
+    real, calls = train_module.batch_loss, []
+
+    def batch_loss(*a):
+        loss = real(*a)
+        calls.append(1)
+        return loss * value if len(calls) == index + 1 else loss
+
+    monkeypatch.setattr(train_module, "batch_loss", batch_loss)
+    return calls
+
+
+def test_a_non_finite_loss_stops_training_and_the_last_good_checkpoint_stays(small_names, tmp_path, monkeypatch):
+    inject_loss(monkeypatch, 36)  # the loss of step 37
+    with pytest.raises(TrainingDiverged, match=r"the loss of step 37 is nan, the first non-finite one.*"
+                                               r"the checkpoint of step 20 stays") as e:
+        train(SMALL, quick(steps=100, checkpoint_every=20), data=small_names, out=tmp_path / "run", log=None,
+              progress=False)
+    assert (e.value.step, e.value.saved_step) == (37, 20)
+    ckpt = load_checkpoint(tmp_path / "run")  # found at the checkpoint of step 40, which is not written
+    assert ckpt["step"] == 20 and all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # no metrics, no lock
+
+
+def test_the_progress_reads_find_a_non_finite_loss_early(small_names, monkeypatch):
+    """No checkpoints, no folder: the progress report (its first read, at step 10) stops the run; with
+    no progress, the end does."""
+    for progress, found_at in ((True, 10), (False, 200)):
+        calls = inject_loss(monkeypatch, 2, math.inf)
+        with pytest.raises(TrainingDiverged, match="the loss of step 3 is inf"):
+            train(SMALL, quick(steps=200, checkpoint_every=0), data=small_names, log=None, progress=progress)
+        assert len(calls) == found_at
+        monkeypatch.undo()
+
+
+def test_a_diverging_learning_rate_is_stopped(small_names, tmp_path):
+    with pytest.raises(TrainingDiverged, match="is TrainConfig.lr 1e\\+06 too high"):
+        train(SMALL, quick(steps=100, lr=1e6, checkpoint_every=0), data=small_names, out=tmp_path / "run", log=None)
+    assert not (tmp_path / "run").exists()  # nothing saved: the claimed folder goes again
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_a_file_too_small_for_the_split_is_refused_before_training(n, small_names, tmp_path):
+    data = tmp_path / "few.txt"
+    data.write_text("\n".join(small_names.read_text().split()[:n]) + "\n")
+    part = "train" if n == 1 else "val"
+    with pytest.raises(DataError, match=rf"{n} name\(s\) are too few .* its {part} split would be empty "
+                                        rf"\(at least {train_module.MIN_NAMES} names"):
+        train(SMALL, quick(), data=data, out=tmp_path / "run", log=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_min_names_is_where_every_split_has_a_name():
+    for n in range(1, 300):
+        assert all(lecture_split(range(n))[:2]) == (n >= train_module.MIN_NAMES), n
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_line_a_few_seconds_apart_in_a_log_and_one_redrawn_line_on_a_terminal(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(train_module.time, "time", lambda: clock[0])
+    losses = torch.ones(100)
+    log, terminal = io.StringIO(), Terminal()
+    bars = [Progress(100, stream=log), Progress(100, stream=terminal)]
+    for step, t in ((10, 1000.5), (20, 1001.0), (30, 1004.0), (40, 1006.0)):
+        clock[0] = t
+        for bar in bars:
+            bar.update(step, losses)
+    for bar in bars:
+        bar.close()
+    assert [line.split()[1] for line in log.getvalue().splitlines()] == ["10/100", "40/100"]  # 5 s apart
+    assert "\r" not in log.getvalue() and "steps/s" in log.getvalue() and "left" in log.getvalue()
+    assert terminal.getvalue().count("\r") == 4 and terminal.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    Progress(100, enabled=False, stream=quiet).update(100, losses)
+    assert quiet.getvalue() == ""
+
+
+def test_non_finite_weights_under_a_finite_loss_are_never_saved(small_names, tmp_path, monkeypatch):
+    """A BatchNorm's running variance (used in eval mode only) turned NaN in step 25: the training loss
+    stays finite, the checkpoint of step 40 finds it, and the one of step 20 stays."""
+    real, calls = train_module.batch_loss, []
+
+    def batch_loss(model, *a):
+        calls.append(1)
+        if len(calls) == 25:
+            next(m for m in model.modules() if hasattr(m, "running_var")).running_var[0] = math.nan
+        return real(model, *a)
+
+    monkeypatch.setattr(train_module, "batch_loss", batch_loss)
+    with pytest.raises(TrainingDiverged, match="became non-finite after step 20, by step 40 .*; the checkpoint of step 20 stays"):
+        train(SMALL, quick(steps=100, checkpoint_every=20), data=small_names, out=tmp_path / "run", log=None)
+    assert load_checkpoint(tmp_path / "run")["step"] == 20

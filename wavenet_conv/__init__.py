@@ -3,7 +3,8 @@ causal convolutions that score a whole name in one pass."""
 
 from .version import __version__
 
-from .errors import CheckpointError, ConfigError, DataError, InputError, MissingExtraError
+from .errors import (CheckpointError, ConfigError, DataError, InputError, MissingExtraError, RunFolderError,
+                     TrainingDiverged)
 from .config import ModelConfig, TrainConfig, recipe
 from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
 from .conv import ConvModel
@@ -19,7 +20,8 @@ from .export import export_onnx
 
 __all__ = [
     "__version__",
-    "InputError", "DataError", "CheckpointError", "ConfigError", "MissingExtraError",
+    "InputError", "DataError", "CheckpointError", "ConfigError", "MissingExtraError", "RunFolderError",
+    "TrainingDiverged",
     "ModelConfig", "TrainConfig", "recipe",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
     "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",

@@ -9,8 +9,9 @@
 
 The model and training options are generated from ``ModelConfig`` and ``TrainConfig`` (their fields'
 names, types, choices and comments). A user's mistake -- the library's ``InputError``s (a bad names
-file, checkpoint or option) and ``OSError`` -- is one line on stderr and exit status 2; anything else
-is a bug and shows its traceback.
+file, checkpoint, option or run folder) and ``OSError`` -- is one line on stderr and exit status 2; a
+training whose loss became non-finite (``TrainingDiverged``) is one line and exit status 3; Ctrl-C is
+130; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .check import compare_forms
 from .checkpoint import load_model
 from .config import CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, resolve_device
 from .data import Vocab, lecture_split, load_names, open_names, parse_names, read_lines, source_name
-from .errors import ConfigError, DataError, InputError
+from .errors import ConfigError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
 from .paths import bundled_names
 from .sampling import MAX_LEN, sample_names
@@ -77,6 +78,18 @@ def nonnegative_int(s: str) -> int:
     return 0 if s == "0" else positive_int(s)
 
 
+def torch_seed(s: str) -> int:
+    """A seed for ``torch.Generator.manual_seed``: an integer that fits in 64 bits."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {s[:40]!r}") from None
+    if not -(2**63) <= v < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an integer in [-2**63, 2**64) (a 64-bit torch seed), got {s[:40]}"
+                                         + ("..." if len(s) > 40 else ""))
+    return v
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -112,8 +125,14 @@ def add_config_options(group, cls, names, show_default: bool) -> None:
         group.add_argument(flag(name), *ALIASES.get(name, ()), **kwargs)
 
 
+EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
+                 "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
+                 "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.")
+    p = Parser(prog=PROG, description="Train, score, sample and check the makemore WaveNet character model.",
+               epilog=EXIT_STATUSES)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
     device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes them
@@ -124,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", parents=[device], help="train a model on a names file and write a run folder",
                        description="Train on a names file with the lecture's 80/10/10 split; writes checkpoint.pt, "
-                                   "metrics.json and loss.png into the run folder.")
+                                   "metrics.json and loss.png into the run folder. The folder must be new or empty "
+                                   "(--force otherwise); a lock file, train.lock, keeps a second training out of it "
+                                   "while this one runs.", epilog=EXIT_STATUSES)
     t.add_argument("--data", metavar="PATH", help="names file, one per line (default: the bundled names)")
-    t.add_argument("--out", help="run folder (default: runs/<date>-<time>-<form>)")
+    t.add_argument("--out", help="run folder, new or empty (default: runs/<date>-<time>-<form>)")
+    t.add_argument("--force", action="store_true", help="train into an --out that holds a run or other files "
+                   "(the earlier run's checkpoint.pt, metrics.json and loss.png are removed first)")
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
                    f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
     t.add_argument("--recipe", choices=sorted(RECIPES), help="default (conv form, whole names, AdamW; the default) "
@@ -136,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
                        show_default=False)
     t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
-    t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.add_argument("--quiet", action="store_true", help="no progress (otherwise on stderr: one line redrawn on a "
+                   "terminal, a line every few seconds in a log file)")
 
     s = sub.add_parser("score", parents=[device], help="nats per name (and per character) under a trained model",
                        description="Score a list of names of any length, streamed a chunk at a time: one row per "
@@ -164,11 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("sample", parents=[device], help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     g.add_argument("-n", "--num", type=positive_int, default=20, help="how many (20)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: unseeded)")
+    g.add_argument("--seed", type=torch_seed, default=None, help="random seed (default: unseeded)")
     g.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits (1.0)")
     g.add_argument("--top-k", type=positive_int, default=None, help="draw from the k most likely tokens only")
     g.add_argument("--prefix", default="", help="every sample starts with these characters")
-    g.add_argument("--max-len", type=positive_int, default=MAX_LEN, help=f"longest sample, in characters ({MAX_LEN})")
+    g.add_argument("--max-len", type=positive_int, default=MAX_LEN, help=f"longest sample, in characters ({MAX_LEN}); "
+                   "a sample cut there ends with '…' and says so")
 
     c = sub.add_parser("check", parents=[device], help="score the dev split with the tree and the conv form of one model",
                        description="The equivalence on real data: a freshly initialized model's tree form on the "
@@ -177,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", metavar="PATH", help="names file (default: the bundled names)")
     c.add_argument("--layers", type=positive_int, default=3, help="depth (3)")
     c.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    c.add_argument("--seed", type=int, default=42, help="seed of the model's initialization (42)")
+    c.add_argument("--seed", type=torch_seed, default=42, help="seed of the model's initialization (42)")
 
     e = sub.add_parser("export", parents=[device], help="write a trained model as ONNX, for serving",
                        description="Write the conv form of a trained model (eval mode) as an ONNX file: input "
@@ -206,27 +231,43 @@ def default_run_dir(form: str) -> Path:
     return path
 
 
-def print_samples(words, marks):
+def print_samples(words, marks, max_len: int):
+    """One sample a line, tagged new or in the training set; a sample cut at ``max_len`` (it has
+    ``max_len`` characters: its end was never drawn) ends with '…' and says so."""
     for w, in_train in zip(words, marks):
+        if len(w) == max_len:
+            print(f"{w}…  (cut at max length {max_len})")
+            continue
         tag = "" if in_train is None else ("  (in training set)" if in_train else "  (new)")
         print(f"{w}{tag}")
 
 
+def load_run(args):
+    """``load_model(args.run)`` on ``args.device`` for a command that uses a trained run; one note on
+    stderr when the run is unfinished (its checkpoint's step is short of its steps)."""
+    loaded = load_model(args.run, device=args.device)
+    step, steps = loaded.meta.get("step"), (loaded.meta.get("train_config") or {}).get("steps")
+    if isinstance(step, int) and isinstance(steps, int) and step < steps:
+        print(f"{PROG} {args.command}: note: {args.run} is an unfinished run (step {step:,} of {steps:,}); "
+              f"{PROG} train --resume {args.run} finishes it", file=sys.stderr)
+    return loaded
+
+
 def cmd_train(args):
     options = given(args, TRAIN_OPTIONS)
-    progress = False if args.quiet else None
+    progress = not args.quiet
     if args.resume:
         model_options = list(given(args, MODEL_OPTIONS))
         if model_options:
             raise ConfigError(f"--resume continues a run with its own model: drop {flag(model_options[0])}")
         run_config = saved_config(args.resume)
         tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
-        result = train(config=tc, data=args.data, out=args.out, resume=args.resume, progress=progress)
+        result = train(config=tc, data=args.data, out=args.out, resume=args.resume, progress=progress, force=args.force)
     else:
         tc = recipe(args.recipe or "default", device=args.device, **options)
         out = Path(args.out) if args.out else default_run_dir(tc.form)
         mc = ModelConfig(**given(args, MODEL_OPTIONS))
-        result = train(mc, tc, data=args.data, out=out, progress=progress)
+        result = train(mc, tc, data=args.data, out=out, progress=progress, force=args.force)
     print(f"run folder: {result.run_dir}")
     if args.samples:
         model = result.model.eval()
@@ -234,7 +275,7 @@ def cmd_train(args):
         words = sample_names(model, args.samples, result.vocab, generator=gen)
         train_set = set(result.train_words)
         print(f"{args.samples} samples:")
-        print_samples(words, [w in train_set for w in words])
+        print_samples(words, [w in train_set for w in words], MAX_LEN)
 
 
 def shard_arg(text: str) -> tuple[int, int]:
@@ -279,7 +320,7 @@ def cmd_score(args):
     source = source_name(args.file)
     stream = open_names(args.file)  # before any work: a missing file is the first error
     try:
-        loaded = load_model(args.run, device=args.device)
+        loaded = load_run(args)
         parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
                             skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
                             shard=args.shard, source=source)
@@ -306,8 +347,8 @@ def cmd_score(args):
 
 
 def cmd_sample(args):
-    device = resolve_device(args.device)
-    loaded = load_model(args.run, device=device)
+    loaded = load_run(args)
+    device = next(loaded.model.parameters()).device
     if args.prefix:
         parse_names(args.prefix, "--prefix", loaded.vocab)
     if args.max_len < len(args.prefix):
@@ -315,7 +356,7 @@ def cmd_sample(args):
     gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
     words = sample_names(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
                          top_k=args.top_k, prefix=args.prefix, max_len=args.max_len)
-    print_samples(words, [loaded.in_training_set(w) for w in words])
+    print_samples(words, [loaded.in_training_set(w) for w in words], args.max_len)
 
 
 def cmd_check(args):
@@ -337,7 +378,7 @@ def cmd_check(args):
 
 def cmd_export(args):
     check_onnx_installed()  # before any work
-    loaded = load_model(args.run, device=args.device)
+    loaded = load_run(args)
     path = export_onnx(loaded.model, args.out)
     print(f"wrote {path}: input 'tokens' int64 (B, T), output 'logits' float32 (B, T, {loaded.model.config.vocab_size}); "
           f"vocabulary {''.join(loaded.vocab.itos)!r} (token i is character i)")
@@ -362,6 +403,9 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except TrainingDiverged as e:  # not the input's fault as such, nor a bug: its own status
+        print(f"{PROG} {args.command}: error: {as_options(str(e))}", file=sys.stderr)
+        return 3
     except (InputError, OSError) as e:  # the user's input; anything else is a bug: its traceback shows
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"{PROG} {args.command}: error: {as_options(msg)}", file=sys.stderr)

@@ -8,7 +8,10 @@ defined once, here.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import re
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -42,18 +45,47 @@ class Config:
         return cls(**d)
 
     def _fail(self, name: str, what: str):
-        raise ConfigError(f"{type(self).__name__}.{name} {what}, got {getattr(self, name)!r}")
+        shown = repr(getattr(self, name))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ConfigError(f"{type(self).__name__}.{name} {what}, got {shown}")
 
-    def _check_choices(self) -> None:
+    def _check_types(self) -> None:
+        """Every field of its annotated type: a ``bool`` is True or False (not "no"); an ``int`` any
+        integer but a bool (numpy's too, stored as int); a ``float`` any finite real but a bool (stored
+        as float); a ``str`` a str, one of its ``CHOICES`` where it has them; ``Optional``: or None."""
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            if f.name in CHOICES and getattr(self, f.name) not in CHOICES[f.name]:
-                self._fail(f.name, f"must be one of {CHOICES[f.name]}")
+            kind, v = hints[f.name], getattr(self, f.name)
+            optional = type(None) in typing.get_args(kind)
+            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+            if optional and v is None:
+                continue
+            alt = " or None" if optional else ""
+            if kind is bool and not isinstance(v, bool):
+                self._fail(f.name, f"must be True or False{alt}")
+            if kind is int:
+                if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                    self._fail(f.name, f"must be an integer{alt}")
+                setattr(self, f.name, int(v))
+            if kind is float:
+                if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+                    self._fail(f.name, f"must be a finite number{alt}")
+                setattr(self, f.name, float(v))
+            if kind is str:
+                if not isinstance(v, str):
+                    self._fail(f.name, f"must be a str{alt}" + (f", one of {CHOICES[f.name]}" if f.name in CHOICES else ""))
+                if f.name in CHOICES and v not in CHOICES[f.name]:
+                    self._fail(f.name, f"must be one of {CHOICES[f.name]}")
+
+    def _check_range(self, name: str, low: float, high: float, closed: str = "[]") -> None:
+        """A number field in [low, high] (``closed`` "[)" leaves out high, "(]" low)."""
+        v = getattr(self, name)
+        if not (low <= v if closed[0] == "[" else low < v) or not (v <= high if closed[1] == "]" else v < high):
+            self._fail(name, f"must be in {closed[0]}{low:g}, {high:g}{closed[1]}")
 
     def _check_int(self, name: str, low: int, optional: bool = False) -> None:
-        v = getattr(self, name)
-        if optional and v is None:
-            return
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        v = getattr(self, name)  # an int or None by now (_check_types)
+        if v is not None and v < low:
             self._fail(name, f"must be an integer >= {low}" + (" or None" if optional else ""))
 
 
@@ -84,12 +116,12 @@ class ModelConfig(Config):
     n_head: Optional[int] = None  # the skip head's hidden width, with skip only (default: n_skip)
 
     def __post_init__(self):
+        self._check_types()
         self._check_int("vocab_size", 2)  # '.' and at least one character
         for name in ("n_embd", "n_hidden", "n_layers"):
             self._check_int(name, 1)
         for name in ("n_inner", "n_skip", "n_head"):
             self._check_int(name, 1, optional=True)
-        self._check_choices()
         if not self.residual and self.n_inner not in (None, self.n_hidden):
             raise ConfigError(
                 f"ModelConfig.n_inner={self.n_inner} differs from n_hidden={self.n_hidden}, but without "
@@ -148,16 +180,26 @@ class TrainConfig(Config):
     loss_block: int = 0  # steps per point of loss.png (0: steps // 200)
 
     def __post_init__(self):
-        self._check_choices()
+        self._check_types()
+        if self.recipe not in RECIPES:
+            self._fail("recipe", f"must be one of {tuple(RECIPES)}")
         for name in ("steps", "batch_size"):
             self._check_int(name, 1)
         for name in ("warmup", "checkpoint_every", "eval_every", "loss_block"):
             self._check_int(name, 0)
-        if not 0.0 <= self.input_noise < 1.0:
-            self._fail("input_noise", "must be in [0, 1)")
+        if not 0 <= self.seed < SEED_LIMIT:
+            self._fail("seed", "must be an integer in [0, 2**32)")
         if not self.lr > 0:
-            self._fail("lr", "must be > 0")
+            self._fail("lr", "must be a finite number > 0")
+        if self.weight_decay < 0:
+            self._fail("weight_decay", "must be a finite number >= 0")
+        self._check_range("input_noise", 0, 1, "[)")
+        self._check_range("decay_at", 0, 1)
+        self._check_range("lr_decay", 0, 1)
+        self._check_range("beta2", 0, 1, "[)")
 
+
+SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled by 1,000,003 and offset by the step
 
 RECIPES = {
     "default": {},  # TrainConfig's defaults: the conv form on whole names, AdamW, cosine schedule

@@ -10,7 +10,6 @@ Two layouts of the same data:
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import sys
@@ -105,10 +104,16 @@ QUOTE_LIMIT = 60  # characters of a name quoted in an error message, at most
 
 
 def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(text)``, cut to ``limit`` characters: a message stays one short line whatever the input."""
-    if len(text) <= limit:
+    """``repr(text)``, cut to about ``limit`` characters of output (escapes count): a message stays one
+    short line whatever the input."""
+    if len(repr(text)) <= limit + 2:
         return repr(text)
-    return f"{text[:limit]!r}… ({len(text):,} characters)"
+    used, cut = 0, 0
+    for cut, ch in enumerate(text):
+        used += len(repr(ch)) - 2
+        if used > limit:
+            break
+    return f"{text[:cut]!r}… ({len(text):,} characters)"
 
 
 def name_problem(word: str, vocab: Vocab | None) -> str | None:
@@ -118,6 +123,8 @@ def name_problem(word: str, vocab: Vocab | None) -> str | None:
     for i, ch in enumerate(word):
         if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8, kept by ``read_lines``
             return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"
+        if "\ud800" <= ch <= "\udfff":
+            return f"character {i + 1} {ch!r} in {quote(word)} is a lone surrogate, not a character"
         bad = None
         if ch.isspace():
             bad = "whitespace"
@@ -137,6 +144,14 @@ def check_name(word: str, vocab: Vocab | None, where: str) -> None:
     problem = name_problem(word, vocab)
     if problem:
         raise DataError(f"{where}: {problem}")
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` cut at LF into lines, a CR before each LF dropped (CRLF line ends)."""
+    lines = text.split("\n")
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def read_lines(stream: BinaryIO, block_bytes: int = 1 << 20) -> Iterator[str]:
@@ -164,11 +179,9 @@ def read_lines(stream: BinaryIO, block_bytes: int = 1 << 20) -> Iterator[str]:
         text = block.decode("utf-8", "surrogateescape")
         if first:
             text, first = text.removeprefix("\ufeff"), False
-        lines = text.split("\n")
-        if not last:
-            lines.pop()  # the text ends with a LF: what follows it is not a line
-        if "\r" in text:
-            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        lines = split_lines(text if last else text[:-1])  # without the last LF: nothing follows it
+        if last and lines[-1] == "":
+            lines.pop()  # a lone CR at the very end
         yield from lines
         if last:
             return
@@ -207,8 +220,9 @@ def collect_names(lines: Iterable[str], source: str, vocab: Vocab | None = None)
 
 
 def parse_names(text: str, source: str = "<input>", vocab: Vocab | None = None) -> list[str]:
-    """Names from text, one per line, with the rules of ``load_names``."""
-    return collect_names(read_lines(io.BytesIO(text.encode("utf-8", "surrogateescape"))), source, vocab)
+    """Names from text, one per line, with the rules of ``load_names`` (a BOM at the start dropped)."""
+    lines = split_lines(text.removeprefix("\ufeff")) if text else []
+    return collect_names(lines[:-1] if lines and lines[-1] == "" else lines, source, vocab)
 
 
 def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]:

@@ -1,9 +1,12 @@
-"""The library's own errors: input that cannot be used. Each message is one line naming what is at
-fault (the file and line, the checkpoint, the option).
+"""The library's own errors. Each message is one line naming what is at fault (the file and line, the
+checkpoint, the option, the step).
 
-The command line reports these (and ``OSError``) as ``wavenet-conv CMD: error: MESSAGE``, exit status
-2. Any other exception is a bug in the library and surfaces with its traceback.
+The command line reports an ``InputError`` (and ``OSError``) as ``wavenet-conv CMD: error: MESSAGE``,
+exit status 2, and ``TrainingDiverged`` the same way with exit status 3. Any other exception is a bug
+in the library and surfaces with its traceback.
 """
+
+from __future__ import annotations
 
 
 class InputError(ValueError):
@@ -22,5 +25,23 @@ class ConfigError(InputError):
     """A configuration that cannot work: a field out of range, options that contradict each other."""
 
 
+class RunFolderError(InputError):
+    """A run folder that training cannot use: it holds another run or other files, another training
+    holds its lock, or it cannot be written."""
+
+
 class MissingExtraError(InputError, ImportError):
     """An optional dependency is not installed; the message says how to install it."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """A training loss (or the weights) became non-finite. The message names the first non-finite step
+    and the last good checkpoint, which stays on disk; nothing non-finite is ever saved.
+
+    step: the first step whose loss is non-finite (1-based, as the progress line counts), or the step
+    after which the weights were found non-finite. saved_step: the step of the checkpoint that stays
+    (None: none was written)."""
+
+    def __init__(self, message: str, step: int, saved_step: int | None):
+        super().__init__(message)
+        self.step, self.saved_step = step, saved_step

@@ -21,6 +21,9 @@ training mode would give NaN); a model in training mode is switched back afterwa
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from functools import partial
 
 import torch
@@ -99,22 +102,36 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k:
     return tok.clamp_(max=logits.shape[1] - 1)
 
 
-def _check_args(model, n, vocab, temperature, top_k, prefix, max_len):
+def _integer(name: str, v, low: int, optional: bool = False) -> int | None:
+    """``v`` as an int (any integer type: ``operator.index``; not a bool), at least ``low``."""
+    if optional and v is None:
+        return None
+    try:
+        i = operator.index(v)
+    except TypeError:
+        i = None
+    if i is None or isinstance(v, bool) or i < low:
+        raise ValueError(f"sample_names: {name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
+    return i
+
+
+def _check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len):
+    """The arguments, checked; returns (n, temperature, top_k, max_len) as Python numbers."""
     if not isinstance(model, (WaveNetCore, FlatModel)):
         raise TypeError(f"sample_names: expected a ConvModel, TreeModel or FlatModel, got {type(model).__name__}")
     check_vocab(vocab, model.config.vocab_size)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"sample_names: n must be a non-negative integer, got {n!r}")
-    if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
+    n = _integer("n", n, 0)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"sample_names: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
         raise ValueError(f"sample_names: temperature must be a positive finite number, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"sample_names: top_k must be a positive integer or None, got {top_k!r}")
+    top_k = _integer("top_k", top_k, 1, optional=True)
     if not isinstance(prefix, str):
         raise TypeError(f"sample_names: prefix must be a str, got {type(prefix).__name__}")
     if prefix:
         check_name(prefix, vocab, "sample_names: prefix")
-    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < max(1, len(prefix)):
-        raise ValueError(f"sample_names: max_len must be an integer >= max(1, len(prefix)) = {max(1, len(prefix))}, got {max_len!r}")
+    max_len = _integer("max_len", max_len, max(1, len(prefix)))
+    return n, float(temperature), top_k, max_len
 
 
 def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device) -> torch.Tensor:
@@ -155,7 +172,8 @@ def sample_names(
 ) -> list[str]:
     """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
     characters (the prefix included). A name is empty when the end token is drawn first, as in the
-    lecture's sampler.
+    lecture's sampler. A name of exactly ``max_len`` characters is one that was cut: its end token was
+    never drawn (``wavenet-conv sample`` prints it with a trailing '…'). Numbers may be numpy's.
 
     generator: a ``torch.Generator`` (any device) for reproducible samples; None: torch's global RNG.
     temperature: divides the logits. top_k: keep only the k most likely tokens (ties at the k-th
@@ -164,9 +182,10 @@ def sample_names(
     sampler. A FlatModel has no layers to cache: it always uses the window.
 
     Runs in eval mode and restores the model's mode. Raises ``DataError`` for a prefix with a
-    character outside ``vocab`` (or '.', whitespace), ``ValueError`` for other bad arguments.
+    character outside ``vocab`` (or '.', whitespace), ``TypeError`` for an argument of the wrong kind
+    (a generator that is not a ``torch.Generator``), ``ValueError`` for other bad values.
     """
-    _check_args(model, n, vocab, temperature, top_k, prefix, max_len)
+    n, temperature, top_k, max_len = _check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)
     if n == 0:
         return []
     device = next(model.parameters()).device

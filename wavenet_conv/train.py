@@ -18,7 +18,13 @@ the step, so a resumed run ends with the same weights as an uninterrupted one. A
 ever written between two steps.
 
 Inside a step nothing is read back from the device: each step's loss stays there (``Run.losses``)
-and the progress line reads their mean at most every few steps.
+and the progress line reads their mean at most every few steps. Where the losses are read anyway --
+a progress report, an evaluation, a checkpoint, the end -- they are checked: a non-finite loss (or
+weight) stops the run with ``TrainingDiverged``, naming the first non-finite step; the last good
+checkpoint stays, and nothing non-finite is ever saved.
+
+Nothing is lost: the run folder is claimed (``runfolder.RunFolder``: a lock, and a refusal to
+overwrite another run) and the data checked against the split before the model is built.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint
 from .config import ModelConfig, TrainConfig, recipe, resolve_device
 from .conv import ConvModel
 from .data import Vocab, contexts, lecture_split, load_names, sequences, sha256_file
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, TrainingDiverged
 from .paths import bundled_names
+from .runfolder import RunFolder
 from .scoring import score_names
 from .tree import TreeModel
 from .version import __version__
@@ -186,36 +193,43 @@ def set_rng_state(state: dict, device):
 
 
 class Progress:
-    """One status line rewritten with ``\\r``: step, mean loss since the last redraw, steps/s, time left.
+    """Progress on stderr: step, mean loss since the last report, steps/s, time left. On a terminal, one
+    status line rewritten with ``\\r`` at most every 0.2 s; elsewhere (a log file, CI), a plain line
+    every ``interval`` seconds (default 5).
 
-    It reads the losses back from the device only when it redraws: at most every 0.2 s, and at most
-    once every ``every`` steps.
+    It reads the losses back from the device only when it reports, and at most once every ``every``
+    steps; ``update`` returns the mean loss it read (None when it read nothing).
     """
 
-    def __init__(self, total: int, start: int = 0, enabled: bool | None = None, stream=None, every: int = 10):
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream=None, every: int = 10,
+                 interval: float | None = None):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.terminal = self.stream.isatty()
+        self.enabled = enabled
+        self.interval = interval if interval is not None else (0.2 if self.terminal else 5.0)
         self.total, self.start, self.every = total, start, every
         self.t0, self.last, self.shown = time.time(), 0.0, start
 
-    def update(self, step: int, losses: torch.Tensor):
+    def update(self, step: int, losses: torch.Tensor) -> float | None:
         """After step ``step``; ``losses`` (total,) every step's loss so far, on the device."""
         if not self.enabled or (step - self.shown < self.every and step < self.total):
-            return
+            return None
         now = time.time()
-        if now - self.last < 0.2 and step < self.total:
-            return
+        if now - self.last < self.interval and step < self.total:
+            return None
         loss = losses[self.shown : step].mean().item()  # the one read from the device
         self.last, self.shown = now, step
         rate = (step - self.start) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else 0.0
         width = len(str(self.total))
-        self.stream.write(f"\rstep {step:>{width}}/{self.total}  loss {loss:.4f}  {rate:7.1f} steps/s  "
-                          f"{int(eta) // 60:d}:{int(eta) % 60:02d} left ")
+        line = (f"step {step:>{width}}/{self.total}  loss {loss:.4f}  {rate:7.1f} steps/s  "
+                f"{int(eta) // 60:d}:{int(eta) % 60:02d} left")
+        self.stream.write(f"\r{line} " if self.terminal else f"{line}\n")
         self.stream.flush()
+        return loss
 
     def close(self):
-        if self.enabled and self.last:
+        if self.enabled and self.terminal and self.last:
             self.stream.write("\n")
             self.stream.flush()
             self.last = 0.0
@@ -302,6 +316,7 @@ class Run:
     eval_seconds: float = 0.0  # wall time of the evaluations (val along the way, the splits at the end)
     val_curve: list = field(default_factory=list)  # [(step, val loss)] along the way
     saved_step: int | None = None  # the step of the checkpoint on disk
+    verified: int = 0  # the steps whose losses have been checked finite
 
 
 @dataclass
@@ -329,6 +344,17 @@ def read_data(path, vocab: Vocab | None = None, sha256: str | None = None):
     return words, vocab, {"path": str(path.resolve()), "sha256": sha, "n_words": len(words)}
 
 
+MIN_NAMES = 6  # the fewest names whose lecture split has a train and a val name (so has every larger count)
+
+
+def check_split(words, data: dict) -> None:
+    """Refuse a names file too small for the lecture's 80/10/10 split: an empty train or val split."""
+    for part, names in zip(("train", "val"), lecture_split(words)):
+        if not names:
+            raise DataError(f"{data['path']}: {len(words)} name(s) are too few for the lecture's 80/10/10 split: "
+                            f"its {part} split would be empty (at least {MIN_NAMES} names are needed)")
+
+
 def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> Run:
     """A run at step 0 around ``model``: on the device, in training mode, with its optimizer and batches."""
     device = resolve_device(tc.device)
@@ -341,23 +367,25 @@ def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> R
     else:
         batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
     run_dir = Path(out) if out is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
     return Run(tc, model, make_optimizer(model, tc), vocab, (train_words, val_words, test_words), batches,
                device, data, run_dir, forward=torch.compile(model, dynamic=True) if tc.compile else model,
                losses=torch.zeros(tc.steps, device=device))
 
 
-def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, out, make_model=None) -> Run:
-    """Set up a fresh run: the data, then ``torch.manual_seed(tc.seed)`` and the model, as the lecture."""
+def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None) -> Run:
+    """Set up a fresh run: the data, the run folder claimed, then ``torch.manual_seed(tc.seed)`` and the
+    model, as the lecture."""
     words, vocab, data_info = read_data(data)
+    check_split(words, data_info)
+    if folder is not None:
+        folder.claim()
     torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
     if make_model is not None:
         model = make_model(len(vocab))
     else:  # the vocabulary size is the data's
         mc = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(), "vocab_size": len(vocab)})
         model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
-    return build_run(tc, model, vocab, words, data_info, out)
+    return build_run(tc, model, vocab, words, data_info, folder and folder.path)
 
 
 def saved_config(path_or_run) -> TrainConfig:
@@ -377,20 +405,21 @@ def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig
     return given
 
 
-def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, data, out) -> Run:
-    """Set up a run from its checkpoint: its configs, data file, weights, optimizer, RNG and losses."""
+def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, data, folder: RunFolder) -> Run:
+    """Set up a run from its checkpoint: its configs, data file, the run folder claimed, then its
+    weights, optimizer, RNG and losses."""
     ckpt = load_checkpoint(path)
     tc = resumed_config(TrainConfig.from_dict(ckpt["train_config"]), tc)
     if model_config is not None and model_config.to_dict() != {**ckpt["model_config"], "vocab_size": model_config.vocab_size}:
         raise ConfigError("a resumed run keeps its model: pass no model_config (or the run's own)")
     vocab = Vocab.from_dict(ckpt["vocab"])
     words, vocab, data_info = read_data(data or ckpt["data"]["path"], vocab, ckpt["data"]["sha256"])
+    folder.claim()
     torch.manual_seed(tc.seed)
     model, _ = model_from_checkpoint(ckpt, str(path))
-    folder = resolve(path).parent
-    run = build_run(tc, model, vocab, words, data_info, folder if out is None else out)
-    run.step = ckpt["step"]
-    run.saved_step = run.step if run.run_dir.resolve() == folder.resolve() else None  # the checkpoint in run_dir
+    run = build_run(tc, model, vocab, words, data_info, folder.path)
+    run.step = run.verified = ckpt["step"]  # a checkpoint holds nothing non-finite
+    run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
     run.losses[: run.step] = ckpt["losses"].to(run.device)
     run.train_seconds, run.eval_seconds = ckpt.get("train_seconds", 0.0), ckpt.get("eval_seconds", 0.0)
     run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
@@ -400,8 +429,42 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     return run
 
 
+def kept(run: Run) -> str:
+    """What a run that stops now leaves on disk."""
+    return "no checkpoint was saved" if run.saved_step is None else f"the checkpoint of step {run.saved_step} stays"
+
+
+def diverged(run: Run):
+    """Raise ``TrainingDiverged`` naming the first step whose loss is not finite (or the step after
+    which the weights were found non-finite) and the last good checkpoint."""
+    bad = (~torch.isfinite(run.losses[: run.step])).nonzero()
+    if len(bad):
+        step = int(bad[0]) + 1
+        what = f"the loss of step {step} is {float(run.losses[step - 1])}, the first non-finite one"
+    else:
+        step = run.step
+        what = f"the model's weights or optimizer state became non-finite after step {run.verified}, by step {step}"
+    raise TrainingDiverged(f"training diverged: {what} (is TrainConfig.lr {run.config.lr:g} too high?); "
+                           f"{kept(run)}", step, run.saved_step)
+
+
+def verify_finite(run: Run) -> None:
+    """``TrainingDiverged`` unless the losses of the steps since the last check and every value of the
+    model's and optimizer's state are finite: one read from the device."""
+    state = [*run.model.state_dict().values(),
+             *(t for s in run.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor))]
+    finite = [torch.isfinite(run.losses[run.verified : run.step]).all()]
+    finite += [torch.isfinite(t).all() for t in state if t.is_floating_point()]
+    if not bool(torch.stack(finite).all()):
+        diverged(run)
+    run.verified = run.step
+
+
 def save(run: Run, metrics: dict | None = None) -> None:
-    """Write the run's checkpoint (atomically; nothing when the run has no folder)."""
+    """Write the run's checkpoint (atomically; nothing when the run has no folder), once the losses and
+    the state are checked finite (``TrainingDiverged`` otherwise). A failed write (a full disk) raises
+    ``OSError`` saying which checkpoint stays."""
+    verify_finite(run)
     if run.run_dir is None:
         return
     ckpt = dict(
@@ -411,7 +474,12 @@ def save(run: Run, metrics: dict | None = None) -> None:
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, metrics=metrics,
     )
-    save_checkpoint(ckpt, run.run_dir / CHECKPOINT_NAME)
+    path = run.run_dir / CHECKPOINT_NAME
+    try:
+        save_checkpoint(ckpt, path)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: could not save the checkpoint of step {run.step} "
+                               f"({e.strerror or e}); {kept(run)}") from e
     run.saved_step = run.step
 
 
@@ -443,11 +511,14 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         opt.step()
         run.losses[run.step] = loss.detach()  # stays on the device
         run.step += 1
-        bar.update(run.step, run.losses)
+        shown = bar.update(run.step, run.losses)  # now and then, the mean loss since the last report
+        if shown is not None and not math.isfinite(shown):
+            verify_finite(run)
         if due(tc.eval_every, run.step, tc.steps) or due(tc.checkpoint_every, run.step, end):
             run.train_seconds += device_clock(run.device) - t0
             bar.close()
             if due(tc.eval_every, run.step, tc.steps):
+                verify_finite(run)
                 evaluate_val(run, log)
             if due(tc.checkpoint_every, run.step, end):
                 save(run)
@@ -458,6 +529,7 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
 def finish(run: Run, log) -> TrainResult:
     """The end of a run: split losses (eval mode), metrics, the last checkpoint, metrics.json, loss.png."""
     tc, model = run.config, run.model
+    verify_finite(run)
     if tc.input_noise:
         recalibrate_batchnorm(model, run.batches)
     model.eval()
@@ -506,6 +578,16 @@ def describe(run: Run) -> str:
             + ("; compiled" if tc.compile else ""))
 
 
+def run_folder(out, resume, force: bool) -> RunFolder | None:
+    """The folder ``train`` writes in, unclaimed: ``out``, or the resumed run's own folder."""
+    if resume is None:
+        return None if out is None else RunFolder(out, force=force)
+    own = resolve(resume).parent
+    if out is None or Path(out).resolve() == own.resolve():
+        return RunFolder(own, own_run=True)
+    return RunFolder(out, force=force)
+
+
 def train(
     model_config: ModelConfig | None = None,
     config: TrainConfig | None = None,
@@ -514,15 +596,18 @@ def train(
     resume: str | os.PathLike | None = None,
     make_model=None,
     stop_at: int | None = None,
-    progress: bool | None = None,
+    progress: bool | None = True,
     log=print,
+    force: bool = False,
 ) -> TrainResult:
     """Train a model on a names file with the lecture's split and return it with its metrics.
 
     model_config: the model (default: the lecture's, ModelConfig()); its vocab_size is the data's.
     config: how to train (default: ``recipe("default")``); its ``form`` picks ConvModel or TreeModel.
-    data: names file (default: the bundled data/names.txt).
-    out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing).
+    data: names file (default: the bundled data/names.txt); it needs at least ``MIN_NAMES`` names.
+    out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing). It must be new or
+        empty (``RunFolderError`` otherwise), and is claimed with a lock file, ``train.lock``, for the
+        length of the call: a second training on it refuses at once (see ``runfolder``).
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
         same folder) with its own model, data file and ``TrainConfig``, and ends where an
         uninterrupted run ends. A ``config`` may change only ``CHANGEABLE_ON_RESUME`` (a
@@ -532,20 +617,34 @@ def train(
         called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
     stop_at: stop after this step as if interrupted (a checkpoint is written); the result has
         ``metrics["stopped_at"]``.
-    progress: show the progress line (default: when stderr is a terminal).
+    progress: report progress on stderr (a ``\\r`` line on a terminal, a line every few seconds
+        elsewhere); False: none.
     log: called with each line of the run's report (``print`` by default; ``None`` for silence).
+    force: train into an ``out`` that holds a run or other files; the earlier run's files go first.
 
+    Every check -- options, data, run folder -- is done before the model is built. A loss that
+    becomes non-finite raises ``TrainingDiverged`` (naming the step; the last good checkpoint stays).
     Ctrl-C: the first finishes the step in flight, saves a checkpoint and raises ``KeyboardInterrupt``;
     a second one raises at once and writes nothing (the last checkpoint stays).
     """
     log = log or (lambda *a, **k: None)
-    if resume is not None:
-        if make_model is not None:
-            raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
-        run = resume_run(resume, config, model_config, data, out)
-        log(f"resuming {resume} at step {run.step}/{run.config.steps}")
-    else:
-        run = new_run(model_config, config or recipe("default"), data, out, make_model)
+    if resume is not None and make_model is not None:
+        raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
+    folder = run_folder(out, resume, force)
+    try:
+        if resume is not None:
+            run = resume_run(resume, config, model_config, data, folder)
+            log(f"resuming {resume} at step {run.step}/{run.config.steps}")
+        else:
+            run = new_run(model_config, config or recipe("default"), data, folder, make_model)
+        return train_run(run, stop_at, progress is not False, log)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
+    """``train`` once the run is set up: the steps, then ``finish`` (or a checkpoint when stopped early)."""
     log(describe(run))
     end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
     bar = Progress(run.config.steps, run.step, enabled=progress)
@@ -556,10 +655,10 @@ def train(
                 save(run)
         except KeyboardInterrupt:  # a second Ctrl-C, mid-step or mid-save: write nothing
             bar.close()
-            kept = "" if run.saved_step is None else f"; the checkpoint of step {run.saved_step} stays"
-            log(f"interrupted again at step {run.step}: not saved{kept}")
+            log(f"interrupted again at step {run.step}: not saved; {kept(run)}")
             raise
-        bar.close()
+        finally:
+            bar.close()
     if interrupt.hit:
         saved = f"checkpoint saved: resume with --resume {run.run_dir}" if run.run_dir else "nothing saved (no run folder)"
         log(f"interrupted at step {run.step}; {saved}")
