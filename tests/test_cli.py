@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import wavenet_conv.cli as cli_module
-from wavenet_conv import ModelConfig, TrainConfig, __version__, sample_names, score_names, train
+from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names, train
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.cli import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, main
 
@@ -411,3 +411,14 @@ def test_an_unfinished_run_says_so(command, stopped_run, run, tmp_path, monkeypa
 def test_scoring_an_unfinished_run_says_so(stopped_run, monkeypatch, capsys):
     code, _, err = run_main(["score", stopped_run, "-"], monkeypatch, capsys, stdin="anna\n")
     assert code == 0 and err.startswith(f"wavenet-conv score: note: {stopped_run} is an unfinished run (step 30 of 80)")
+
+
+def test_sample_streams_batches_of_bounded_memory(run, monkeypatch, capsys):
+    """Many names are sampled a batch at a time (memory flat in -n): every name comes out, seeded."""
+    from wavenet_conv.sampling import batch_size
+
+    assert batch_size(ConvModel(ModelConfig())) == (64 << 20) // ((1 + 2 + 4) * 2 * 128 * 4)  # 7 KB a name
+    assert batch_size(ConvModel(ModelConfig(n_layers=6))) == (64 << 20) // (63 * 2 * 128 * 4)
+    monkeypatch.setattr(cli_module, "batch_size", lambda model: 3)
+    outs = [run_main(["sample", run[0], "-n", 10, "--seed", 5], monkeypatch, capsys)[1] for _ in range(2)]
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) == 10

@@ -35,7 +35,7 @@ from .data import Vocab, lecture_split, load_names, open_names, parse_names, rea
 from .errors import ConfigError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
 from .paths import bundled_names
-from .sampling import MAX_LEN, sample_names
+from .sampling import MAX_LEN, batch_size, sample_names
 from .scoring import LineScores, parse_shard, score_lines
 from .train import CHANGEABLE_ON_RESUME, saved_config, train
 from .tree import TreeModel
@@ -354,9 +354,12 @@ def cmd_sample(args):
     if args.max_len < len(args.prefix):
         raise ConfigError(f"--max-len {args.max_len} is shorter than --prefix {args.prefix!r}")
     gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
-    words = sample_names(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
-                         top_k=args.top_k, prefix=args.prefix, max_len=args.max_len)
-    print_samples(words, [loaded.in_training_set(w) for w in words], args.max_len)
+    per_batch = batch_size(loaded.model)  # memory stays flat however many names
+    for start in range(0, args.num, per_batch):
+        words = sample_names(loaded.model, min(per_batch, args.num - start), loaded.vocab, generator=gen,
+                             temperature=args.temperature, top_k=args.top_k, prefix=args.prefix, max_len=args.max_len)
+        print_samples(words, [loaded.in_training_set(w) for w in words], args.max_len)
+        sys.stdout.flush()
 
 
 def cmd_check(args):

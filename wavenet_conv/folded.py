@@ -215,10 +215,10 @@ class FoldedModel:
     """
 
     @torch.no_grad()
-    def __init__(self, model: WaveNetCore):
+    def __init__(self, model: WaveNetCore, pairs: bool = True):
         self.layers, self.head, self.wte = fold_layers(model), fold_head(model), model.wte.weight
         V = self.wte.shape[0]
-        self.pairs = self.pair_table() if V * V <= PAIR_TABLE_MAX else None
+        self.pairs = self.pair_table() if pairs and V * V <= PAIR_TABLE_MAX else None
 
     def pair_table(self) -> PairTable:
         V = self.wte.shape[0]
@@ -278,6 +278,7 @@ class FoldedModel:
         return h, skips
 
 
-def fold(model: WaveNetCore) -> FoldedModel:
-    """The folded form of ``model`` (eval mode; see ``eval_mode``)."""
-    return FoldedModel(model)
+def fold(model: WaveNetCore, pairs: bool = True) -> FoldedModel:
+    """The folded form of ``model`` (eval mode; see ``eval_mode``); ``pairs``: build the table of token
+    pairs (scoring whole names; the cached sampler goes one position at a time and needs none)."""
+    return FoldedModel(model, pairs)

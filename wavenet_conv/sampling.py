@@ -36,6 +36,7 @@ from .folded import after_mix, eval_mode, fold
 from .tree import FlatModel, TreeModel
 
 MAX_LEN = 64  # the longest sample, in characters, unless asked otherwise (``--max-len`` too)
+CACHE_BUDGET = 64 << 20  # bytes of the cached sampler's rings per batch, at most, in ``batch_size``
 
 
 class CachedStepper:
@@ -43,7 +44,7 @@ class CachedStepper:
     (B, V) for time t + 1; the first token fed is the start token 0."""
 
     def __init__(self, model: WaveNetCore, batch: int):
-        self.folded = fold(model)
+        self.folded = fold(model, pairs=False)
         self.layers, self.head, self.wte = self.folded.layers, self.folded.head, self.folded.wte
         # ring[l][t % d] = (rows, h_l[t] @ W_old): written at time t for time t + d, for the rows then in
         # the batch; None before (the look-back is the all-'.' history: q)
@@ -201,3 +202,13 @@ def sample_names(
         end = row.index(0) if 0 in row else len(row)
         names.append(prefix + vocab.decode(row[:end]))
     return names
+
+
+def batch_size(model: nn.Module, budget: int = CACHE_BUDGET, most: int = 10_000) -> int:
+    """Names to sample at a time so that the cached sampler's rings stay within ``budget`` bytes: layer
+    l keeps 2**l rows of 2*C_act values per name (about 7 KB a name at the lecture's size, 63 KB at
+    depth 6). Sampling ``n`` names as ``ceil(n / batch)`` batches keeps memory flat in ``n``."""
+    if not isinstance(model, WaveNetCore):
+        return most
+    per_name = sum(b.dilation * b.mix.weight.shape[0] * 2 for b in model.blocks) * next(model.parameters()).element_size()
+    return max(1, min(most, budget // per_name))
