@@ -47,3 +47,27 @@ def test_running_statistics_come_from_real_positions_only(activation):
     assert (logits[batch.mask] - ref_logits[batch.mask]).abs().max() <= 1e-10
     padded_stats = by_hand(model, x, torch.ones_like(batch.mask))[1]  # the check is not vacuous:
     assert (padded_stats[0][0] - stats[0][0]).abs().max() > 1e-3  # padding would change the statistics
+
+
+@pytest.mark.parametrize("shape,dim", [((40, 6), -1), ((5, 8, 6), -1), ((5, 6, 8), 1)], ids=["rows", "channels-last", "channels-first"])
+def test_the_fused_statistics_over_every_position_are_the_lectures(shape, dim):
+    """Training mode with no mask runs one F.batch_norm kernel, its weight and eps corrected so that it
+    normalizes with the unbiased variance, as the lecture does: the same outputs, gradients and running
+    statistics as the two-pass formula (here through a mask that keeps every position)."""
+    from wavenet_conv.blocks import BatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    fused, two_pass = BatchNorm(6).double().train(), BatchNorm(6).double().train()
+    with torch.no_grad():
+        for bn in (fused, two_pass):
+            bn.weight.copy_(torch.linspace(0.5, 2, 6))
+            bn.bias.copy_(torch.linspace(-1, 1, 6))
+    everywhere = torch.ones(x.movedim(dim, -1).shape[:-1], dtype=torch.bool)  # x's shape without the channels
+    y1, y2 = fused(x, None, dim), two_pass(x, everywhere, dim)
+    assert (y1 - y2).abs().max() <= 1e-12
+    g1 = torch.autograd.grad((y1 * y1.detach().cos()).sum(), (x, fused.weight))
+    g2 = torch.autograd.grad((y2 * y2.detach().cos()).sum(), (x, two_pass.weight))
+    assert all((a - b).abs().max() <= 1e-12 for a, b in zip(g1, g2))
+    assert (fused.running_mean - two_pass.running_mean).abs().max() <= 1e-12
+    assert (fused.running_var - two_pass.running_var).abs().max() <= 1e-12

@@ -422,3 +422,22 @@ def test_sample_streams_batches_of_bounded_memory(run, monkeypatch, capsys):
     monkeypatch.setattr(cli_module, "batch_size", lambda model: 3)
     outs = [run_main(["sample", run[0], "-n", 10, "--seed", 5], monkeypatch, capsys)[1] for _ in range(2)]
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 10
+
+
+@pytest.mark.parametrize("argv,n_hidden,steps,swa", [
+    ([], 128, 1600, 0.0),
+    (["--recipe", "small"], 128, 6000, 0.25),
+    (["--recipe", "best"], 384, 4000, 0.25),
+    (["--recipe", "best", "--n-hidden", "64", "--steps", "10"], 64, 10, 0.25),
+])
+def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, monkeypatch, capsys, tmp_path):
+    seen = {}
+
+    def fake_train(model_config, config, **kw):
+        seen.update(model=model_config, config=config)
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(cli_module, "train", fake_train)
+    code, _, _ = run_main(["train", "--out", tmp_path / "r", *argv], monkeypatch, capsys)
+    assert code == 130
+    assert seen["model"].n_hidden == n_hidden and seen["config"].steps == steps and seen["config"].swa == swa

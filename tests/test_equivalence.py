@@ -128,3 +128,32 @@ def test_tree_parameter_count_is_the_lecture():
     assert TreeModel(ModelConfig(n_embd=10, n_hidden=68)).num_params() == 22397
     counts = ConvModel(ModelConfig()).param_counts()
     assert counts["total"] == 76579 and counts["embedding"] == 648 and counts["head"] == 3483
+
+
+def packed_names(words):
+    """The names packed end to end for ``ConvModel.packed``: (x, pos) (N,), and the padded batch."""
+    batch = sequences(words, VOCAB)
+    positions = torch.arange(batch.x.shape[1]).expand_as(batch.x)
+    return batch.x[batch.mask], positions[batch.mask], batch
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_packed_names_equal_the_conv_forward(variant, depth):
+    """The training layout (names packed end to end, no padding) is the same function as forward, in
+    eval mode and in training mode (batch statistics over the same real positions), gradients too."""
+    cfg = ModelConfig(n_embd=5, n_hidden=6, n_layers=depth, **variant)
+    _, conv = make_pair(cfg, torch.float64, seed=depth)
+    x, pos, batch = packed_names(names_for(depth))
+    assert (conv.packed(x, pos) - conv(batch.x)[batch.mask]).abs().max().item() <= 1e-10
+    twin = ConvModel.from_tree(conv).train()
+    conv.train()
+    a, b = conv.packed(x, pos), twin(batch.x, batch.mask)[batch.mask]
+    assert (a - b).abs().max().item() <= 1e-10
+    (a.logsumexp(-1).sum()).backward()
+    (b.logsumexp(-1).sum()).backward()
+    scale = max(p.grad.abs().max().item() for p in twin.parameters())
+    assert scale > 0 and all((p.grad - q.grad).abs().max().item() <= 1e-10 * scale
+                             for p, q in zip(conv.parameters(), twin.parameters()))
+    for u, v in zip(conv.buffers(), twin.buffers()):  # the same running statistics
+        assert (u - v).abs().max().item() <= 1e-12

@@ -5,6 +5,7 @@ import importlib
 import io
 import json
 import math
+from dataclasses import replace
 import sys
 import time
 
@@ -14,7 +15,7 @@ import torch
 from wavenet_conv import (ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
                           TreeModel, lecture_split, load_names, score_names)
 from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.train import (NameBatches, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
+from wavenet_conv.train import (NameBatches, averaging, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
                                 recalibrate_batchnorm, recipe, train)
 
 from conftest import BUNDLED_NAMES, VOCAB, interrupt_at
@@ -68,35 +69,50 @@ def test_lecture_recipe_lowers_loss(small_names):
     assert r.metrics["val_loss"] < math.log(27) - 0.5
 
 
-def test_cosine_schedule_warms_up_and_decays():
-    tc = TrainConfig(steps=1000, warmup=100, lr=1e-2, lr_decay=0.1)
-    lrs = [lr_at(tc, s) for s in range(1000)]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[99] == pytest.approx(1e-2)
-    assert all(a >= b for a, b in zip(lrs[99:], lrs[100:])) and lrs[-1] == pytest.approx(1e-3, rel=1e-3)
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_schedules_warm_up_and_decay(schedule):
+    tc = TrainConfig(steps=1000, warmup=100, lr=1e-2, lr_decay=0.1, schedule=schedule)
+    lrs = [lr_at(tc, s) for s in range(1001)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[99] == pytest.approx(1e-2) and lrs[100] == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(lrs[99:], lrs[100:])) and lrs[-1] == pytest.approx(1e-3)
+    middle = lr_at(tc, 550)  # half-way through the decay: linear 1e-2 - 0.5 * 9e-3; cosine the same, by symmetry
+    assert middle == pytest.approx(5.5e-3)
+    quarter = lr_at(tc, 325)
+    assert quarter == pytest.approx(1e-2 - 0.25 * 9e-3 if schedule == "linear" else 1e-3 + 9e-3 * (1 + math.cos(math.pi / 4)) / 2)
+
+
+def test_weights_are_averaged_over_the_last_part_of_the_run():
+    tc = TrainConfig(steps=100, swa=0.25, swa_every=10)
+    assert [s for s in range(1, 101) if averaging(tc, s)] == [80, 90, 100]
+    assert not any(averaging(TrainConfig(steps=100), s) for s in range(1, 101))
 
 
 def test_name_batches_are_an_epoch_shuffle():
     words = [w * (1 + i % 5) for i, w in enumerate("abcdefghij" * 3)]
     batches = NameBatches(words, VOCAB, batch_size=10, seed=0, device="cpu")
-    seen = torch.cat([batches(s)[0][:, 1] for s in range(3)])  # first characters, one epoch
-    assert sorted(seen.tolist()) == sorted(VOCAB.encode("abcdefghij") * 3)
-    x, y, mask = batches(4)
-    assert x.shape == y.shape == mask.shape and bool(mask[:, 0].all()) and (y[~mask] == -100).all()
+    firsts = torch.cat([x[pos == 1] for x, _, pos in (batches(s) for s in range(3))])  # one epoch
+    assert sorted(firsts.tolist()) == sorted(VOCAB.encode("abcdefghij") * 3)
+    x, y, pos = batches(4)
+    assert x.shape == y.shape == pos.shape and x.dim() == 1 and (x[pos == 0] == 0).all()
     assert torch.equal(NameBatches(words, VOCAB, 10, 0, "cpu")(4)[0], x)  # a function of (seed, step)
 
 
 def test_name_batches_keep_every_target():
-    """Each row of a batch keeps all its targets, the end token included: len(name) + 1."""
+    """Names packed end to end: each keeps all its targets, the end token included (len(name) + 1),
+    its tokens [0, c1..cn] at positions 0..n, and nothing else is in the batch (no padding)."""
     words = load_names(BUNDLED_NAMES)[:200]
     batches = NameBatches(words, VOCAB, batch_size=16, seed=3, device="cpu")
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
         ix = torch.randperm(len(words), generator=g)[:16]
-        x, y, mask = batches.take(ix)
-        assert (y != -100).sum(1).tolist() == [len(words[i]) + 1 for i in ix]
-        assert (y[torch.arange(16), mask.sum(1) - 1] == 0).all()  # the last target is the end token
-    x, y, _ = batches(0)  # the shuffled batches are made the same way
-    assert sorted((y != -100).sum(1).tolist()) == sorted(len(words[i]) + 1 for i in batches.perm[:16])
+        x, y, pos = batches.take(ix)
+        starts = (pos == 0).nonzero().squeeze(1).tolist() + [len(x)]
+        assert len(x) == sum(len(words[i]) + 1 for i in ix)
+        for i, a, b in zip(ix.tolist(), starts, starts[1:]):
+            assert VOCAB.decode(y[a:b]) == words[i] + "." and VOCAB.decode(x[a + 1 : b]) == words[i]
+            assert pos[a:b].tolist() == list(range(b - a))
+    x, y, pos = batches(0)  # the shuffled batches are made the same way
+    assert len(y) == sum(len(words[i]) + 1 for i in batches.perm[:16])
 
 
 @pytest.mark.parametrize("kind", ["conv", "flat"])
@@ -130,8 +146,8 @@ def test_batchnorm_recalibration_uses_clean_training_batches():
     for m in ref.modules():
         if hasattr(m, "running_mean"):
             m.momentum = 1.0
-    x, _, mask = batches.take(torch.arange(300))
-    ref.train()(x, mask)
+    x, _, pos = batches.take(torch.arange(300))
+    ref.train().packed(x, pos)
     for (name, a), b in zip(model.named_buffers(), ref.buffers()):
         assert torch.allclose(a, b, atol=1e-6), name
     assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "momentum"))
@@ -393,13 +409,30 @@ def test_non_finite_weights_under_a_finite_loss_are_never_saved(small_names, tmp
     stays finite, the checkpoint of step 40 finds it, and the one of step 20 stays."""
     real, calls = train_module.batch_loss, []
 
-    def batch_loss(model, *a):
+    def batch_loss(forward, *a):
         calls.append(1)
-        if len(calls) == 25:
-            next(m for m in model.modules() if hasattr(m, "running_var")).running_var[0] = math.nan
-        return real(model, *a)
+        if len(calls) == 25:  # forward: the model's packed method
+            next(m for m in forward.__self__.modules() if hasattr(m, "running_var")).running_var[0] = math.nan
+        return real(forward, *a)
 
     monkeypatch.setattr(train_module, "batch_loss", batch_loss)
     with pytest.raises(TrainingDiverged, match="became non-finite after step 20, by step 40 .*; the checkpoint of step 20 stays"):
         train(SMALL, quick(steps=100, checkpoint_every=20), data=small_names, out=tmp_path / "run", log=None)
     assert load_checkpoint(tmp_path / "run")["step"] == 20
+
+
+def test_weight_averaging_ends_with_the_average_and_resumes_exactly(small_names, tmp_path):
+    """swa: the model at the end is the mean of the weights after steps 30 and 40 (the last half,
+    every 10 steps), BatchNorm's statistics recomputed for it; the average is part of the checkpoint,
+    so a run resumed inside the window ends bit for bit where an uninterrupted one ends."""
+    config = quick(steps=40, swa=0.5, swa_every=10, checkpoint_every=0, eval_test=False)
+    averaged = train(SMALL, config, data=small_names, log=None).model
+    raw = train(SMALL, replace(config, swa=0.0), data=small_names, log=None).model  # the same steps
+    at_30 = train(SMALL, config, data=small_names, out=tmp_path / "cut", stop_at=30, log=None).model
+    for name, p in averaged.named_parameters():
+        mean = (dict(raw.named_parameters())[name] + dict(at_30.named_parameters())[name]) / 2
+        assert (p - mean).abs().max() <= 1e-6, name
+    bn, raw_bn = averaged.blocks[0].norm, raw.blocks[0].norm
+    assert (bn.running_mean - raw_bn.running_mean).abs().max() > 1e-4  # recomputed for the average
+    resumed = train(resume=tmp_path / "cut", log=None).model
+    assert same_weights(resumed, averaged)

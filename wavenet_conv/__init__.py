@@ -5,7 +5,7 @@ from .version import __version__
 
 from .errors import (CheckpointError, ConfigError, DataError, InputError, MissingExtraError, RunFolderError,
                      TrainingDiverged)
-from .config import ModelConfig, TrainConfig, recipe
+from .config import ModelConfig, TrainConfig, recipe, recipe_model
 from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
 from .conv import ConvModel
 from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, read_lines, sequences
@@ -22,7 +22,7 @@ __all__ = [
     "__version__",
     "InputError", "DataError", "CheckpointError", "ConfigError", "MissingExtraError", "RunFolderError",
     "TrainingDiverged",
-    "ModelConfig", "TrainConfig", "recipe",
+    "ModelConfig", "TrainConfig", "recipe", "recipe_model",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
     "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "read_lines", "sequences",

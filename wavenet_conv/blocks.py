@@ -58,6 +58,8 @@ class BatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
         dim = dim % x.dim()
         shape = channel_shape(x, dim, self.dim)
+        if self.training and mask is None:
+            return self.fused(x, dim)
         if self.training:
             mean, var = self.batch_stats(x, mask, dim)  # (shape) each
             with torch.no_grad():
@@ -67,9 +69,24 @@ class BatchNorm(nn.Module):
             mean, var = self.running_mean.view(shape), self.running_var.view(shape)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
 
+    def fused(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Training mode over every position, as one ``F.batch_norm`` kernel, exactly: F.batch_norm
+        normalizes with the biased variance v_b = v (n-1)/n, and
+        (x - m) / sqrt(v + eps) = sqrt((n-1)/n) (x - m) / sqrt(v_b + eps (n-1)/n),
+        so the weight takes the factor and eps the ratio; its running variance is the unbiased one."""
+        n = x.numel() // x.shape[dim]
+        if n < 2:
+            raise RuntimeError(f"BatchNorm in training mode needs at least 2 values per channel to estimate a "
+                               f"variance, got {n}: call model.eval() before scoring or sampling")
+        rows = x.movedim(dim, -1).reshape(-1, self.dim)  # (n, C): F.batch_norm's channels are axis 1
+        y = F.batch_norm(rows, self.running_mean, self.running_var, self.weight * ((n - 1) / n) ** 0.5, self.bias,
+                         True, self.momentum, self.eps * (n - 1) / n)
+        return y.view(x.movedim(dim, -1).shape).movedim(-1, dim)
+
     @staticmethod
     def batch_stats(x: torch.Tensor, mask: torch.Tensor | None, dim: int):
-        """Per-channel mean and unbiased variance over every axis but ``dim`` (where ``mask``)."""
+        """Per-channel mean and unbiased variance over every axis but ``dim`` (where ``mask``), in two
+        passes (``torch.var`` gives the same, about 10x slower on CPU)."""
         axes = [i for i in range(x.dim()) if i != dim]
         hint = "call model.eval() before scoring or sampling"
         if mask is None:
@@ -77,7 +94,8 @@ class BatchNorm(nn.Module):
             if n < 2:
                 raise RuntimeError(f"BatchNorm in training mode needs at least 2 values per channel to "
                                    f"estimate a variance, got {n}: {hint}")
-            return x.mean(axes, keepdim=True), x.var(axes, keepdim=True, correction=1)
+            mean = x.mean(axes, keepdim=True)
+            return mean, (x - mean).square().sum(axes, keepdim=True) / (n - 1)
         m = mask.unsqueeze(dim).to(x.dtype)  # 1 on the positions that count, broadcast over channels
         n = m.sum()  # a tensor: no host sync
         torch._assert_async(n >= 2, f"BatchNorm in training mode needs at least 2 real positions: {hint}")
@@ -112,14 +130,36 @@ def lecture_init_(linear: nn.Linear, scale: float = 1.0) -> nn.Linear:
     return linear
 
 
+class SigmoidTanh(torch.autograd.Function):
+    """tanh(x) computed as 2 sigmoid(2x) - 1, the same function: on CPU ``torch.sigmoid`` is several
+    times faster than ``torch.tanh`` (45 vs 224 us for a (912, 128) float32 tensor on the machine of
+    benchmarks/PERFORMANCE.md). Backward from the output: (1 - y^2) g."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(2 * x).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """``torch.tanh``, computed through the sigmoid on CPU (``SigmoidTanh``)."""
+    return SigmoidTanh.apply(x) if x.device.type == "cpu" else torch.tanh(x)
+
+
 def activate(a: torch.Tensor, activation: str, dim: int = -1) -> torch.Tensor:
     """Pre-activation with C_act channels on axis ``dim`` -> z with C = C_act channels (tanh), or
     C_act / 2 for the gated ones, whose two halves are f and g."""
     if activation == "tanh":
-        return torch.tanh(a)
+        return tanh(a)
     f, g = a.chunk(2, dim=dim)
     if activation == "gated":
-        return torch.tanh(f) * torch.sigmoid(g)
+        return tanh(f) * torch.sigmoid(g)
     return f * torch.sigmoid(g)  # glu
 
 
@@ -183,6 +223,12 @@ class Block(nn.Module):
         """The tree's node: older, newer (..., C_in) -> (out (..., H), skip (..., n_skip) or None)."""
         a = self.mix(torch.cat([older, newer], dim=-1))  # (..., C_act)
         return self.after_mix(a, newer, mask)
+
+    def pair_weight(self) -> torch.Tensor:
+        """``mix.weight`` with its halves stacked, (2*C_act, C_in) = [W_old; W_new]: one matmul of a
+        layer's input gives both halves' contributions of every position (``ConvModel.packed``)."""
+        w = self.mix.weight  # (C_act, 2*C_in)
+        return torch.cat([w[:, : self.c_in], w[:, self.c_in :]], 0)
 
     def conv_weight(self) -> torch.Tensor:
         """``mix.weight`` as a Conv1d weight (C_act, C_in, 2): ``[..., 0] = W_old``, ``[..., 1] = W_new``."""

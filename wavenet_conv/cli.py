@@ -30,7 +30,8 @@ import torch
 
 from .check import compare_forms
 from .checkpoint import load_model
-from .config import CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, resolve_device
+from .config import (CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, recipe_model,
+                     resolve_device)
 from .data import Vocab, lecture_split, load_names, open_names, parse_names, read_lines, source_name
 from .errors import ConfigError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
@@ -152,10 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the earlier run's checkpoint.pt, metrics.json and loss.png are removed first)")
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
                    f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
-    t.add_argument("--recipe", choices=sorted(RECIPES), help="default (conv form, whole names, AdamW; the default) "
-                   "or lecture (the lecture's: tree form, SGD, 200k steps)")
-    add_config_options(t.add_argument_group("model (default: the lecture's, 76,579 parameters)"), ModelConfig,
-                       MODEL_OPTIONS, show_default=True)
+    t.add_argument("--recipe", choices=list(RECIPES), help="default: the lecture's model, conv form, 8 epochs of "
+                   "whole names, AdamW (seconds); small: the best found at the lecture's 76,579 parameters (under a "
+                   "minute); best: the best single model found, 621,603 parameters (minutes); lecture: the "
+                   "lecture's own recipe, tree form, 200k SGD steps. Options given override the recipe's")
+    add_config_options(t.add_argument_group("model (default: the recipe's; the lecture's, 76,579 parameters, "
+                                            "unless --recipe best)"), ModelConfig, MODEL_OPTIONS, show_default=True)
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
                        show_default=False)
     t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
@@ -266,7 +269,7 @@ def cmd_train(args):
     else:
         tc = recipe(args.recipe or "default", device=args.device, **options)
         out = Path(args.out) if args.out else default_run_dir(tc.form)
-        mc = ModelConfig(**given(args, MODEL_OPTIONS))
+        mc = recipe_model(args.recipe or "default", **given(args, MODEL_OPTIONS))
         result = train(mc, tc, data=args.data, out=out, progress=progress, force=args.force)
     print(f"run folder: {result.run_dir}")
     if args.samples:

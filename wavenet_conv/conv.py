@@ -19,6 +19,11 @@ position of its own.
 The forward is one graph: no host syncs and no data-dependent Python (token ids and the start token
 are checked with device-side asserts), so it runs under ``torch.compile(fullgraph=True)``,
 ``torch.export`` and on the ``meta`` device.
+
+``ConvModel.packed`` computes the same function on names packed end to end, with no padding at all,
+for training: a batch of names of unequal lengths pads to its longest name (about 1.7 positions per
+target for the lecture's names), and packing computes each real position once. There the dilation is
+a gather of each position's look-back, which stops at its name's start (the replicate padding).
 """
 
 from __future__ import annotations
@@ -63,6 +68,42 @@ class ConvModel(WaveNetCore):
                 skips = s if skips is None else skips + s
         # the output layer reads each position's channels: channels last again
         return self.head(h.transpose(1, 2), None if skips is None else skips.transpose(1, 2))  # (B, T, V)
+
+    def packed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The same model on names packed end to end, for training.
+
+        x: (N,) token ids, the names back to back, each ``[0, c1, ..., cn]``; pos: (N,) long, each
+        position's index in its name (0 at its start). Returns (N, V) logits: row p predicts the
+        token after x[p] in its name. In training mode BatchNorm takes its statistics over all N
+        positions, every one real: the statistics of ``forward(x, mask)`` on the same names.
+
+        Layer l's look-back from position p is p - min(2**l, pos[p]): before the name's start it reads
+        the name's position 0, as ``forward``'s replicate padding does. The pair mix is one matmul
+        for both halves, ``[old | new] = h @ [W_old; W_new]^T``, and the older half is gathered;
+        layer 0's is a row lookup in ``wte @ [W_old; W_new]^T`` (V rows).
+        """
+        if x.dim() != 1 or pos.shape != x.shape:
+            raise ValueError(f"{type(self).__name__}.packed: x and pos of shape (N,), got {tuple(x.shape)}, {tuple(pos.shape)}")
+        check_tokens(x, self.config.vocab_size, f"{type(self).__name__}.packed input")
+        torch._assert_async(((pos != 0) | (x == 0)).all(), f"{type(self).__name__}.packed: every name must start "
+                            "with the start token 0 ('.') at pos 0")
+        rows = torch.arange(x.shape[0], device=x.device)  # (N,)
+        h = self.wte(x) if self.blocks[0].residual else None  # (N, E): layer 0's residual carries it
+        skips = None
+        for l, block in enumerate(self.blocks):
+            back = rows - torch.clamp(pos, max=block.dilation)  # (N,) the look-back, at most to the name's start
+            if l == 0:  # the input is an embedding: [old | new] of a token is a row of (V, 2*C_act)
+                P = F.embedding(x, F.linear(self.wte.weight, block.pair_weight()))  # (N, 2*C_act)
+            else:
+                P = F.linear(h, block.pair_weight())  # (N, 2*C_act)
+            old, new = P.chunk(2, dim=1)  # (N, C_act) each
+            a = new + old.index_select(0, back)  # (N, C_act)
+            if block.mix.bias is not None:
+                a = a + block.mix.bias
+            h, s = block.after_mix(a, h)  # (N, H), (N, S) or None
+            if s is not None:
+                skips = s if skips is None else skips + s
+        return self.head(h, skips)  # (N, V)
 
     def check_input(self, idx: torch.Tensor, mask: torch.Tensor | None):
         """Shapes and dtypes here; the token range and the start token as device-side asserts."""

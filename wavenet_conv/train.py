@@ -66,48 +66,60 @@ def lr_at(tc: TrainConfig, step: int) -> float:
         return tc.lr * (tc.lr_decay if step >= int(tc.decay_at * tc.steps) else 1.0)
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
-    t = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
-    return tc.lr * (tc.lr_decay + (1 - tc.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    if tc.schedule == "linear":
+        return tc.lr * (1 - (1 - tc.lr_decay) * t)
+    return tc.lr * (tc.lr_decay + (1 - tc.lr_decay) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def averaging(tc: TrainConfig, step: int) -> bool:
+    """Whether the weights after step ``step`` (1-based) join the average (``TrainConfig.swa``): every
+    ``swa_every`` steps of the last ``swa`` of the run."""
+    return bool(tc.swa) and step > tc.steps - round(tc.swa * tc.steps) and step % tc.swa_every == 0
 
 
 # ----------------------------------------------------------------------------- batches
 
 
 class NameBatches:
-    """Batches of whole names, an epoch-wise shuffle that depends only on (seed, step).
+    """Batches of whole names packed end to end (no padding), an epoch-wise shuffle that depends only
+    on (seed, step). A batch is (x, y, pos), each (N,): the tokens ``[0, c1..cn]`` of its names back to
+    back, their targets ``[c1..cn, 0]``, and each position's index in its name (``ConvModel.packed``).
 
     The names live on the device; their lengths and the batch order stay on the host, so that a
-    batch's width is known without reading anything back from the device.
+    batch's size is known without reading anything back from the device.
     """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
-        data = sequences(words, vocab)  # x, y, mask: (N, T_max)
-        self.x, self.y, self.mask = (t.to(device) for t in (data.x, data.y, data.mask))
-        self.lengths = data.lengths  # (N,) targets per name, on the host
+        data = sequences(words, vocab)  # x, y, mask: (n, T_max)
+        positions = torch.arange(data.x.shape[1]).expand_as(data.x)
+        self.x, self.y, self.pos = (t[data.mask].to(device) for t in (data.x, data.y, positions))  # every name's
+        self.lengths = data.lengths  # (n,) targets (positions) per name, on the host
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths  # (n,) where each name starts
         self.n, self.batch_size, self.seed = len(words), min(batch_size, len(words)), seed
         self.per_epoch = self.n // self.batch_size
-        self.epoch, self.perm, self.perm_on_device = -1, None, None
+        self.epoch, self.perm = -1, None
 
     def __call__(self, step: int):
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g)
-            self.perm_on_device = self.perm.to(self.x.device)  # once an epoch
-        rows = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        return self.take(self.perm[rows], self.perm_on_device[rows])
+        return self.take(self.perm[k * self.batch_size : (k + 1) * self.batch_size])
 
-    def take(self, ix: torch.Tensor, ix_on_device: torch.Tensor | None = None):
-        """Names ``ix`` (B,) as (x, y, mask), each (B, T), T the longest name's targets."""
-        T = int(self.lengths[ix].max())  # trim the padding common to the whole batch
-        ix = ix.to(self.x.device) if ix_on_device is None else ix_on_device
-        return self.x[ix, :T], self.y[ix, :T], self.mask[ix, :T]
+    def take(self, ix: torch.Tensor):
+        """Names ``ix`` (B,) packed: (x, y, pos), each (N,), N their targets in all."""
+        lengths = self.lengths[ix]  # (B,)
+        firsts = torch.cumsum(lengths, 0) - lengths  # where each name starts in the batch
+        src = torch.arange(int(lengths.sum())) + torch.repeat_interleave(self.starts[ix] - firsts, lengths)  # (N,)
+        src = src.to(self.x.device)
+        return self.x[src], self.y[src], self.pos[src]
 
     def in_order(self, size: int = 512):
-        """The whole training set once, in order: (x, mask) chunks."""
+        """The whole training set once, in order: (x, pos) chunks."""
         for i in range(0, self.n, size):
-            x, _, mask = self.take(torch.arange(i, min(i + size, self.n)))
-            yield x, mask
+            x, _, pos = self.take(torch.arange(i, min(i + size, self.n)))
+            yield x, pos
 
 
 class ContextBatches:
@@ -138,27 +150,26 @@ def add_input_noise(x: torch.Tensor, p: float, vocab_size: int, seed: int, step:
 @torch.no_grad()
 def recalibrate_batchnorm(model, batches) -> None:
     """Recompute every BatchNorm's running statistics on the clean training set: the mean of the
-    batch statistics over one ordered pass. Used after ``input_noise``, whose noisy batches the
-    running statistics were estimated on."""
+    batch statistics over one ordered pass. Used for averaged weights (``swa``), which no batch has
+    seen, and after ``input_noise``, whose noisy batches the running statistics were estimated on."""
     norms = [m for m in model.modules() if isinstance(m, BatchNorm)]
     if not norms:
         return
     momenta = [bn.momentum for bn in norms]
     model.train()
-    for k, (x, mask) in enumerate(batches.in_order()):
+    for k, (x, pos) in enumerate(batches.in_order()):
         for bn in norms:
             bn.momentum = 1.0 / (k + 1)  # a running mean of the batch statistics
-        model(x) if mask is None else model(x, mask)
+        model(x) if pos is None else model.packed(x, pos)
     for bn, m in zip(norms, momenta):
         bn.momentum = m
 
 
-def batch_loss(forward, x, y, mask) -> torch.Tensor:
-    """Mean cross-entropy over the batch's real targets; ``mask`` None means contexts (tree form)."""
-    if mask is None:
-        return F.cross_entropy(forward(x), y)  # (B, V) vs (B,)
-    logits = forward(x, mask)  # (B, T, V)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # padding is -100
+def batch_loss(forward, x, y, pos) -> torch.Tensor:
+    """Mean cross-entropy over the batch's targets: contexts (B, 2**L) with ``pos`` None (the tree
+    form's forward), or names packed end to end (``ConvModel.packed``)."""
+    logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
+    return F.cross_entropy(logits, y)
 
 
 def split_loss(model, words, vocab: Vocab) -> float:
@@ -173,7 +184,8 @@ def make_optimizer(model, tc: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, tc.beta2))
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in decay + rest)
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, tc.beta2), fused=fused)  # fused: one kernel a step
 
 
 def rng_state(device) -> dict:
@@ -315,6 +327,8 @@ class Run:
     train_seconds: float = 0.0  # wall time of the training steps alone, over every session
     eval_seconds: float = 0.0  # wall time of the evaluations (val along the way, the splits at the end)
     val_curve: list = field(default_factory=list)  # [(step, val loss)] along the way
+    swa: list | None = None  # the running average of the weights (``TrainConfig.swa``), one tensor a parameter
+    swa_count: int = 0  # how many steps' weights it averages
     saved_step: int | None = None  # the step of the checkpoint on disk
     verified: int = 0  # the steps whose losses have been checked finite
 
@@ -355,6 +369,13 @@ def check_split(words, data: dict) -> None:
                             f"its {part} split would be empty (at least {MIN_NAMES} names are needed)")
 
 
+def training_forward(model, tc: TrainConfig):
+    """What a training step runs: the tree's forward on contexts, or the conv form on packed names;
+    ``torch.compile``d (dynamic shapes) with ``tc.compile``."""
+    forward = model.packed if tc.form == "conv" else model
+    return torch.compile(forward, dynamic=True) if tc.compile else forward
+
+
 def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> Run:
     """A run at step 0 around ``model``: on the device, in training mode, with its optimizer and batches."""
     device = resolve_device(tc.device)
@@ -368,7 +389,7 @@ def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> R
         batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
     run_dir = Path(out) if out is not None else None
     return Run(tc, model, make_optimizer(model, tc), vocab, (train_words, val_words, test_words), batches,
-               device, data, run_dir, forward=torch.compile(model, dynamic=True) if tc.compile else model,
+               device, data, run_dir, forward=training_forward(model, tc),
                losses=torch.zeros(tc.steps, device=device))
 
 
@@ -423,6 +444,8 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     run.losses[: run.step] = ckpt["losses"].to(run.device)
     run.train_seconds, run.eval_seconds = ckpt.get("train_seconds", 0.0), ckpt.get("eval_seconds", 0.0)
     run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
+    if ckpt.get("swa") is not None:
+        run.swa, run.swa_count = [t.to(run.device) for t in ckpt["swa"]], ckpt["swa_count"]
     if ckpt.get("optimizer") is not None:
         run.optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"], run.device)
@@ -473,6 +496,7 @@ def save(run: Run, metrics: dict | None = None) -> None:
         state_dict=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step,
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, metrics=metrics,
+        swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
     )
     path = run.run_dir / CHECKPOINT_NAME
     try:
@@ -481,6 +505,18 @@ def save(run: Run, metrics: dict | None = None) -> None:
         raise OSError(e.errno, f"{path}: could not save the checkpoint of step {run.step} "
                                f"({e.strerror or e}); {kept(run)}") from e
     run.saved_step = run.step
+
+
+@torch.no_grad()
+def average_weights(run: Run) -> None:
+    """Fold the model's weights into the run's running average of them (stochastic weight averaging)."""
+    weights = [p.detach() for p in run.model.parameters()]
+    if run.swa is None:
+        run.swa, run.swa_count = [w.clone() for w in weights], 1
+        return
+    run.swa_count += 1
+    for avg, w in zip(run.swa, weights):
+        avg.lerp_(w, 1 / run.swa_count)
 
 
 def due(every: int, step: int, before: int) -> bool:
@@ -502,15 +538,17 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
     while run.step < end and not interrupt.hit:
         for group in opt.param_groups:
             group["lr"] = lr_at(tc, run.step)
-        x, y, mask = run.batches(run.step)  # names (B, T) x3, or contexts (B, 2**L), targets (B,), None
+        x, y, pos = run.batches(run.step)  # packed names (N,) x3, or contexts (B, 2**L), targets (B,), None
         if tc.input_noise:
             x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
-        loss = batch_loss(run.forward, x, y, mask)
+        loss = batch_loss(run.forward, x, y, pos)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         run.losses[run.step] = loss.detach()  # stays on the device
         run.step += 1
+        if averaging(tc, run.step):
+            average_weights(run)
         shown = bar.update(run.step, run.losses)  # now and then, the mean loss since the last report
         if shown is not None and not math.isfinite(shown):
             verify_finite(run)
@@ -530,7 +568,11 @@ def finish(run: Run, log) -> TrainResult:
     """The end of a run: split losses (eval mode), metrics, the last checkpoint, metrics.json, loss.png."""
     tc, model = run.config, run.model
     verify_finite(run)
-    if tc.input_noise:
+    if run.swa is not None:  # the averaged weights, then BatchNorm's statistics for them
+        with torch.no_grad():
+            for p, avg in zip(model.parameters(), run.swa):
+                p.copy_(avg)
+    if tc.input_noise or run.swa is not None:
         recalibrate_batchnorm(model, run.batches)
     model.eval()
     t0 = device_clock(run.device)
