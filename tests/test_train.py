@@ -436,3 +436,34 @@ def test_weight_averaging_ends_with_the_average_and_resumes_exactly(small_names,
     assert (bn.running_mean - raw_bn.running_mean).abs().max() > 1e-4  # recomputed for the average
     resumed = train(resume=tmp_path / "cut", log=None).model
     assert same_weights(resumed, averaged)
+
+
+def test_precision_auto_is_bfloat16_only_where_native(monkeypatch):
+    import builtins
+    import io as io_module
+
+    import wavenet_conv.config as config
+
+    real_open = builtins.open
+    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16", True), ("fpu avx2 avx512f", False)):
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io_module.StringIO(f"flags\t: {flags}\n")
+                            if path == "/proc/cpuinfo" else real_open(path, *a, **k))
+        cpu = torch.device("cpu")
+        assert config.native_bfloat16(cpu) is native
+        assert config.resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+        assert config.resolve_precision("float32", cpu) == torch.float32
+        assert config.resolve_precision("bfloat16", cpu) == torch.bfloat16
+    assert recipe("lecture").precision == "float32" and recipe("default").precision == "auto"
+
+
+def test_a_bfloat16_step_computes_the_same_loss_within_its_precision():
+    torch.manual_seed(0)
+    model = ConvModel(SMALL).train()
+    words = load_names(BUNDLED_NAMES)[:64]
+    x, y, pos = NameBatches(words, VOCAB, 64, 0, "cpu")(0)
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    full = train_module.batch_loss(model.packed, x, y, pos)
+    half = train_module.batch_loss(copy.deepcopy(model).packed, x, y, pos, torch.bfloat16)
+    assert seen == [torch.float32, torch.bfloat16] and half.dtype == torch.float32  # the matmuls, the loss
+    assert abs(half.item() - full.item()) < 0.02 * full.item()  # bfloat16 matmuls: about 3 significant digits

@@ -26,9 +26,10 @@ FORMS = ("conv", "tree")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "bfloat16")
 # the fields whose value is one of a few names
 CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "residual_input": RESIDUAL_INPUTS, "form": FORMS,
-           "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+           "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}
 
 
 class Config:
@@ -175,6 +176,7 @@ class TrainConfig(Config):
     beta2: float = 0.99  # AdamW's beta2
     seed: int = 42  # torch.manual_seed before the model's init; also the batch order
     device: str = "auto"  # cpu, cuda, or auto: cuda when available
+    precision: str = "auto"  # the training steps' matmuls: auto is bfloat16 where the hardware has it natively (weights stay float32)
     compile: bool = False  # torch.compile the model's forward for the training steps (dynamic shapes)
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end and on Ctrl-C)
     eval_every: int = 0  # steps between val-loss reports (0: only at the end)
@@ -216,7 +218,7 @@ RECIPES = {
     "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
-                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, checkpoint_every=20_000),
+                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, precision="float32", checkpoint_every=20_000),
 }
 
 
@@ -249,3 +251,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r}: CUDA is not available here")
     return dev
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with the
+    AVX-512 BF16 or AMX instructions (Linux's /proc/cpuinfo; elsewhere, False). Elsewhere bfloat16
+    matmuls are emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the training steps' matmuls (autocast; float32: none)."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return getattr(torch, precision)

@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from .blocks import BatchNorm
 from .checkpoint import (CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint, model_kind, resolve,
                          save_checkpoint, word_hashes)
-from .config import ModelConfig, TrainConfig, recipe, resolve_device
+from .config import ModelConfig, TrainConfig, recipe, resolve_device, resolve_precision
 from .conv import ConvModel
-from .data import Vocab, contexts, lecture_split, load_names, sequences, sha256_file
+from .data import START, Vocab, contexts, lecture_split, load_names, sha256_file
 from .errors import ConfigError, DataError, TrainingDiverged
 from .paths import bundled_names
 from .runfolder import RunFolder
@@ -91,11 +91,12 @@ class NameBatches:
     """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
-        data = sequences(words, vocab)  # x, y, mask: (n, T_max)
-        positions = torch.arange(data.x.shape[1]).expand_as(data.x)
-        self.x, self.y, self.pos = (t[data.mask].to(device) for t in (data.x, data.y, positions))  # every name's
-        self.lengths = data.lengths  # (n,) targets (positions) per name, on the host
+        chars = torch.tensor([vocab.stoi[ch] for w in words for ch in w + START], dtype=torch.long)  # c1..cn 0, each name
+        self.lengths = torch.tensor([len(w) + 1 for w in words], dtype=torch.long)  # (n,) targets per name, on the host
         self.starts = torch.cumsum(self.lengths, 0) - self.lengths  # (n,) where each name starts
+        pos = torch.arange(len(chars)) - torch.repeat_interleave(self.starts, self.lengths)  # index in its name
+        x = torch.where(pos == 0, 0, chars.roll(1))  # [0, c1..cn] each: the targets shifted, '.' in front
+        self.x, self.y, self.pos = (t.to(device) for t in (x, chars, pos))
         self.n, self.batch_size, self.seed = len(words), min(batch_size, len(words)), seed
         self.per_epoch = self.n // self.batch_size
         self.epoch, self.perm = -1, None
@@ -165,11 +166,13 @@ def recalibrate_batchnorm(model, batches) -> None:
         bn.momentum = m
 
 
-def batch_loss(forward, x, y, pos) -> torch.Tensor:
+def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Mean cross-entropy over the batch's targets: contexts (B, 2**L) with ``pos`` None (the tree
-    form's forward), or names packed end to end (``ConvModel.packed``)."""
-    logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
-    return F.cross_entropy(logits, y)
+    form's forward), or names packed end to end (``ConvModel.packed``). ``dtype``: the matmuls' (a
+    bfloat16 autocast: weights, statistics and the loss stay float32)."""
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
+    return F.cross_entropy(logits.float(), y)
 
 
 def split_loss(model, words, vocab: Vocab) -> float:
@@ -322,6 +325,8 @@ class Run:
     data: dict  # the names file: {"path", "sha256", "n_words"}
     run_dir: Path | None  # where checkpoint.pt, metrics.json and loss.png go (None: nowhere)
     forward: Callable = None  # the model's forward for the training steps (compiled with config.compile)
+    dtype: torch.dtype = torch.float32  # the training steps' matmuls (config.precision)
+    train_words: torch.Tensor = None  # hashes of the training names, in every checkpoint
     step: int = 0  # optimizer steps done
     losses: torch.Tensor = None  # (steps,) float32 on the device: the loss of every step done
     train_seconds: float = 0.0  # wall time of the training steps alone, over every session
@@ -389,8 +394,8 @@ def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> R
         batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
     run_dir = Path(out) if out is not None else None
     return Run(tc, model, make_optimizer(model, tc), vocab, (train_words, val_words, test_words), batches,
-               device, data, run_dir, forward=training_forward(model, tc),
-               losses=torch.zeros(tc.steps, device=device))
+               device, data, run_dir, forward=training_forward(model, tc), dtype=resolve_precision(tc.precision, device),
+               train_words=word_hashes(train_words), losses=torch.zeros(tc.steps, device=device))
 
 
 def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None) -> Run:
@@ -492,7 +497,7 @@ def save(run: Run, metrics: dict | None = None) -> None:
         return
     ckpt = dict(
         kind=model_kind(run.model), model_config=run.model.config.to_dict(), vocab=run.vocab.to_dict(),
-        train_config=run.config.to_dict(), data=run.data, train_words=word_hashes(run.splits[0]),
+        train_config=run.config.to_dict(), data=run.data, train_words=run.train_words,
         state_dict=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step,
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, metrics=metrics,
@@ -541,7 +546,7 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         x, y, pos = run.batches(run.step)  # packed names (N,) x3, or contexts (B, 2**L), targets (B,), None
         if tc.input_noise:
             x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
-        loss = batch_loss(run.forward, x, y, pos)
+        loss = batch_loss(run.forward, x, y, pos, run.dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
