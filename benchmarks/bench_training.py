@@ -1,6 +1,8 @@
 """Training throughput, targets per second, same parameters: the tree on context minibatches (the
-lecture's 32 random contexts; and all the contexts of a batch of names) vs the conv on the same
-batch of whole names. One round = forward, backward and one SGD step."""
+lecture's 32 random contexts; and all the contexts of a batch of names) vs the conv form on the same
+batch of whole names: right-padded through ``forward`` (the Conv1d layers), packed end to end through
+``packed`` (the library's training step), and packed with bfloat16 matmuls. One round = forward,
+backward and one SGD step."""
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from baselines import devices, load_split, make_model, median_s
 from wavenet_conv import TreeModel, contexts, sequences
 from wavenet_conv.data import IGNORE
+from wavenet_conv.train import batch_loss
 
 NAMES_PER_BATCH = 64
 
@@ -21,7 +24,10 @@ def batches(depth: int, device: str, n: int = 8):
     for _ in range(n):
         words = [train[i] for i in torch.randint(len(train), (NAMES_PER_BATCH,), generator=g).tolist()]
         X, Y = contexts(words, vocab, 2**depth)
-        out.append((X.to(device), Y.to(device), sequences(words, vocab).to(device)))
+        seq = sequences(words, vocab).to(device)
+        positions = torch.arange(seq.x.shape[1], device=device).expand_as(seq.x)
+        packed = (seq.x[seq.mask], seq.y[seq.mask], positions[seq.mask])  # (N,) each: no padding
+        out.append((X.to(device), Y.to(device), seq, packed))
     return out, vocab
 
 
@@ -35,16 +41,19 @@ def round_fn(kind: str, depth: int, device: str):
     it = iter(range(10**9))
 
     def step():
-        X, Y, seq = data[next(it) % len(data)]
+        X, Y, seq, packed = data[next(it) % len(data)]
         if kind == "tree_lecture_32":  # the lecture's minibatch: 32 contexts drawn with replacement
             ix = torch.randint(len(Y), (32,), generator=g).to(device)
             loss, n = F.cross_entropy(model(X[ix]), Y[ix]), 32
         elif kind == "tree_contexts":  # every context of the batch's names
             loss, n = F.cross_entropy(model(X), Y), len(Y)
-        else:  # whole names, BatchNorm statistics over real positions only
+        elif kind == "conv_padded":  # whole names right-padded, BatchNorm statistics over real positions only
             logits = model(seq.x, seq.mask)  # (B, T, V)
             loss = F.cross_entropy(logits.transpose(1, 2), seq.y, ignore_index=IGNORE)
             n = int(seq.lengths.sum())
+        else:  # packed end to end, as train() does; float32 or bfloat16 matmuls
+            dtype = torch.bfloat16 if kind == "conv_packed_bf16" else torch.float32
+            loss, n = batch_loss(model.packed, *packed, dtype), len(packed[0])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -54,7 +63,7 @@ def round_fn(kind: str, depth: int, device: str):
     return step
 
 
-@pytest.mark.parametrize("kind", ["tree_lecture_32", "tree_contexts", "conv_names"])
+@pytest.mark.parametrize("kind", ["tree_lecture_32", "tree_contexts", "conv_padded", "conv_packed", "conv_packed_bf16"])
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("depth", [3, 6])
 def test_train_throughput(benchmark, request, depth, device, kind):
