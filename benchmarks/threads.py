@@ -32,7 +32,7 @@ def workload(name: str, quick: bool):
 
     from baselines import load_split, make_model
     from wavenet_conv import sample_names, score_names
-    from wavenet_conv.config import recipe
+    from wavenet_conv.config import recipe, resolve_precision
     from wavenet_conv.train import NameBatches, batch_loss, make_optimizer
 
     train, dev, vocab = load_split()
@@ -40,10 +40,11 @@ def workload(name: str, quick: bool):
         model = make_model(3, "cpu", vocab).train()
         batches = NameBatches(train, vocab, 128, 42, torch.device("cpu"))
         opt = make_optimizer(model, recipe("default"))
+        dtype = resolve_precision("auto", torch.device("cpu"))  # the default recipe's step, as train() runs it
         step = iter(range(10**9))
 
         def run():
-            loss = batch_loss(model, *batches(next(step)))
+            loss = batch_loss(model.packed, *batches(next(step)), dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
