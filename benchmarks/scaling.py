@@ -29,8 +29,7 @@ per unit, as each contender runs:
 * lecture, window: the tree, ``2^(L-1)·2EH + Σ_{l=1}^{L-1} 2^(L-1-l)·2H² + HV`` per target;
 * tree_folded: the same, with the output layer padded to 32 columns (H·32 instead of HV);
 * conv1d_forward: ``2EH + (L-1)·2H² + HV`` per position it computes, right-padding included;
-* fast: ``max(L-2, 0)·2H² + H·32`` (layers 0 and 1 are one lookup in a table of token pairs);
-* cached: ``(L-1)·2H² + H·32`` (layer 0 and the embedding are one table lookup).
+* fast, cached: ``max(L-2, 0)·2H² + H·32`` (layers 0 and 1 are one lookup in a table of token pairs).
 
 Writes ``scaling.csv`` (every point), ``depth.png``, ``length.png``, ``batch.png`` and
 ``machine.txt`` into ``--out`` and prints the machine and every point.
@@ -139,10 +138,8 @@ def macs(contender: str, depth: int, config, positions_per_target: float = 1.0) 
         return tree - H * V + H * v_pad
     if contender == "conv1d_forward":
         return conv * positions_per_target
-    if contender == "fast":  # layers 0 and 1 are one lookup in a table of token pairs
+    if contender in ("fast", "cached"):  # layers 0 and 1 are one lookup in a table of token pairs
         return fast_work_per_target(depth, H, V)
-    if contender == "cached":  # layer 0 is one lookup
-        return (depth - 1) * 2 * H * H + H * v_pad
     raise ValueError(contender)
 
 

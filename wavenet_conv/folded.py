@@ -16,10 +16,10 @@ rounding: ≤ 1e-10 in float64, tested for every variant):
   of n characters, and nothing for padding.
 * **Layer 0 as a lookup.** Its input is an embedding, so embedding + GEMM is one ``index_select``
   from the (V, 2·C_act) table ``wte @ [W_old; W_new]^T + [0 | b]``.
-* **Layers 0 and 1 as a lookup, when scoring.** Layer 0's output at t is a function of the token
+* **Layers 0 and 1 as a lookup.** Layer 0's output at t is a function of the token
   pair (x[t-1], x[t]) alone (at t = 0 the pair is ('.', '.'): the start state), so ``PairTable``
-  holds it for all V² pairs, with its skip and layer 1's GEMM of it. A position then costs one row
-  lookup for layers 0 and 1, and GEMMs from layer 2 on.
+  holds it for all V² pairs, with its skip and layer 1's GEMM of it. A position (or a sampled
+  character) then costs one row lookup for layers 0 and 1, and GEMMs from layer 2 on.
 * **tanh = 2σ(2x) − 1.** On CPU ``sigmoid`` is several times faster than ``tanh``; the factor 2 inside
   is folded into the weights (``FoldedLayer.doubled``).
 * **A GEMM-friendly head.** The output layer is padded to a multiple of 16 columns, with -inf logits.
@@ -215,10 +215,10 @@ class FoldedModel:
     """
 
     @torch.no_grad()
-    def __init__(self, model: WaveNetCore, pairs: bool = True):
+    def __init__(self, model: WaveNetCore):
         self.layers, self.head, self.wte = fold_layers(model), fold_head(model), model.wte.weight
         V = self.wte.shape[0]
-        self.pairs = self.pair_table() if pairs and V * V <= PAIR_TABLE_MAX else None
+        self.pairs = self.pair_table() if V * V <= PAIR_TABLE_MAX else None
 
     def pair_table(self) -> PairTable:
         V = self.wte.shape[0]
@@ -278,7 +278,6 @@ class FoldedModel:
         return h, skips
 
 
-def fold(model: WaveNetCore, pairs: bool = True) -> FoldedModel:
-    """The folded form of ``model`` (eval mode; see ``eval_mode``); ``pairs``: build the table of token
-    pairs (scoring whole names; the cached sampler goes one position at a time and needs none)."""
-    return FoldedModel(model, pairs)
+def fold(model: WaveNetCore) -> FoldedModel:
+    """The folded form of ``model`` (eval mode; see ``eval_mode``)."""
+    return FoldedModel(model)

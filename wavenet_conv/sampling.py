@@ -4,9 +4,9 @@ Two samplers, the same samples:
 
 * cached ("Fast Wavenet Generation", Paine et al. 2016), on the folded model (``folded.py``): layer l
   keeps a ring of its last d = 2**l older-half contributions ``h_l[t] @ W_old`` (before d steps, the
-  start state's ``q_l``); each new character costs one table lookup (embedding and layer 0 together)
-  and L - 1 (B, C) x (C, 2 C_act) GEMMs, instead of the 2**L - 1 pair operations of the window. Rows
-  whose name has ended leave the batch.
+  start state's ``q_l``); each new character costs one lookup in the table of token pairs (the
+  embedding and layers 0 and 1 together) and L - 2 (B, C) x (C, 2 C_act) GEMMs, instead of the
+  2**L - 1 pair operations of the window. Rows whose name has ended leave the batch.
 * window (``cached=False``): the lecture's sampler; the tree's forward on the last 2**L tokens, every
   step.
 
@@ -41,22 +41,39 @@ CACHE_BUDGET = 64 << 20  # bytes of the cached sampler's rings per batch, at mos
 
 class CachedStepper:
     """Cached generation. ``feed(tok)`` takes the token at time t, (B,) long, and returns the logits
-    (B, V) for time t + 1; the first token fed is the start token 0."""
+    (B, V) for time t + 1; the first token fed is the start token 0.
+
+    Layer 0's output at t is a function of the pair (x[t-1], x[t]), so with the folded model's table
+    of token pairs (``folded.PairTable``) layers 0 and 1 cost one row lookup: each character costs
+    L - 2 GEMMs of (B, H) x (H, 2 C_act) and the head."""
 
     def __init__(self, model: WaveNetCore, batch: int):
-        self.folded = fold(model, pairs=False)
+        self.folded = fold(model)
         self.layers, self.head, self.wte = self.folded.layers, self.folded.head, self.folded.wte
         # ring[l][t % d] = (rows, h_l[t] @ W_old): written at time t for time t + d, for the rows then in
         # the batch; None before (the look-back is the all-'.' history: q)
         self.ring = [[None] * layer.dilation for layer in self.layers]
         self.rows = torch.arange(batch, device=self.wte.device)  # the rows still in the batch
+        self.prev = torch.zeros(batch, dtype=torch.long, device=self.wte.device)  # x[t-1]: '.' before the start
         self.t = 0
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
-        h = self.wte.index_select(0, tok) if self.folded.embeds_input else None  # (B, E), residual only
-        skips = None
-        for l, layer in enumerate(self.layers):
-            P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
+        pairs, first, P, h, skips = self.folded.pairs, 0, None, None, None
+        if pairs is not None:  # layers 0 and 1 as one lookup
+            pair = self.prev * self.wte.shape[0] + tok  # (B,)
+            self.prev = tok
+            skips = None if pairs.skips is None else pairs.skips.index_select(0, pair)  # (B, S)
+            if pairs.mix1 is None:  # one layer: the table holds its output
+                self.t += 1
+                return self.head(pairs.h.index_select(0, pair), skips)[:, : self.head.vocab_size]
+            first, P = 1, pairs.mix1.index_select(0, pair)  # (B, 2*C_act): layer 1's GEMM
+            h = pairs.h.index_select(0, pair) if self.layers[1].block.residual else None  # (B, H)
+        elif self.folded.embeds_input:
+            h = self.wte.index_select(0, tok)  # (B, E): layer 0's residual carries it
+        for l in range(first, len(self.layers)):
+            layer = self.layers[l]
+            if P is None:
+                P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
             old, a = P[:, : layer.c_act], P[:, layer.c_act :]
             slot = self.t % layer.dilation
             if self.ring[l][slot] is None:  # t - d is before the start
@@ -66,12 +83,14 @@ class CachedStepper:
                 a = a.add_(past if len(rows) == len(self.rows) else past.index_select(0, torch.searchsorted(rows, self.rows)))
             self.ring[l][slot] = (self.rows, old)  # a view of P: after_mix only touches a
             h, skips = after_mix(layer, a, h, skips)  # (B, H)
+            P = None
         self.t += 1
         return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the rows ``keep`` (B',) of the current batch, in order."""
         self.rows = self.rows.index_select(0, keep)
+        self.prev = self.prev.index_select(0, keep)
 
 
 class WindowStepper:
