@@ -22,6 +22,7 @@ from dataclasses import fields
 import torch
 
 from wavenet_conv.config import ModelConfig, TrainConfig, recipe
+from wavenet_conv.errors import InputError
 from wavenet_conv.train import train
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
@@ -118,4 +119,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as e:  # a bad list, option or run folder: one line, as the command line does
+        sys.exit(f"experiments.py: error: {e}")

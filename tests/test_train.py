@@ -467,3 +467,19 @@ def test_a_bfloat16_step_computes_the_same_loss_within_its_precision():
     half = train_module.batch_loss(copy.deepcopy(model).packed, x, y, pos, torch.bfloat16)
     assert seen == [torch.float32, torch.bfloat16] and half.dtype == torch.float32  # the matmuls, the loss
     assert abs(half.item() - full.item()) < 0.02 * full.item()  # bfloat16 matmuls: about 3 significant digits
+
+
+def test_a_run_saved_before_precision_and_swa_resumes_as_it_ran(small_names, tmp_path):
+    """A checkpoint of wavenet_conv 0.1 has no precision or swa: those runs were float32 without weight
+    averaging, and a resume keeps them so (not today's defaults)."""
+    from wavenet_conv.checkpoint import load_checkpoint, save_checkpoint
+
+    train(SMALL, quick(steps=20, precision="float32"), data=small_names, out=tmp_path / "run", stop_at=10, log=None)
+    ckpt = load_checkpoint(tmp_path / "run")
+    for field in ("precision", "swa", "swa_every"):
+        del ckpt["train_config"][field]
+    save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "format_version", "library_version")},
+                    tmp_path / "run" / "checkpoint.pt")
+    config = train_module.saved_config(tmp_path / "run")
+    assert config.precision == "float32" and config.swa == 0.0 and config.swa_every == 10
+    assert train(resume=tmp_path / "run", log=None).config.precision == "float32"

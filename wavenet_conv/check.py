@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from .conv import ConvModel
 from .data import Vocab, contexts, sequences
+from .train import device_clock
 from .tree import TreeModel
 
 
@@ -25,12 +24,12 @@ def compare_forms(tree: TreeModel, words: list[str], vocab: Vocab) -> dict:
     conv = ConvModel.from_tree(tree)
     dev = next(tree.parameters()).device
     X, Y = contexts(words, vocab, tree.block_size)
-    batch = sequences(words, vocab).to(dev)
-    t0 = time.perf_counter()
-    tree_logits = tree(X.to(dev))  # (N, V)
-    t1 = time.perf_counter()
+    X, batch = X.to(dev), sequences(words, vocab).to(dev)
+    t0 = device_clock(dev)
+    tree_logits = tree(X)  # (N, V)
+    t1 = device_clock(dev)
     conv_logits = conv(batch.x)[batch.mask]  # (N, V), same order
-    t2 = time.perf_counter()
+    t2 = device_clock(dev)
     Y = Y.to(dev)
     return {
         "targets": int(Y.numel()),

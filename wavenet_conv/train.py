@@ -414,9 +414,18 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
     return build_run(tc, model, vocab, words, data_info, folder and folder.path)
 
 
+# what a field added since wavenet_conv 0.1 was for a run saved without it: its value then
+EARLIER_RUNS = {"precision": "float32", "swa": 0.0}
+
+
+def checkpoint_config(ckpt: dict) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint's run was trained with (older checkpoints: ``EARLIER_RUNS``)."""
+    return TrainConfig.from_dict({**EARLIER_RUNS, **ckpt["train_config"]})
+
+
 def saved_config(path_or_run) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint (or run folder) was trained with."""
-    return TrainConfig.from_dict(load_checkpoint(path_or_run)["train_config"])
+    return checkpoint_config(load_checkpoint(path_or_run))
 
 
 def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
@@ -435,7 +444,7 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     """Set up a run from its checkpoint: its configs, data file, the run folder claimed, then its
     weights, optimizer, RNG and losses."""
     ckpt = load_checkpoint(path)
-    tc = resumed_config(TrainConfig.from_dict(ckpt["train_config"]), tc)
+    tc = resumed_config(checkpoint_config(ckpt), tc)
     if model_config is not None and model_config.to_dict() != {**ckpt["model_config"], "vocab_size": model_config.vocab_size}:
         raise ConfigError("a resumed run keeps its model: pass no model_config (or the run's own)")
     vocab = Vocab.from_dict(ckpt["vocab"])
