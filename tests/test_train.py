@@ -14,11 +14,12 @@ import torch
 
 from wavenet_conv import (ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
                           TreeModel, lecture_split, load_names, score_names)
+from wavenet_conv import sample_names
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.train import (NameBatches, averaging, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
                                 recalibrate_batchnorm, recipe, train)
 
-from conftest import BUNDLED_NAMES, VOCAB, interrupt_at
+from conftest import BUNDLED_NAMES, VOCAB, cuda_only, interrupt_at
 
 SMALL = ModelConfig(n_embd=8, n_hidden=32)
 train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
@@ -483,3 +484,18 @@ def test_a_run_saved_before_precision_and_swa_resumes_as_it_ran(small_names, tmp
     config = train_module.saved_config(tmp_path / "run")
     assert config.precision == "float32" and config.swa == 0.0 and config.swa_every == 10
     assert train(resume=tmp_path / "run", log=None).config.precision == "float32"
+
+
+@cuda_only
+def test_training_scoring_and_sampling_on_cuda(small_names, tmp_path):
+    """The device-agnostic paths on a GPU: a short run, then scoring and sampling its model there."""
+    result = train(SMALL, quick(steps=30, device="cuda", checkpoint_every=10), data=small_names,
+                   out=tmp_path / "run", progress=False, log=None)
+    assert next(result.model.parameters()).device.type == "cuda"
+    assert math.isfinite(result.metrics["val_loss"]) and result.metrics["val_loss"] < 3.3
+    model, vocab, _ = load_model(tmp_path / "run", device="cuda")
+    words = load_names(small_names)[:50]
+    on_gpu = score_names(model, words, vocab)
+    on_cpu = score_names(model.cpu(), words, vocab)
+    assert torch.allclose(on_gpu.nll, on_cpu.nll, atol=1e-3)
+    assert len(sample_names(model.cuda(), 5, vocab, generator=torch.Generator("cuda").manual_seed(0))) == 5
