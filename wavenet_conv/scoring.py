@@ -342,8 +342,8 @@ def score_lines(
                 ok[cut:], empty[cut:], invalid = False, False, []
             keep = np.flatnonzero(ok)
             names = [block[i] for i in keep]
-            if len(keep) < len(block):
-                tokens, lengths, _ = encode_names(names, vocab)
+            if len(keep) < len(block):  # the kept names' characters: no second encoding
+                tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
             scores = _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, 8192)
             yield LineScores([numbers[i] for i in keep], names, scores, invalid, int(empty.sum()))
             if stop is not None:
