@@ -110,7 +110,7 @@ def main(argv=None):
         tc = TrainConfig.from_dict({**tc.to_dict(), "eval_test": args.test, "checkpoint_every": 0 if not args.runs_dir else tc.checkpoint_every})
         out = os.path.join(args.runs_dir, name) if args.runs_dir else None
         print(f"== {name}: {describe(model, tc)}", flush=True)
-        m = train(model, tc, data=args.data, out=out, progress=False).metrics
+        m = train(model, tc, data=args.data, out=out, progress=False, threads=None).metrics
         with open(args.out, "a") as f:
             f.write(row(name, m))
         with open(os.path.splitext(args.out)[0] + ".jsonl", "a") as f:

@@ -91,7 +91,7 @@ def main(argv=None):
     ]
     for label, params, l_train, l_val, make in rows:
         print(f"== {label}", flush=True)
-        r = train(config=tc, data=args.data, make_model=make, progress=False)
+        r = train(config=tc, data=args.data, make_model=make, progress=False, threads=None)
         m = r.metrics
         if m["params"] != params:
             print(f"   note: {m['params']:,} parameters, the lecture has {params:,}")

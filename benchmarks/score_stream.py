@@ -80,9 +80,9 @@ def in_memory_rate(run: str, path: str) -> tuple[float, int, int]:
     model, vocab, _ = load_model(run)
     with open(path) as f:
         names = f.read().split()
-    score_names(model, names[:1000], vocab)  # warm up
+    score_names(model, names[:1000], vocab, threads=None)  # warm up
     t0 = time.perf_counter()
-    r = score_names(model, names, vocab)
+    r = score_names(model, names, vocab, threads=None)
     return time.perf_counter() - t0, len(names), int(r.n_targets.sum())
 
 

@@ -32,8 +32,11 @@ def workload(name: str, quick: bool):
 
     from baselines import load_split, make_model
     from wavenet_conv import sample_names, score_names
-    from wavenet_conv.config import recipe, resolve_precision
-    from wavenet_conv.train import NameBatches, batch_loss, make_optimizer
+    from wavenet_conv.batches import NameBatches
+    from wavenet_conv.config import recipe
+    from wavenet_conv.device import resolve_precision
+    from wavenet_conv.optim import make_optimizer
+    from wavenet_conv.train import batch_loss
 
     train, dev, vocab = load_split()
     if name == "train_step":
@@ -52,11 +55,11 @@ def workload(name: str, quick: bool):
     if name.startswith("score"):
         model = make_model(3, "cpu", vocab)
         names = dev if name == "score_dev" else (train * 8)[: 2000 if quick else 200_000]
-        return (lambda: score_names(model, names, vocab)), f"{len(names):,} names"
+        return (lambda: score_names(model, names, vocab, threads=None)), f"{len(names):,} names"
     depth, n = int(name[-1]), 100 if quick else 1000
     model = make_model(depth, "cpu", vocab, train_words=train)
     g = torch.Generator()
-    return (lambda: sample_names(model, n, vocab, generator=g.manual_seed(0))), f"{n:,} names"
+    return (lambda: sample_names(model, n, vocab, generator=g.manual_seed(0), threads=None)), f"{n:,} names"
 
 
 def child(name: str, threads: int, quick: bool) -> None:

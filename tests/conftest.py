@@ -15,7 +15,7 @@ import torch
 
 from wavenet_conv import ConvModel, ModelConfig, TreeModel, Vocab, load_names
 from wavenet_conv.cli import main
-from wavenet_conv.train import NameBatches
+from wavenet_conv.batches import NameBatches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_NAMES = os.path.join(ROOT, "data", "names.txt")

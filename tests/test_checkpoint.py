@@ -16,7 +16,7 @@ CONFIG = ModelConfig(n_embd=6, n_hidden=16, n_layers=2, activation="gated", resi
 
 def write(tmp_path, model, **extra):
     ckpt = dict(kind=model_kind(model), model_config=model.config.to_dict(), vocab=VOCAB.to_dict(),
-                state_dict=model.state_dict(), train_words=word_hashes(["anna", "bob"]), **extra)
+                state_dict=model.state_dict(), train_hashes=word_hashes(["anna", "bob"]), **extra)
     return save_checkpoint(ckpt, tmp_path / "run" / "checkpoint.pt")
 
 

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import wavenet_conv.cli as cli_module
+import wavenet_conv.sampling as sampling_module
+import wavenet_conv.device as device_module
 from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names, train
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.cli import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, main
@@ -177,10 +179,12 @@ def test_every_command_that_computes_takes_device(command):
     assert build_parser().parse_args(argv).device == "cpu"
 
 
-def test_check_compares_the_two_forms(monkeypatch, capsys):
-    code, out, err = run_main(["check", "--layers", "2", "--device", "cpu"], monkeypatch, capsys)
+def test_check_compares_the_two_forms_and_times_them_in_float32(monkeypatch, capsys):
+    code, out, err = run_main(["check", "--depth", "2", "--device", "cpu"], monkeypatch, capsys)
     assert code == 0, err
-    assert float(out.splitlines()[-1].split(": ")[-1]) <= 1e-10  # float64
+    equal, race = out.splitlines()[1:]
+    assert equal.startswith("float64:") and float(equal.split(": ")[-1]) <= 1e-10
+    assert race.startswith("float32") and all(f"{form} " in race for form in ("tree form", "conv form", "fast path"))
 
 
 @pytest.fixture
@@ -260,9 +264,14 @@ ERRORS = [
     (["score", "{bad}", "-"], "no checkpoint.pt"),
     (["sample", "{run}", "--prefix", "zoë"], "--prefix"),
     (["sample", "{run}", "--top-k", "0"], ">= 1"),
-    (["sample", "{run}", "--temperature", "-1"], "> 0"),
+    (["sample", "{run}", "--temperature", "-1"], "--temperature must be a positive finite number, got -1.0"),
+    (["sample", "{run}", "-n", "-1"], "-n must be an integer >= 0, got -1"),
+    (["train", "--samples", "-1", "--steps", "1"], "--samples must be an integer >= 0, got -1"),
+    (["score", "{run}", "--chunk", "0"], "--chunk must be an integer >= 1, got 0"),
+    (["score", "{run}", "--threads", "0"], "--threads must be 'auto' or an integer >= 1"),
+    (["score", "{run}", "--shard", "3/3"], "0 <= K < N"),
     (["sample", "{run}", "--temperature", "inf"], "finite"),
-    (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len 3 is shorter than --prefix"),
+    (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len must be an integer >= 4, got 3"),
     (["sample", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["check", "--data", "{bad}/dot.txt"], "dot.txt:3:"),
     ([], "required"),
@@ -344,20 +353,23 @@ def test_export_without_the_extra_says_how_to_get_it(run, tmp_path, monkeypatch,
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "score RUN", "sample RUN", "check", "export RUN OUT"])
-def test_every_subcommand_takes_threads_one_by_default(command, monkeypatch):
-    """The thread policy: one thread unless --threads says otherwise, set for the command's run and
-    put back after it (main may run inside a Python process)."""
+@pytest.mark.parametrize("command,default", [("train", 1), ("score RUN", 5), ("sample RUN", 5), ("check", 1),
+                                             ("export RUN OUT", 5)])
+def test_every_subcommand_takes_threads(command, default, monkeypatch):
+    """The thread policy: the library's default for the command (1 for training and timing, "auto"
+    for the rest) unless --threads says otherwise, set for the command's run and put back after it
+    (main may run inside a Python process)."""
     words = command.split()
-    assert build_parser().parse_args(words).threads == cli_module.DEFAULT_THREADS == 1
     assert build_parser().parse_args(words + ["--threads", "3"]).threads == 3
+    assert build_parser().parse_args(words + ["--threads", "auto"]).threads == "auto"
     seen = []
     monkeypatch.setitem(cli_module.COMMANDS, words[0], lambda args: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(device_module, "auto_threads", lambda: 5)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert main(words) == 0 and main(words + ["--threads", "3"]) == 0
-        assert seen == [1, 3] and torch.get_num_threads() == 2
+        assert main(words) == 0 and main(words + ["--threads", "3"]) == 0 and main(words + ["--threads", "auto"]) == 0
+        assert seen == [default, 3, 5] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -419,7 +431,7 @@ def test_sample_streams_batches_of_bounded_memory(run, monkeypatch, capsys):
 
     assert batch_size(ConvModel(ModelConfig())) == (64 << 20) // ((1 + 2 + 4) * 2 * 128 * 4)  # 7 KB a name
     assert batch_size(ConvModel(ModelConfig(n_layers=6))) == (64 << 20) // (63 * 2 * 128 * 4)
-    monkeypatch.setattr(cli_module, "batch_size", lambda model: 3)
+    monkeypatch.setattr(sampling_module, "batch_size", lambda model: 3)
     outs = [run_main(["sample", run[0], "-n", 10, "--seed", 5], monkeypatch, capsys)[1] for _ in range(2)]
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 10
 

@@ -15,7 +15,8 @@ import pytest
 from wavenet_conv import ModelConfig, RunFolderError, TrainingDiverged, train
 from wavenet_conv.checkpoint import load_checkpoint
 from wavenet_conv.runfolder import LOCK_NAME, RunFolder, process_start
-from wavenet_conv.train import NameBatches, recipe
+from wavenet_conv.batches import NameBatches
+from wavenet_conv.config import recipe
 
 from conftest import interrupt_at, run_main
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
-from wavenet_conv import (ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
+from wavenet_conv import (ArgumentError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
                           sequences)
 from wavenet_conv.sampling import MAX_LEN, CachedStepper, draw
 
@@ -158,8 +158,8 @@ def test_zero_names_and_global_rng():
 @pytest.mark.parametrize(
     "kw,err,match",
     [
-        (dict(prefix="aB"), DataError, r"prefix.*'B'.*not in the vocabulary"),
-        (dict(prefix="a.b"), DataError, r"prefix.*start/end token"),
+        (dict(prefix="aB"), ArgumentError, r"prefix.*'B'.*not in the vocabulary"),
+        (dict(prefix="a.b"), ArgumentError, r"prefix.*start/end token"),
         (dict(prefix=3), TypeError, "prefix"),
         (dict(n=-1), ValueError, "n must be"),
         (dict(n=2.0), ValueError, "n must be"),

@@ -16,13 +16,18 @@ from wavenet_conv import (ConfigError, ConvModel, DataError, FlatConfig, FlatMod
                           TreeModel, lecture_split, load_names, score_names)
 from wavenet_conv import sample_names
 from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.train import (NameBatches, averaging, Progress, TrainConfig, add_input_noise, lr_at, make_optimizer,
-                                recalibrate_batchnorm, recipe, train)
+from wavenet_conv.batches import NameBatches, add_input_noise, recalibrate_batchnorm
+from wavenet_conv.config import TrainConfig, recipe
+from wavenet_conv.optim import averaging, lr_at, make_optimizer
+from wavenet_conv.progress import Progress
+from wavenet_conv.train import train
 
 from conftest import BUNDLED_NAMES, VOCAB, cuda_only, interrupt_at
 
 SMALL = ModelConfig(n_embd=8, n_hidden=32)
 train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
+import wavenet_conv.run as run_module
+import wavenet_conv.progress as progress_module
 
 
 def quick(name="default", **kw):
@@ -194,7 +199,7 @@ def stopped_run(small_names, tmp_path):
 @pytest.mark.parametrize("change", [dict(seed=6), dict(steps=80), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
                          ids=lambda c: next(iter(c)))
 def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
-    tc = train_module.saved_config(stopped_run)
+    tc = run_module.saved_config(stopped_run)
     with pytest.raises(ConfigError, match=rf"TrainConfig\.{next(iter(change))} is .* in the run being resumed"):
         train(config=TrainConfig.from_dict({**tc.to_dict(), **change}), resume=stopped_run, log=None)
     with pytest.raises(ConfigError, match="keeps its model"):
@@ -202,7 +207,7 @@ def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
 
 
 def test_resume_applies_how_the_run_is_carried_out(stopped_run):
-    tc = train_module.saved_config(stopped_run)
+    tc = run_module.saved_config(stopped_run)
     assert tc.seed == 5
     r = train(config=TrainConfig.from_dict({**tc.to_dict(), "eval_every": 15, "checkpoint_every": 25, "eval_test": False}),
               resume=stopped_run, log=None, stop_at=50)
@@ -219,7 +224,7 @@ def test_train_seconds_are_the_steps_alone(small_names, tmp_path, monkeypatch):
         return lambda *a, **k: (time.sleep(0.3), f(*a, **k))[1]
 
     monkeypatch.setattr(train_module, "split_loss", slow(train_module.split_loss))
-    monkeypatch.setattr(train_module, "save_checkpoint", slow(train_module.save_checkpoint))
+    monkeypatch.setattr(run_module, "save_checkpoint", slow(run_module.save_checkpoint))
     r = train(SMALL, quick(steps=30, eval_every=10, checkpoint_every=10), data=small_names, out=tmp_path / "run", log=None)
     m = r.metrics  # 2 val losses along the way and 3 at the end; 2 checkpoints along the way and one at the end
     assert m["eval_seconds"] >= 5 * 0.3 and m["train_seconds"] < 0.3
@@ -370,14 +375,14 @@ def test_a_file_too_small_for_the_split_is_refused_before_training(n, small_name
     data.write_text("\n".join(small_names.read_text().split()[:n]) + "\n")
     part = "train" if n == 1 else "val"
     with pytest.raises(DataError, match=rf"{n} name\(s\) are too few .* its {part} split would be empty "
-                                        rf"\(at least {train_module.MIN_NAMES} names"):
+                                        rf"\(at least {run_module.MIN_NAMES} names"):
         train(SMALL, quick(), data=data, out=tmp_path / "run", log=None)
     assert not (tmp_path / "run").exists()
 
 
 def test_min_names_is_where_every_split_has_a_name():
     for n in range(1, 300):
-        assert all(lecture_split(range(n))[:2]) == (n >= train_module.MIN_NAMES), n
+        assert all(lecture_split(range(n))[:2]) == (n >= run_module.MIN_NAMES), n
 
 
 class Terminal(io.StringIO):
@@ -387,7 +392,7 @@ class Terminal(io.StringIO):
 
 def test_progress_is_a_line_a_few_seconds_apart_in_a_log_and_one_redrawn_line_on_a_terminal(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(train_module.time, "time", lambda: clock[0])
+    monkeypatch.setattr(progress_module.time, "time", lambda: clock[0])
     losses = torch.ones(100)
     log, terminal = io.StringIO(), Terminal()
     bars = [Progress(100, stream=log), Progress(100, stream=terminal)]
@@ -443,7 +448,7 @@ def test_precision_auto_is_bfloat16_only_where_native(monkeypatch):
     import builtins
     import io as io_module
 
-    import wavenet_conv.config as config
+    import wavenet_conv.device as config
 
     real_open = builtins.open
     for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16", True), ("fpu avx2 avx512f", False)):
@@ -481,7 +486,7 @@ def test_a_run_saved_before_precision_and_swa_resumes_as_it_ran(small_names, tmp
         del ckpt["train_config"][field]
     save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "format_version", "library_version")},
                     tmp_path / "run" / "checkpoint.pt")
-    config = train_module.saved_config(tmp_path / "run")
+    config = run_module.saved_config(tmp_path / "run")
     assert config.precision == "float32" and config.swa == 0.0 and config.swa_every == 10
     assert train(resume=tmp_path / "run", log=None).config.precision == "float32"
 

@@ -3,14 +3,15 @@ causal convolutions that score a whole name in one pass."""
 
 from .version import __version__
 
-from .errors import (CheckpointError, ConfigError, DataError, InputError, MissingExtraError, RunFolderError,
-                     TrainingDiverged)
-from .config import ModelConfig, TrainConfig, recipe, recipe_model
+from .errors import (ArgumentError, CheckpointError, ConfigError, DataError, InputError, MissingExtraError,
+                     RunFolderError, TrainingDiverged)
+from .config import FlatConfig, ModelConfig, TrainConfig, recipe, recipe_model
 from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
 from .conv import ConvModel
 from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, read_lines, sequences
 from .lecture import from_lecture
-from .tree import FlatConfig, FlatModel, TreeModel
+from .tree import TreeModel
+from .flat import FlatModel
 from .folded import FoldedModel, fold
 from .scoring import LineScores, ScoreResult, score_lines, score_names
 from .sampling import sample_names
@@ -20,7 +21,7 @@ from .export import export_onnx
 
 __all__ = [
     "__version__",
-    "InputError", "DataError", "CheckpointError", "ConfigError", "MissingExtraError", "RunFolderError",
+    "InputError", "ArgumentError", "DataError", "CheckpointError", "ConfigError", "MissingExtraError", "RunFolderError",
     "TrainingDiverged",
     "ModelConfig", "TrainConfig", "recipe", "recipe_model",
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",

@@ -20,12 +20,14 @@ projections R and S are 1x1 convolutions.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .errors import ArgumentError
 
 
 def channel_shape(x: torch.Tensor, dim: int, size: int) -> list[int]:
@@ -36,30 +38,42 @@ def channel_shape(x: torch.Tensor, dim: int, size: int) -> list[int]:
 
 
 class BatchNorm(nn.Module):
-    """The lecture's BatchNorm, on channel axis ``dim``: x (..., C, ...) -> the same shape.
+    """The lecture's BatchNorm over ``num_features`` channels, found on axis ``dim`` of the input.
 
     Training: the mean and unbiased variance of each channel over every other axis, or over the
-    positions where ``mask`` is True (``mask``: x's shape without the channel axis, e.g. (B, T)), and
-    an EMA update of the running buffers with ``momentum``. Eval: the running buffers.
-    ``weight``/``bias`` are the lecture's gamma/beta. No host sync, no data-dependent shapes.
+    positions where ``mask`` is True, and an EMA update of the running buffers with ``momentum``.
+    Eval: the running buffers. ``weight``/``bias`` are the lecture's gamma/beta. No host sync, no
+    data-dependent shapes.
+
+    Args:
+        num_features: C, the number of channels.
+    Shape:
+        x: (..., C, ...) with C on axis ``dim`` (-1 for the tree's channels-last tensors, 1 for the
+        conv's (B, C, T)); mask: x's shape without the channel axis, e.g. (B, T); output: x's shape.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        self.dim, self.eps, self.momentum = dim, eps, momentum
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.register_buffer("running_mean", torch.zeros(dim))
-        self.register_buffer("running_var", torch.ones(dim))
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    @property
+    def dim(self) -> int:
+        """Deprecated: the channel count, now ``num_features`` (``forward``'s ``dim`` is an axis)."""
+        warnings.warn("BatchNorm.dim is the channel count: use BatchNorm.num_features", DeprecationWarning, stacklevel=2)
+        return self.num_features
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
         dim = dim % x.dim()
         if self.training and mask is None:
             return self.fused(x, dim)
-        shape = channel_shape(x, dim, self.dim)
+        shape = channel_shape(x, dim, self.num_features)
         if self.training:
             mean, var = self.batch_stats(x, mask, dim)  # (shape) each
             with torch.no_grad():
@@ -78,7 +92,7 @@ class BatchNorm(nn.Module):
         if n < 2:
             raise RuntimeError(f"BatchNorm in training mode needs at least 2 values per channel to estimate a "
                                f"variance, got {n}: call model.eval() before scoring or sampling")
-        rows = x.movedim(dim, -1).reshape(-1, self.dim)  # (n, C): F.batch_norm's channels are axis 1
+        rows = x.movedim(dim, -1).reshape(-1, self.num_features)  # (n, C): F.batch_norm's channels are axis 1
         y = F.batch_norm(rows, self.running_mean, self.running_var, self.weight * ((n - 1) / n) ** 0.5, self.bias,
                          True, self.momentum, self.eps * (n - 1) / n)
         return y.view(x.movedim(dim, -1).shape).movedim(-1, dim)
@@ -125,8 +139,7 @@ def lecture_init_(linear: nn.Linear, scale: float = 1.0) -> nn.Linear:
 
 class SigmoidTanh(torch.autograd.Function):
     """tanh(x) computed as 2 sigmoid(2x) - 1, the same function: on CPU ``torch.sigmoid`` is several
-    times faster than ``torch.tanh`` (45 vs 224 us for a (912, 128) float32 tensor on the machine of
-    benchmarks/PERFORMANCE.md). Backward from the output: (1 - y^2) g."""
+    times faster than ``torch.tanh`` (benchmarks/PERFORMANCE.md). Backward from the output: (1 - y^2) g."""
 
     @staticmethod
     def forward(ctx, x):
@@ -249,6 +262,17 @@ def check_tokens(idx, vocab_size: int, what: str) -> torch.Tensor:
     if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
         raise TypeError(f"{what}: token ids must be an integer tensor, got dtype {idx.dtype}")
     torch._assert_async(((idx >= 0) & (idx < vocab_size)).all(), f"{what}: a token id is outside the vocabulary [0, {vocab_size})")
+    return idx
+
+
+def check_contexts(model: nn.Module, idx: torch.Tensor, block_size: int, vocab_size: int) -> torch.Tensor:
+    """Contexts (B, block_size) of token ids (a single context (block_size,) is a batch of one), checked."""
+    check_tokens(idx, vocab_size, f"{type(model).__name__} input")
+    if idx.dim() == 1:
+        idx = idx[None]
+    if idx.dim() != 2 or idx.shape[1] != block_size:
+        raise ArgumentError(type(model).__name__, "input", f"must be contexts of shape (B, {block_size}), got "
+                            f"{tuple(idx.shape)}")
     return idx
 
 

@@ -1,22 +1,30 @@
 """Checkpoints: one ``checkpoint.pt`` per run folder, written atomically, read with clear errors.
 
-A checkpoint is a plain dict (``torch.load(..., weights_only=True)`` reads it)::
+A checkpoint is a plain dict (``torch.load(..., weights_only=True)`` reads it); ``run.save`` writes
+these keys, each of them (a test holds this list to what is written)::
 
-    format, format_version, library_version
+    format          "wavenet_conv.checkpoint"
+    format_version  1
+    library_version the wavenet_conv that wrote it
     kind            "conv" | "tree" | "flat"
     model_config    ModelConfig.to_dict() (or FlatConfig's)
     vocab           Vocab.to_dict()
     state_dict      the model's weights and BatchNorm buffers
-    optimizer       the optimizer's state dict (None once stripped)
+    optimizer       the optimizer's state dict
     train_config    TrainConfig.to_dict()
     step            optimizer steps done
     rng             torch's global RNG state(s) after ``step``
     losses          (step,) float32 tensor: the training loss of every step
-    train_seconds   wall time of the training steps alone; eval_seconds: of the evaluations
+    train_seconds   wall time of the training steps alone
+    eval_seconds    wall time of the evaluations
     val_curve       [(step, val loss)] of the periodic evaluations
-    train_words     (n,) int64 tensor: sorted hashes of the training names (``in_training_set``)
-    data            {"path", "sha256", "n_words"}
-    metrics         the run's metrics (filled in at the end)
+    train_hashes    (n,) int64 tensor: sorted hashes of the training names (``in_training_set``)
+    data            {"path", "sha256", "n_words"}: the names file
+    swa             the running average of the weights (``TrainConfig.swa``), or None
+    swa_count       how many steps' weights ``swa`` averages
+    metrics         the run's metrics (None until the end)
+
+Runs written by wavenet_conv 0.2 name ``train_hashes`` ``train_words``; both are read.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, resolve_device
+from .config import FlatConfig, ModelConfig
+from .device import resolve_device
 from .conv import ConvModel
 from .data import Vocab
 from .errors import CheckpointError
-from .tree import FlatConfig, FlatModel, TreeModel
+from .flat import FlatModel
+from .tree import TreeModel
 from .version import __version__
 
 FORMAT = "wavenet_conv.checkpoint"
@@ -53,9 +63,7 @@ def build_model(kind: str, config: dict):
     if kind not in KINDS:
         raise CheckpointError(f"unknown model kind {kind!r} (expected one of {sorted(KINDS)})")
     cls, config_cls = KINDS[kind]
-    if config_cls is FlatConfig:
-        return cls(FlatConfig(**config))
-    return cls(ModelConfig.from_dict(config))
+    return cls(config_cls.from_dict(config))
 
 
 def word_hashes(words) -> torch.Tensor:
@@ -153,7 +161,7 @@ class LoadedModel:
 
     def in_training_set(self, word: str) -> bool | None:
         """Whether ``word`` was a training name (None if the checkpoint does not record them)."""
-        hashes = self.meta.get("train_words")
+        hashes = self.meta.get("train_hashes", self.meta.get("train_words"))  # the name before 0.3
         return None if hashes is None else in_word_hashes(word, hashes)
 
 

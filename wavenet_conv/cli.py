@@ -1,24 +1,24 @@
-"""The ``wavenet-conv`` command: train, score, sample, check.
+"""The ``wavenet-conv`` command: train, score, sample, check, export.
 
     wavenet-conv train                      # the lecture's model, conv form, default recipe, bundled names
     wavenet-conv train --recipe lecture     # the lecture's recipe: tree form, SGD, 200k steps
     wavenet-conv score runs/RUN names.txt   # nats per name; '-' reads stdin
     wavenet-conv sample runs/RUN -n 20 --seed 1
-    wavenet-conv check                      # the two forms' logits on the dev split, side by side
+    wavenet-conv check                      # the two forms' logits on the dev split, and their speed
     wavenet-conv export runs/RUN model.onnx # the conv form as ONNX, for serving
 
 The model and training options are generated from ``ModelConfig`` and ``TrainConfig`` (their fields'
-names, types, choices and comments). A user's mistake -- the library's ``InputError``s (a bad names
-file, checkpoint, option or run folder) and ``OSError`` -- is one line on stderr and exit status 2; a
-training whose loss became non-finite (``TrainingDiverged``) is one line and exit status 3; Ctrl-C is
-130; anything else is a bug and shows its traceback.
+names, types, choices and help). The command line parses its options and checks nothing that the
+library checks: a user's mistake is one of the library's ``InputError``s (a bad names file,
+checkpoint, option, argument or run folder) or an ``OSError``, reported as one line on stderr with
+exit status 2, in the command line's words (``--max-len`` for ``max_len``); a training whose loss
+became non-finite (``TrainingDiverged``) is one line and exit status 3; Ctrl-C is 130; anything else
+is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 import sys
 import time
@@ -28,67 +28,60 @@ from pathlib import Path
 
 import torch
 
-from .check import compare_forms
 from .checkpoint import load_model
-from .config import (CHOICES, DEVICES, RECIPES, ModelConfig, TrainConfig, field_docs, recipe, recipe_model,
-                     resolve_device)
-from .data import Vocab, lecture_split, load_names, open_names, parse_names, read_lines, source_name
-from .errors import ConfigError, DataError, InputError, TrainingDiverged
+from .compare import compare_forms, race_forms
+from .config import CHOICES, RECIPES, ModelConfig, TrainConfig, field_help, recipe, recipe_model
+from .data import Vocab, lecture_split, load_names, open_names, read_lines, source_name
+from .device import DEVICES, resolve_device, torch_threads
+from .errors import ArgumentError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
+from .output import FORMATS, closing_count, format_rows, header, sample_lines
 from .paths import bundled_names
-from .sampling import MAX_LEN, batch_size, sample_names
-from .scoring import LineScores, parse_shard, score_lines
-from .train import CHANGEABLE_ON_RESUME, saved_config, train
+from .run import CHANGEABLE_ON_RESUME, saved_config
+from .sampling import MAX_LEN, sample_batches, sample_names
+from .scoring import parse_shard, score_lines
+from .train import train
 from .tree import TreeModel
+from .validate import integer
 from .version import __version__
 
 PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
-FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
-DEFAULT_THREADS = 1  # chosen by measurement: benchmarks/PERFORMANCE.md, "Threads"
+FLAGS = {"n": "-n", "threads": "--threads"}  # a library argument's option, where it is not flag(argument)
+EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
+                 "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
+                 "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
+RECIPE_HELP = ("default: the lecture's model, conv form, 8 epochs of whole names, AdamW; small: the best found at the "
+               "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; lecture: the "
+               "lecture's own recipe, tree form, 200k SGD steps. Options given override the recipe's")
 
 
 def flag(name: str) -> str:
-    """A config field's option: ``n_embd`` -> ``--n-embd``."""
-    return "--" + name.replace("_", "-")
+    """A config field's or argument's option: ``n_embd`` -> ``--n-embd``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {s!r}") from None
-    if not 0 < v < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
-    return v
-
-
-def nonnegative_int(s: str) -> int:
-    return 0 if s == "0" else positive_int(s)
+def threads_arg(s: str):
+    """--threads: "auto" or a whole number (the library checks its range)."""
+    return s if s == "auto" else int(s)
 
 
 def torch_seed(s: str) -> int:
     """A seed for ``torch.Generator.manual_seed``: an integer that fits in 64 bits."""
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {s[:40]!r}") from None
+    v = int(s)
     if not -(2**63) <= v < 2**64:
         raise argparse.ArgumentTypeError(f"must be an integer in [-2**63, 2**64) (a 64-bit torch seed), got {s[:40]}"
                                          + ("..." if len(s) > 40 else ""))
     return v
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- parser
@@ -102,33 +95,23 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_options(group, cls, names, show_default: bool) -> None:
-    """One option per field of ``cls`` in ``names``: its type, choices and comment (the help). Every
-    default is None, so that the options a user gave are the ones that are not None."""
-    docs, types = field_docs(cls), typing.get_type_hints(cls)
+    """One option per field of ``cls`` in ``names``: its type, choices and help. Every default is None,
+    so that the options a user gave are the ones that are not None."""
+    helps, types = field_help(cls), typing.get_type_hints(cls)
     for name in names:
         kind = types[name]
         kind = next(a for a in typing.get_args(kind) if a is not type(None)) if typing.get_args(kind) else kind
         default = getattr(cls(), name)
+        text = helps[name]
         if show_default and default is not None:
-            shown = ("on" if default else "off") if kind is bool else default
-            text = f"{docs.get(name, '')} (default: {shown})"
-        else:
-            text = docs.get(name, "")
+            text += f" (default: {('on' if default else 'off') if kind is bool else default})"
         kwargs = dict(dest=name, default=None, help=text.replace("%", "%%"))
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = kind
-            if name in CHOICES:
-                kwargs["choices"] = CHOICES[name]
-            else:
-                kwargs["metavar"] = {int: "N", float: "X"}.get(kind)
+            kwargs.update(type=kind, choices=CHOICES.get(name), metavar=None if name in CHOICES else
+                          {int: "N", float: "X"}.get(kind))
         group.add_argument(flag(name), *ALIASES.get(name, ()), **kwargs)
-
-
-EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
-                 "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
-                 "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,13 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
                epilog=EXIT_STATUSES)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
-    device = argparse.ArgumentParser(add_help=False)  # every subcommand that computes takes them
-    device.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
-    device.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, metavar="N",
-                        help=f"torch CPU threads ({DEFAULT_THREADS}: this model's GEMMs are small, and a second thread "
-                             "gains little on an idle CPU but costs several times over when another job shares it)")
+    common = argparse.ArgumentParser(add_help=False)  # every subcommand computes
+    common.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
+    common.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
+                        help="torch CPU threads; auto: the CPUs no other process is running on now, at least 1 "
+                             "(default: 1 for train and check, auto for score, sample and export)")
+    for add in (add_train, add_score, add_sample, add_check, add_export):
+        add(sub, common)
+    return p
 
-    t = sub.add_parser("train", parents=[device], help="train a model on a names file and write a run folder",
+
+def add_train(sub, common) -> None:
+    t = sub.add_parser("train", parents=[common], help="train a model on a names file and write a run folder",
                        description="Train on a names file with the lecture's 80/10/10 split; writes checkpoint.pt, "
                                    "metrics.json and loss.png into the run folder. The folder must be new or empty "
                                    "(--force otherwise); a lock file, train.lock, keeps a second training out of it "
@@ -153,19 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the earlier run's checkpoint.pt, metrics.json and loss.png are removed first)")
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
                    f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
-    t.add_argument("--recipe", choices=list(RECIPES), help="default: the lecture's model, conv form, 8 epochs of "
-                   "whole names, AdamW (seconds); small: the best found at the lecture's 76,579 parameters (under a "
-                   "minute); best: the best single model found, 621,603 parameters (minutes); lecture: the "
-                   "lecture's own recipe, tree form, 200k SGD steps. Options given override the recipe's")
+    t.add_argument("--recipe", choices=list(RECIPES), help=RECIPE_HELP)
     add_config_options(t.add_argument_group("model (default: the recipe's; the lecture's, 76,579 parameters, "
                                             "unless --recipe best)"), ModelConfig, MODEL_OPTIONS, show_default=True)
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
                        show_default=False)
-    t.add_argument("--samples", type=nonnegative_int, default=20, help="names to sample at the end, with the run's seed (20)")
+    t.add_argument("--samples", type=int, default=20, help="names to sample at the end, with the run's seed (20)")
     t.add_argument("--quiet", action="store_true", help="no progress (otherwise on stderr: one line redrawn on a "
                    "terminal, a line every few seconds in a log file)")
 
-    s = sub.add_parser("score", parents=[device], help="nats per name (and per character) under a trained model",
+
+def add_score(sub, common) -> None:
+    s = sub.add_parser("score", parents=[common], help="nats per name (and per character) under a trained model",
                        description="Score a list of names of any length, streamed a chunk at a time: one row per "
                                    "name, in input order, with its line number, total nats, targets (characters + "
                                    "the end token) and nats per character. A name may use only the characters of "
@@ -185,36 +172,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma')")
     s.add_argument("--shard", metavar="K/N", type=shard_arg, help="score only the lines i with (i - 1) mod N == K "
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
-    s.add_argument("--chunk", type=positive_int, default=65536, metavar="LINES",
+    s.add_argument("--chunk", type=int, default=65536, metavar="LINES",
                    help="lines read and scored at a time (65536); memory grows with it, not with the list")
 
-    g = sub.add_parser("sample", parents=[device], help="sample names from a trained model (cached generation)")
+
+def add_sample(sub, common) -> None:
+    g = sub.add_parser("sample", parents=[common], help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
-    g.add_argument("-n", "--num", type=positive_int, default=20, help="how many (20)")
+    g.add_argument("-n", "--num", dest="num", type=int, default=20, help="how many (20)")
     g.add_argument("--seed", type=torch_seed, default=None, help="random seed (default: unseeded)")
-    g.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits (1.0)")
-    g.add_argument("--top-k", type=positive_int, default=None, help="draw from the k most likely tokens only")
+    g.add_argument("--temperature", type=float, default=1.0, help="divides the logits (1.0)")
+    g.add_argument("--top-k", type=int, default=None, help="draw from the k most likely tokens only")
     g.add_argument("--prefix", default="", help="every sample starts with these characters")
-    g.add_argument("--max-len", type=positive_int, default=MAX_LEN, help=f"longest sample, in characters ({MAX_LEN}); "
+    g.add_argument("--max-len", type=int, default=MAX_LEN, help=f"longest sample, in characters ({MAX_LEN}); "
                    "a sample cut there ends with '…' and says so")
 
-    c = sub.add_parser("check", parents=[device], help="score the dev split with the tree and the conv form of one model",
+
+def add_check(sub, common) -> None:
+    c = sub.add_parser("check", parents=[common], help="the tree and the conv form of one model on the dev split",
                        description="The equivalence on real data: a freshly initialized model's tree form on the "
-                                   "lecture's contexts and its conv form on whole names; both losses and the largest "
-                                   "logit difference.")
+                                   "lecture's contexts and its conv form on whole names, in float64: both losses and "
+                                   "the largest logit difference. Then the time each takes in float32, beside the "
+                                   "fast path (score_names).")
     c.add_argument("--data", metavar="PATH", help="names file (default: the bundled names)")
-    c.add_argument("--layers", type=positive_int, default=3, help="depth (3)")
-    c.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    c.add_argument("--n-layers", "--depth", dest="n_layers", type=int, default=3, help="depth (3)")
     c.add_argument("--seed", type=torch_seed, default=42, help="seed of the model's initialization (42)")
 
-    e = sub.add_parser("export", parents=[device], help="write a trained model as ONNX, for serving",
+
+def add_export(sub, common) -> None:
+    e = sub.add_parser("export", parents=[common], help="write a trained model as ONNX, for serving",
                        description="Write the conv form of a trained model (eval mode) as an ONNX file: input "
                                    "'tokens' int64 (B, T), each row [0, c1, ..., cn] right-padded with any token; "
                                    "output 'logits' float32 (B, T, V); B and T dynamic. Needs the onnx extra: "
                                    "pip install 'wavenet_conv[onnx]'.")
     e.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
-    return p
 
 
 # ----------------------------------------------------------------------------- commands
@@ -234,17 +226,6 @@ def default_run_dir(form: str) -> Path:
     return path
 
 
-def print_samples(words, marks, max_len: int):
-    """One sample a line, tagged new or in the training set; a sample cut at ``max_len`` (it has
-    ``max_len`` characters: its end was never drawn) ends with '…' and says so."""
-    for w, in_train in zip(words, marks):
-        if len(w) == max_len:
-            print(f"{w}…  (cut at max length {max_len})")
-            continue
-        tag = "" if in_train is None else ("  (in training set)" if in_train else "  (new)")
-        print(f"{w}{tag}")
-
-
 def load_run(args):
     """``load_model(args.run)`` on ``args.device`` for a command that uses a trained run; one note on
     stderr when the run is unfinished (its checkpoint's step is short of its steps)."""
@@ -257,66 +238,28 @@ def load_run(args):
 
 
 def cmd_train(args):
+    integer(PROG, "samples", args.samples, 0)  # before training: the samples come after it
     options = given(args, TRAIN_OPTIONS)
-    progress = not args.quiet
+    kwargs = dict(data=args.data, out=args.out, progress=not args.quiet, force=args.force, threads=None)
     if args.resume:
         model_options = list(given(args, MODEL_OPTIONS))
         if model_options:
-            raise ConfigError(f"--resume continues a run with its own model: drop {flag(model_options[0])}")
+            raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
         run_config = saved_config(args.resume)
         tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
-        result = train(config=tc, data=args.data, out=args.out, resume=args.resume, progress=progress, force=args.force)
+        result = train(config=tc, resume=args.resume, **kwargs)
     else:
         tc = recipe(args.recipe or "default", device=args.device, **options)
-        out = Path(args.out) if args.out else default_run_dir(tc.form)
         mc = recipe_model(args.recipe or "default", **given(args, MODEL_OPTIONS))
-        result = train(mc, tc, data=args.data, out=out, progress=progress, force=args.force)
+        result = train(mc, tc, **{**kwargs, "out": Path(args.out) if args.out else default_run_dir(tc.form)})
     print(f"run folder: {result.run_dir}")
-    if args.samples:
-        model = result.model.eval()
-        gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)
-        words = sample_names(model, args.samples, result.vocab, generator=gen)
+    model = result.model.eval()
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)
+    words = sample_names(model, args.samples, result.vocab, generator=gen, threads=None)
+    if words:
         train_set = set(result.train_words)
         print(f"{args.samples} samples:")
-        print_samples(words, [w in train_set for w in words], MAX_LEN)
-
-
-def shard_arg(text: str) -> tuple[int, int]:
-    try:
-        return parse_shard(text)
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def format_rows(fmt: str, part: LineScores, chars: bool, width: int) -> str:
-    """One chunk of ``score`` output: a row per scored name."""
-    r = part.scores
-    rows = zip(part.lines, part.names, r.nll.tolist(), r.n_targets.tolist())
-    per = [r.chars(i).tolist() for i in range(len(part.names))] if chars else None
-    if fmt == "tsv":
-        out = [f"{line}\t{name}\t{nats:.6f}\t{n}\t{nats / n:.6f}" for line, name, nats, n in rows]
-        if chars:
-            out = [f"{row}\t{','.join(f'{v:.4f}' for v in c)}" for row, c in zip(out, per)]
-    elif fmt == "jsonl":
-        out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {nats:.6f}, "targets": {n}, '
-               f'"nats_per_char": {nats / n:.6f}' for line, name, nats, n in rows]
-        out = [f'{row}, "char_nats": [{", ".join(f"{v:.4f}" for v in c)}]}}' for row, c in zip(out, per)] if chars \
-            else [row + "}" for row in out]
-    else:
-        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {nats / n:9.4f}" for line, name, nats, n in rows]
-        if chars:  # bits per character, each under a label: the character, then '.' for the end token
-            out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(name + ".", c))
-                   for row, name, c in zip(out, part.names, per)]
-    return "".join(row + "\n" for row in out)
-
-
-def header(fmt: str, chars: bool, width: int) -> str:
-    if fmt == "tsv":
-        return "line\tname\tnats\ttargets\tnats_per_char" + ("\tchar_nats" if chars else "") + "\n"
-    if fmt == "table":
-        return f"{'line':>7}  {'name':<{width}}  {'nats':>8}  {'nats/char':>9}" + (
-            "   bits per character ('.' the end)" if chars else "") + "\n"
-    return ""
+        sys.stdout.write(sample_lines(words, [w in train_set for w in words], MAX_LEN))
 
 
 def cmd_score(args):
@@ -326,7 +269,7 @@ def cmd_score(args):
         loaded = load_run(args)
         parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
                             skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
-                            shard=args.shard, source=source)
+                            shard=args.shard, source=source, threads=None)
         names = targets = empty = invalid = 0
         nats, width = 0.0, None
         for part in parts:
@@ -344,24 +287,16 @@ def cmd_score(args):
             stream.close()
     if names + invalid == 0 and args.shard is None:
         raise DataError(f"{source}: no names in it")
-    mean = f": {nats / targets:.4f} nats, {nats / targets / math.log(2):.4f} bits per target" if targets else ""
-    print(f"{source}: {names:,} names scored ({targets:,} targets, end tokens included{mean}); "
-          f"{empty + invalid:,} lines skipped ({empty:,} empty, {invalid:,} not names)", file=sys.stderr)
+    print(closing_count(source, names, targets, nats, empty, invalid), file=sys.stderr)
 
 
 def cmd_sample(args):
     loaded = load_run(args)
     device = next(loaded.model.parameters()).device
-    if args.prefix:
-        parse_names(args.prefix, "--prefix", loaded.vocab)
-    if args.max_len < len(args.prefix):
-        raise ConfigError(f"--max-len {args.max_len} is shorter than --prefix {args.prefix!r}")
     gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
-    per_batch = batch_size(loaded.model)  # memory stays flat however many names
-    for start in range(0, args.num, per_batch):
-        words = sample_names(loaded.model, min(per_batch, args.num - start), loaded.vocab, generator=gen,
-                             temperature=args.temperature, top_k=args.top_k, prefix=args.prefix, max_len=args.max_len)
-        print_samples(words, [loaded.in_training_set(w) for w in words], args.max_len)
+    for words in sample_batches(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
+                                top_k=args.top_k, prefix=args.prefix, max_len=args.max_len, threads=None):
+        sys.stdout.write(sample_lines(words, [loaded.in_training_set(w) for w in words], args.max_len))
         sys.stdout.flush()
 
 
@@ -372,14 +307,16 @@ def cmd_check(args):
     vocab = Vocab.from_words(words)
     _, dev, _ = lecture_split(words)
     torch.manual_seed(args.seed)
-    cfg = ModelConfig(vocab_size=len(vocab), n_layers=args.layers)
-    tree = TreeModel(cfg).to(device=device, dtype=getattr(torch, args.dtype)).eval()
-    r = compare_forms(tree, dev, vocab)
+    tree = TreeModel(ModelConfig(vocab_size=len(vocab), n_layers=args.n_layers)).to(device).eval()
+    r = compare_forms(tree.double(), dev, vocab)
     print(f"{path}: dev split, {len(dev)} names, {r['targets']} targets; model {tree.num_params():,} parameters "
-          f"(freshly initialized), {args.dtype}, {device}")
-    print(f"tree form (contexts):    loss {r['tree_loss']:.6f}  {r['tree_seconds'] * 1e3:.1f} ms")
-    print(f"conv form (whole names): loss {r['conv_loss']:.6f}  {r['conv_seconds'] * 1e3:.1f} ms")
-    print(f"largest |logit difference| over all {r['targets']} positions: {r['max_abs_diff']:.3g}")
+          f"(freshly initialized), {device}")
+    print(f"float64: tree form (contexts) loss {r['tree_loss']:.6f}, conv form (whole names) loss {r['conv_loss']:.6f}; "
+          f"largest |logit difference| over all {r['targets']} positions: {r['max_abs_diff']:.3g}")
+    t = race_forms(tree.float(), dev, vocab)
+    print(f"float32, {torch.get_num_threads()} thread(s), median of 5: tree form {t['tree'] * 1e3:.1f} ms, "
+          f"conv form {t['conv'] * 1e3:.1f} ms, fast path {t['fast'] * 1e3:.1f} ms "
+          f"({t['tree'] / t['fast']:.1f}x faster than the tree)")
 
 
 def cmd_export(args):
@@ -391,33 +328,35 @@ def cmd_export(args):
 
 
 COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check, "export": cmd_export}
+# each command's threads, the library's defaults: training and timing on a fixed count, the rest on the free CPUs
+THREADS = {"train": 1, "score": "auto", "sample": "auto", "check": 1, "export": "auto"}
 
 
-def as_options(message: str) -> str:
-    """A config error in the command line's words: ``TrainConfig.steps`` -> ``--steps``."""
-    return re.sub(r"\b(?:Model|Train)Config\.(\w+)", lambda m: flag(m[1]), message)
+def in_our_words(e: Exception) -> str:
+    """An input error in the command line's words: an argument as its option, ``TrainConfig.steps`` as
+    ``--steps``; on one line."""
+    msg = f"{flag(e.argument)} {e.problem}" if isinstance(e, ArgumentError) else str(e)
+    msg = re.sub(r"\b(?:Model|Train)Config\.(\w+)", lambda m: flag(m[1]), msg)
+    return " ".join(msg.split()) or type(e).__name__
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     try:
-        COMMANDS[args.command](args)
+        threads = THREADS[args.command] if args.threads is None else args.threads
+        with torch_threads(threads, PROG):  # the caller's setting is put back (main may run inside Python)
+            COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except TrainingDiverged as e:  # not the input's fault as such, nor a bug: its own status
-        print(f"{PROG} {args.command}: error: {as_options(str(e))}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {in_our_words(e)}", file=sys.stderr)
         return 3
     except (InputError, OSError) as e:  # the user's input; anything else is a bug: its traceback shows
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"{PROG} {args.command}: error: {as_options(msg)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {in_our_words(e)}", file=sys.stderr)
         return 2
-    finally:
-        torch.set_num_threads(threads)  # as it was (main may run inside a Python process)
     return 0
 
 

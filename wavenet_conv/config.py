@@ -1,22 +1,19 @@
 """Configuration: what the model is (``ModelConfig``) and how it is trained (``TrainConfig``).
 
-Plain dataclasses, validated when they are made, one comment per field. The command line's options
-are generated from these fields (name, type, choices and the comment as help), so every option is
-defined once, here.
+Plain dataclasses, validated when they are made, each field with its one-line help in its metadata
+(``opt``). The command line's model and training options are generated from these fields (name, type,
+choices and help), so each of them is defined once, here.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
-import re
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
-import torch
-
+from .device import DEVICES, PRECISIONS
 from .errors import ConfigError
 
 ACTIVATIONS = ("tanh", "gated", "glu")
@@ -25,11 +22,19 @@ RESIDUAL_INPUTS = ("project", "none", "identity")
 FORMS = ("conv", "tree")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "cosine", "step")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "float32", "bfloat16")
 # the fields whose value is one of a few names
 CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "residual_input": RESIDUAL_INPUTS, "form": FORMS,
            "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}
+
+
+def opt(default, help: str):
+    """A config field: its default and its one line of help (the command line's option help)."""
+    return field(default=default, metadata={"help": help})
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's help: the options' help texts."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 class Config:
@@ -90,31 +95,22 @@ class Config:
             self._fail(name, f"must be an integer >= {low}" + (" or None" if optional else ""))
 
 
-def field_docs(cls) -> dict[str, str]:
-    """Each field's comment in the class body (``name: type = default  # this``): the options' help."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # no source (a frozen build): no help texts
-        return {}
-    return dict(re.findall(r"^    (\w+): [\w\[\]]+ = [^#\n]+#\s*(.+)$", source, flags=re.M))
-
-
 @dataclass
 class ModelConfig(Config):
     """One model in both forms (tree and conv); the defaults are the lecture's (76,579 parameters)."""
 
-    vocab_size: int = 27  # tokens, the start/end token '.' included (training takes it from the data)
-    n_embd: int = 24  # embedding width E
-    n_hidden: int = 128  # width H of each layer's output (the residual stream, with residual)
-    n_layers: int = 3  # depth L; the receptive field (the tree's context) is 2**L tokens
-    activation: str = "tanh"  # tanh(a) (the lecture's), gated: tanh(a_f)*sigmoid(a_g) (WaveNet), glu: a_f*sigmoid(a_g)
-    norm: str = "batch"  # on the pre-activation (Linear -> norm -> tanh): batch (the lecture's), layer, none (a bias)
-    residual: bool = False  # each layer outputs newer + R z (R a learned 1x1 projection) instead of z
-    residual_input: str = "project"  # first layer's residual: project (1x1, E -> H), none, identity (needs E == H)
-    skip: bool = False  # WaveNet skips: sum of each layer's S z -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits
-    n_inner: Optional[int] = None  # width of z (WaveNet's gate channels), with residual only (default: n_hidden)
-    n_skip: Optional[int] = None  # skip channels, with skip only (default: n_hidden)
-    n_head: Optional[int] = None  # the skip head's hidden width, with skip only (default: n_skip)
+    vocab_size: int = opt(27, "tokens, the start/end token '.' included (training takes it from the data)")
+    n_embd: int = opt(24, "embedding width E")
+    n_hidden: int = opt(128, "width H of each layer's output (the residual stream, with residual)")
+    n_layers: int = opt(3, "depth L; the receptive field (the tree's context) is 2**L tokens")
+    activation: str = opt("tanh", "tanh(a) (the lecture's), gated: tanh(a_f)*sigmoid(a_g) (WaveNet), glu: a_f*sigmoid(a_g)")
+    norm: str = opt("batch", "on the pre-activation (Linear -> norm -> tanh): batch (the lecture's), layer, none (a bias)")
+    residual: bool = opt(False, "each layer outputs newer + R z (R a learned 1x1 projection) instead of z")
+    residual_input: str = opt("project", "first layer's residual: project (1x1, E -> H), none, identity (needs E == H)")
+    skip: bool = opt(False, "WaveNet skips: sum of each layer's S z -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits")
+    n_inner: Optional[int] = opt(None, "width of z (WaveNet's gate channels), with residual only (default: n_hidden)")
+    n_skip: Optional[int] = opt(None, "skip channels, with skip only (default: n_hidden)")
+    n_head: Optional[int] = opt(None, "the skip head's hidden width, with skip only (default: n_skip)")
 
     def __post_init__(self):
         self._check_types()
@@ -159,29 +155,29 @@ class ModelConfig(Config):
 class TrainConfig(Config):
     """How to train. The defaults are the ``default`` recipe; ``recipe("lecture")`` is the lecture's."""
 
-    recipe: str = "default"  # the named recipe (RECIPES) these values started from
-    form: str = "conv"  # conv: batches of whole names (ConvModel); tree: the lecture's contexts (TreeModel)
-    steps: int = 1600  # optimizer steps
-    batch_size: int = 128  # names (conv) or contexts (tree) per step
-    optimizer: str = "adamw"  # adamw, or sgd (the lecture's)
-    lr: float = 1e-2  # peak learning rate
-    schedule: str = "linear"  # linear or cosine: warmup, then down to lr*lr_decay; step: lr*lr_decay from decay_at*steps
-    warmup: int = 200  # linear warmup steps (linear and cosine schedules)
-    decay_at: float = 0.75  # fraction of the steps after which the step schedule decays
-    lr_decay: float = 0.0  # the last learning rate as a fraction of lr
-    weight_decay: float = 0.1  # AdamW's decay of weights and embeddings (never of biases or norms)
-    swa: float = 0.0  # average the weights over this last fraction of the steps (0: off), then BatchNorm's statistics
-    swa_every: int = 10  # steps between the weights that the average takes
-    input_noise: float = 0.0  # chance that an input character is swapped for a random one (targets kept)
-    beta2: float = 0.99  # AdamW's beta2
-    seed: int = 42  # torch.manual_seed before the model's init; also the batch order
-    device: str = "auto"  # cpu, cuda, or auto: cuda when available
-    precision: str = "auto"  # the training steps' matmuls: auto is bfloat16 where the hardware has it natively (weights stay float32)
-    compile: bool = False  # torch.compile the model's forward for the training steps (dynamic shapes)
-    checkpoint_every: int = 500  # steps between checkpoints (0: only at the end and on Ctrl-C)
-    eval_every: int = 0  # steps between val-loss reports (0: only at the end)
-    eval_test: bool = True  # the test loss at the end (off while tuning on dev)
-    loss_block: int = 0  # steps per point of loss.png (0: steps // 200)
+    recipe: str = opt("default", "the named recipe (RECIPES) these values started from")
+    form: str = opt("conv", "conv: batches of whole names (ConvModel); tree: the lecture's contexts (TreeModel)")
+    steps: int = opt(1600, "optimizer steps")
+    batch_size: int = opt(128, "names (conv) or contexts (tree) per step")
+    optimizer: str = opt("adamw", "adamw, or sgd (the lecture's)")
+    lr: float = opt(1e-2, "peak learning rate")
+    schedule: str = opt("linear", "linear or cosine: warmup, then down to lr*lr_decay; step: lr*lr_decay from decay_at*steps")
+    warmup: int = opt(200, "linear warmup steps (linear and cosine schedules)")
+    decay_at: float = opt(0.75, "fraction of the steps after which the step schedule decays")
+    lr_decay: float = opt(0.0, "the last learning rate as a fraction of lr")
+    weight_decay: float = opt(0.1, "AdamW's decay of weights and embeddings (never of biases or norms)")
+    swa: float = opt(0.0, "average the weights over this last fraction of the steps (0: off), then BatchNorm's statistics")
+    swa_every: int = opt(10, "steps between the weights that the average takes")
+    input_noise: float = opt(0.0, "chance that an input character is swapped for a random one (targets kept)")
+    beta2: float = opt(0.99, "AdamW's beta2")
+    seed: int = opt(42, "torch.manual_seed before the model's init; also the batch order")
+    device: str = opt("auto", "cpu, cuda, or auto: cuda when available")
+    precision: str = opt("auto", "the training steps' matmuls: auto is bfloat16 where the hardware has it natively (weights stay float32)")
+    compile: bool = opt(False, "torch.compile the model's forward for the training steps (dynamic shapes)")
+    checkpoint_every: int = opt(500, "steps between checkpoints (0: only at the end and on Ctrl-C)")
+    eval_every: int = opt(0, "steps between val-loss reports (0: only at the end)")
+    eval_test: bool = opt(True, "the test loss at the end (off while tuning on dev)")
+    loss_block: int = opt(0, "steps per point of loss.png (0: steps // 200)")
 
     def __post_init__(self):
         self._check_types()
@@ -208,13 +204,13 @@ SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled
 
 RECIPES = {
     # the lecture's model, conv form: 8 epochs of whole names packed without padding, AdamW, a linear
-    # decay to 0; val 1.983 on the lecture's names in about 10 s on one CPU thread (benchmarks/SEARCH.md)
+    # decay to 0 (its results: benchmarks/SEARCH.md)
     "default": {},
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
-    # decay, and the weights averaged over the last quarter; val 1.961 in about 40 s
+    # decay, and the weights averaged over the last quarter
     "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25),
-    # the best single model found (621,603 parameters): 3 tanh layers 384 wide, 20 epochs, strong weight
-    # decay, weights averaged over the last quarter; val 1.933 in under 3 minutes
+    # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
+    # weight decay, weights averaged over the last quarter
     "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
@@ -240,37 +236,16 @@ def recipe_model(name: str = "default", **overrides) -> ModelConfig:
     return ModelConfig.from_dict({**ModelConfig().to_dict(), **model, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> cuda when available, else cpu; any other name as ``torch.device`` takes it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r}: not a device name (expected one of {DEVICES})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r}: CUDA is not available here")
-    return dev
+@dataclass
+class FlatConfig(Config):
+    """The lecture's flat MLP baseline (``FlatModel``): the whole context flattened into one hidden layer."""
 
+    vocab_size: int = opt(27, "tokens, the start/end token '.' included")
+    n_embd: int = opt(10, "embedding width")
+    n_hidden: int = opt(200, "width of the hidden layer")
+    block_size: int = opt(3, "context length in tokens")
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with the
-    AVX-512 BF16 or AMX instructions (Linux's /proc/cpuinfo; elsewhere, False). Elsewhere bfloat16
-    matmuls are emulated, slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the training steps' matmuls (autocast; float32: none)."""
-    if precision == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    return getattr(torch, precision)
+    def __post_init__(self):
+        self._check_types()
+        for f in fields(self):
+            self._check_int(f.name, 1)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import Block, WaveNetCore, check_tokens
+from .errors import ArgumentError
 
 
 def causal_conv(block: Block, h: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,8 @@ class ConvModel(WaveNetCore):
         layer 0's is a row lookup in ``wte @ [W_old; W_new]^T`` (V rows).
         """
         if x.dim() != 1 or pos.shape != x.shape:
-            raise ValueError(f"{type(self).__name__}.packed: x and pos of shape (N,), got {tuple(x.shape)}, {tuple(pos.shape)}")
+            raise ArgumentError(f"{type(self).__name__}.packed", "x and pos", f"must both have shape (N,), got "
+                                f"{tuple(x.shape)} and {tuple(pos.shape)}")
         check_tokens(x, self.config.vocab_size, f"{type(self).__name__}.packed input")
         torch._assert_async(((pos != 0) | (x == 0)).all(), f"{type(self).__name__}.packed: every name must start "
                             "with the start token 0 ('.') at pos 0")
@@ -113,10 +115,11 @@ class ConvModel(WaveNetCore):
             idx = idx[None]
             mask = None if mask is None else mask.reshape(1, -1)
         if idx.dim() != 2 or idx.shape[1] < 1:
-            raise ValueError(f"{what}: sequences of shape (B, T) with T >= 1, got {tuple(idx.shape)}")
+            raise ArgumentError(type(self).__name__, "input", f"must be sequences of shape (B, T) with T >= 1, got "
+                                f"{tuple(idx.shape)}")
         if mask is not None and (mask.shape != idx.shape or mask.dtype != torch.bool):
-            raise ValueError(f"{what}: mask must be a bool tensor of shape {tuple(idx.shape)}, "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
+            raise ArgumentError(type(self).__name__, "mask", f"must be a bool tensor of shape {tuple(idx.shape)}, "
+                                f"got {mask.dtype} {tuple(mask.shape)}")
         torch._assert_async((idx[:, 0] == 0).all(), f"{what}: every sequence must start with the start token 0 "
                             "('.'): feed x = [0, c1, ..., cn]")
         return idx, mask

@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import torch
 
-from .errors import DataError
+from .errors import ArgumentError, DataError
 
 START = "."  # token 0: start and end of every name
 
@@ -35,7 +35,8 @@ class Vocab:
         chars = sorted(set(chars))
         for ch in chars:
             if len(ch) != 1 or ch == START or ch.isspace() or not ch.isprintable():
-                raise ValueError(f"Vocab: invalid character {ch!r} (one printable, non-space character other than '.' each)")
+                raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable, non-space character "
+                                    "other than '.'")
         self.itos = [START] + chars
         self.stoi = {ch: i for i, ch in enumerate(self.itos)}
 
@@ -58,17 +59,12 @@ class Vocab:
 
     def encode(self, word: str, where: str = "") -> list[int]:
         """Token ids of ``word`` (no start/end tokens). Unknown characters raise ``DataError``."""
-        try:
-            return [self.stoi[ch] for ch in word]
-        except KeyError:
-            for i, ch in enumerate(word):
-                if ch not in self.stoi:
-                    at = f"{where}: " if where else ""
-                    raise DataError(
-                        f"{at}name {word!r} has character {ch!r} at position {i} "
-                        f"that is not in the vocabulary ({self.chars!r})"
-                    ) from None
-            raise
+        for i, ch in enumerate(word):
+            if ch not in self.stoi:
+                at = f"{where}: " if where else ""
+                raise DataError(f"{at}name {word!r} has character {ch!r} at position {i} "
+                                f"that is not in the vocabulary ({self.chars!r})")
+        return [self.stoi[ch] for ch in word]
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.itos[int(i)] for i in ids)
@@ -82,14 +78,6 @@ class Vocab:
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
         return cls(d["chars"])
-
-
-def check_vocab(vocab: Vocab, vocab_size: int) -> None:
-    """A ``Vocab`` of exactly ``vocab_size`` tokens (the model's), or a ``TypeError``/``ValueError``."""
-    if not isinstance(vocab, Vocab):
-        raise TypeError(f"expected a Vocab, got {type(vocab).__name__}")
-    if len(vocab) != vocab_size:
-        raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is {vocab_size}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -257,7 +245,7 @@ def contexts(words: Sequence[str], vocab: Vocab, block_size: int) -> tuple[torch
     One example per character of each word plus one for the end token, contexts left-padded with 0.
     """
     if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+        raise ArgumentError("contexts", "block_size", f"must be >= 1, got {block_size}")
     X, Y = [], []
     for i, w in enumerate(words):
         ids = vocab.encode(w, where=f"index {i}")
@@ -306,10 +294,8 @@ def sequences(words: Sequence[str], vocab: Vocab, pad_to: int | None = None) -> 
     lengths = torch.tensor([len(ids) + 1 for ids in enc], dtype=torch.long)
     for b, ids in enumerate(enc):
         n = len(ids)
-        if n:
-            t = torch.tensor(ids, dtype=torch.long)
-            x[b, 1 : n + 1] = t
-            y[b, :n] = t
+        x[b, 1 : n + 1] = torch.tensor(ids, dtype=torch.long)
+        y[b, :n] = x[b, 1 : n + 1]
         y[b, n] = 0
     mask = torch.arange(T)[None, :] < lengths[:, None]
     return SequenceBatch(x, y, mask, lengths)

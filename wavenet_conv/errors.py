@@ -1,9 +1,13 @@
 """The library's own errors. Each message is one line naming what is at fault (the file and line, the
 checkpoint, the option, the step).
 
-The command line reports an ``InputError`` (and ``OSError``) as ``wavenet-conv CMD: error: MESSAGE``,
-exit status 2, and ``TrainingDiverged`` the same way with exit status 3. Any other exception is a bug
-in the library and surfaces with its traceback.
+A caller's mistake is an ``InputError``: bad data (``DataError``), a checkpoint (``CheckpointError``),
+a configuration (``ConfigError``), a run folder (``RunFolderError``), an argument of a library function
+(``ArgumentError``, which names the function and the argument), a missing optional dependency
+(``MissingExtraError``). The command line reports an ``InputError`` (and ``OSError``) as
+``wavenet-conv CMD: error: MESSAGE``, exit status 2, and ``TrainingDiverged`` the same way with exit
+status 3; it checks nothing that the library checks. Any other exception is a bug in the library and
+surfaces with its traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ class ConfigError(InputError):
 class RunFolderError(InputError):
     """A run folder that training cannot use: it holds another run or other files, another training
     holds its lock, or it cannot be written."""
+
+
+class ArgumentError(InputError):
+    """A bad value for an argument of a library function: ``who`` (the function), ``argument`` (the
+    parameter's name) and ``problem`` (what is wrong, with the value given). The command line words it
+    with its own option for ``argument``."""
+
+    def __init__(self, who: str, argument: str, problem: str):
+        super().__init__(f"{who}: {argument} {problem}")
+        self.who, self.argument, self.problem = who, argument, problem
 
 
 class MissingExtraError(InputError, ImportError):

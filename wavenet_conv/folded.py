@@ -1,4 +1,4 @@
-"""The folded fast path: the engine under ``score_names`` and the cached sampler.
+"""The folded fast path: the one engine under ``score_names`` and the cached sampler.
 
 In eval mode every layer is an affine pair mix followed by elementwise functions, so the model can be
 rearranged for speed without changing what it computes (equal to ``ConvModel.forward`` up to float
@@ -24,9 +24,11 @@ rounding: ≤ 1e-10 in float64, tested for every variant):
   is folded into the weights (``FoldedLayer.doubled``).
 * **A GEMM-friendly head.** The output layer is padded to a multiple of 16 columns, with -inf logits.
 
-``fold(model)`` gives a ``FoldedModel``: ``logits(x)`` scores whole names, a (G, T) block at a time;
-its ``layers`` and ``head`` serve the cached sampler one position at a time. ``after_mix`` is the
-folded twin of ``Block.after_mix``: everything after the pair mix.
+``fold(model)`` gives a ``FoldedModel``, the one engine under both fast paths: ``logits(x)`` scores
+whole names, a (G, T) block at a time (``score_names``); ``start``/``step`` run one position for a
+batch of rows with a cache of each layer's older halves (the cached sampler, ``sample_names``). Both
+share its pieces: the pair-table ``prelude``, each layer's GEMM (``mix``), ``after_mix`` (the folded
+twin of ``Block.after_mix``: everything after the pair mix) and the ``head``.
 
 Every tensor here is flat rows, ``(N, C)``, and everything runs in eval mode (``eval_mode``).
 """
@@ -207,8 +209,45 @@ class PairTable:
 PAIR_TABLE_MAX = 1 << 16  # token pairs, at most: a table of V² rows (729 for the lecture's 27 tokens)
 
 
+class StepCache:
+    """The engine's state between two ``FoldedModel.step`` calls, for a batch of rows: layer l keeps a
+    ring of its last d = 2**l older-half contributions ``h_l[t] @ W_old`` (before d steps: the start
+    state's ``q_l``), and the previous token (the pair table's x[t-1]).
+
+    ring[l][t % d] = (rows, old): written at time t for time t + d, for the rows then in the batch.
+    rows: (B,) the rows still in the batch (``select``), by their index at ``start``.
+    """
+
+    def __init__(self, dilations: list[int], batch: int, device: torch.device):
+        self.ring = [[None] * d for d in dilations]
+        self.rows = torch.arange(batch, device=device)
+        self.prev = torch.zeros(batch, dtype=torch.long, device=device)  # x[t-1]: '.' before the start
+        self.t = 0
+
+    def lookback(self, l: int, q: torch.Tensor) -> torch.Tensor:
+        """Layer l's older half at t - d, (B, C_act) for the rows in the batch, or ``q`` (C_act,)
+        where t - d falls before the start."""
+        entry = self.ring[l][self.t % len(self.ring[l])]
+        if entry is None:
+            return q
+        rows, old = entry
+        return old if len(rows) == len(self.rows) else old.index_select(0, torch.searchsorted(rows, self.rows))
+
+    def remember(self, l: int, old: torch.Tensor) -> None:
+        self.ring[l][self.t % len(self.ring[l])] = (self.rows, old)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` (B',) of the current batch, in order."""
+        self.rows = self.rows.index_select(0, keep)
+        self.prev = self.prev.index_select(0, keep)
+
+
 class FoldedModel:
     """A ``TreeModel`` or ``ConvModel`` (in eval mode) folded for inference: see the module docstring.
+
+    Two ways to run it, on the same pieces (``prelude``, ``mix``, ``after_mix``, ``head``):
+    ``logits(x)`` scores whole names, every position at once; ``start(batch)`` then ``step(cache, tok)``
+    runs one position at a time for a batch of rows, with a cache (the cached sampler).
 
     layers: one ``FoldedLayer`` per block. head: the ``FoldedHead``. wte: (V, E) the embedding.
     pairs: the ``PairTable`` (None when the vocabulary has more than 256 tokens).
@@ -237,23 +276,39 @@ class FoldedModel:
     def workspace(self) -> Workspace:
         return Workspace(self.layers[0].q)
 
+    def prelude(self, prev: torch.Tensor, tok: torch.Tensor, out: torch.Tensor | None = None):
+        """What comes before the layers' loop, for rows of (x[t-1], x[t]) pairs ``prev``, ``tok`` (N,):
+        returns (first, P, h, skips): the first layer still to run, its GEMM output (N, 2*C_act) or
+        None, its input h (N, C) or None (read only by a residual), and the skip sum (N, S) or None.
+        With the pair table, layers 0 and 1 are one lookup (``P`` written into ``out``)."""
+        p = self.pairs
+        if p is None:
+            return 0, None, self.wte.index_select(0, tok) if self.embeds_input else None, None
+        pair = prev * self.wte.shape[0] + tok  # (N,)
+        skips = None if p.skips is None else p.skips.index_select(0, pair)  # (N, S), summed into in place
+        if p.mix1 is None:  # one layer: the table holds its output
+            return 1, None, p.h.index_select(0, pair), skips
+        P = torch.index_select(p.mix1, 0, pair, out=out)  # layer 1's GEMM: a lookup
+        h = p.h.index_select(0, pair) if self.layers[1].block.residual else None  # (N, H), its carry
+        return 1, P, h, skips
+
+    def mix(self, l: int, h: torch.Tensor | None, tok: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer l's GEMM, [old | new] (N, 2*C_act) of each row: a lookup in layer 0's table by the
+        token ``tok`` (N,), else ``h @ w + bias2`` of the layer's input h (N, C_in)."""
+        layer = self.layers[l]
+        if l == 0:
+            return torch.index_select(layer.table, 0, tok, out=out)
+        return torch.addmm(layer.bias2, h, layer.w, out=out)
+
     def logits(self, x: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
         """x (G, T) token ids, each row ``[0, c1..c_{T-1}]`` with no padding -> logits (G*T, V_pad),
         row-major; the columns past the vocabulary are -inf."""
-        if self.pairs is None:
-            return self.head(*self.run(x, 0, len(self.layers), work))
         G, T = x.shape
-        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # (G, T): x[t-1], '.' before the start
-        pair = (prev * self.wte.shape[0] + x).reshape(-1)  # (G*T,)
-        p = self.pairs
-        skips = None if p.skips is None else p.skips.index_select(0, pair)  # (G*T, S), summed into in place
-        if p.mix1 is None:  # one layer: the table holds its output
-            return self.head(p.h.index_select(0, pair), skips)
         work = work or self.workspace()
-        P = work.get(1, G * T, p.mix1.shape[1])
-        torch.index_select(p.mix1, 0, pair, out=P)  # layer 1's GEMM: a lookup
-        h = p.h.index_select(0, pair) if self.layers[1].block.residual else None  # (G*T, H), its carry
-        return self.head(*self.run(x, 1, len(self.layers), work, P, h, skips))
+        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # (G, T): x[t-1], '.' before the start
+        out = work.get(1, G * T, self.pairs.mix1.shape[1]) if self.pairs is not None and self.pairs.mix1 is not None else None
+        first, P, h, skips = self.prelude(prev.reshape(-1), x.reshape(-1), out)
+        return self.head(*self.run(x, first, len(self.layers), work, P, h, skips))
 
     def run(self, x: torch.Tensor, first: int, end: int, work: Workspace | None = None, P: torch.Tensor | None = None,
             h: torch.Tensor | None = None, skips: torch.Tensor | None = None):
@@ -265,17 +320,33 @@ class FoldedModel:
         if first == 0 and self.embeds_input:
             h = self.wte.index_select(0, x)  # (G*T, E): layer 0's residual carries it
         for l in range(first, end):
-            layer = self.layers[l]
             if P is None:
-                P = work.get(l, G * T, 2 * layer.c_act)  # (G*T, 2*C_act)
-                if l == 0:
-                    torch.index_select(layer.table, 0, x, out=P)  # the embedding and layer 0's GEMM: a lookup
-                else:
-                    torch.addmm(layer.bias2, h, layer.w, out=P)
-            a = shifted_add(layer, P, G, T)  # (G*T, C_act)
-            h, skips = after_mix(layer, a, h, skips)  # (G*T, H)
+                P = self.mix(l, h, x, out=work.get(l, G * T, 2 * self.layers[l].c_act))  # (G*T, 2*C_act)
+            a = shifted_add(self.layers[l], P, G, T)  # (G*T, C_act): the dilation, a shifted add
+            h, skips = after_mix(self.layers[l], a, h, skips)  # (G*T, H)
             P = None
         return h, skips
+
+    def start(self, batch: int) -> StepCache:
+        """The cache of a batch of ``batch`` rows at t = 0, for ``step``."""
+        return StepCache([layer.dilation for layer in self.layers], batch, self.wte.device)
+
+    def step(self, cache: StepCache, tok: torch.Tensor) -> torch.Tensor:
+        """One position for a batch: ``tok`` (B,) the token at time t (the first is the start token 0)
+        -> logits (B, V) for time t + 1. Each character costs the pair-table lookup for layers 0 and 1,
+        a (B, H) x (H, 2 C_act) GEMM per layer above, and the head."""
+        first, P, h, skips = self.prelude(cache.prev, tok)
+        cache.prev = tok
+        for l in range(first, len(self.layers)):
+            layer = self.layers[l]
+            P = self.mix(l, h, tok) if P is None else P  # (B, 2*C_act)
+            old, a = P[:, : layer.c_act], P[:, layer.c_act :]
+            a = a.add_(cache.lookback(l, layer.q))  # + h_l[t - d] @ W_old
+            cache.remember(l, old)  # a view of P: after_mix only touches a
+            h, skips = after_mix(layer, a, h, skips)  # (B, H)
+            P = None
+        cache.t += 1
+        return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
 
 
 def fold(model: WaveNetCore) -> FoldedModel:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import ModelConfig
-from .tree import FlatConfig, FlatModel, TreeModel
+from .config import FlatConfig, ModelConfig
+from .flat import FlatModel
+from .tree import TreeModel
 
 
 def _flatten_layers(obj) -> list:

@@ -2,10 +2,10 @@
 
 Two samplers, the same samples:
 
-* cached ("Fast Wavenet Generation", Paine et al. 2016), on the folded model (``folded.py``): layer l
-  keeps a ring of its last d = 2**l older-half contributions ``h_l[t] @ W_old`` (before d steps, the
-  start state's ``q_l``); each new character costs one lookup in the table of token pairs (the
-  embedding and layers 0 and 1 together) and L - 2 (B, C) x (C, 2 C_act) GEMMs, instead of the
+* cached ("Fast Wavenet Generation", Paine et al. 2016), on the folded model's engine
+  (``FoldedModel.start``/``step``): layer l keeps a ring of its last d = 2**l older-half
+  contributions ``h_l[t] @ W_old``; each new character costs one lookup in the table of token pairs
+  (the embedding and layers 0 and 1 together) and L - 2 (B, C) x (C, 2 C_act) GEMMs, instead of the
   2**L - 1 pair operations of the window. Rows whose name has ended leave the batch.
 * window (``cached=False``): the lecture's sampler; the tree's forward on the last 2**L tokens, every
   step.
@@ -21,76 +21,41 @@ training mode would give NaN); a model in training mode is switched back afterwa
 
 from __future__ import annotations
 
-import math
-import numbers
-import operator
 from functools import partial
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
-from .data import Vocab, check_name, check_vocab
-from .folded import after_mix, eval_mode, fold
-from .tree import FlatModel, TreeModel
+from .data import Vocab, name_problem
+from .device import torch_threads
+from .errors import ArgumentError
+from .flat import FlatModel
+from .folded import eval_mode, fold
+from .tree import TreeModel
+from .validate import integer, model_of, positive_number, vocab_of
 
 MAX_LEN = 64  # the longest sample, in characters, unless asked otherwise (``--max-len`` too)
 CACHE_BUDGET = 64 << 20  # bytes of the cached sampler's rings per batch, at most, in ``batch_size``
 
 
 class CachedStepper:
-    """Cached generation. ``feed(tok)`` takes the token at time t, (B,) long, and returns the logits
-    (B, V) for time t + 1; the first token fed is the start token 0.
-
-    Layer 0's output at t is a function of the pair (x[t-1], x[t]), so with the folded model's table
-    of token pairs (``folded.PairTable``) layers 0 and 1 cost one row lookup: each character costs
-    L - 2 GEMMs of (B, H) x (H, 2 C_act) and the head."""
+    """Cached generation on the folded model's engine (``FoldedModel.start``/``step``): ``feed(tok)``
+    takes the token at time t, (B,) long, and returns the logits (B, V) for time t + 1; the first
+    token fed is the start token 0."""
 
     def __init__(self, model: WaveNetCore, batch: int):
         self.folded = fold(model)
-        self.layers, self.head, self.wte = self.folded.layers, self.folded.head, self.folded.wte
-        # ring[l][t % d] = (rows, h_l[t] @ W_old): written at time t for time t + d, for the rows then in
-        # the batch; None before (the look-back is the all-'.' history: q)
-        self.ring = [[None] * layer.dilation for layer in self.layers]
-        self.rows = torch.arange(batch, device=self.wte.device)  # the rows still in the batch
-        self.prev = torch.zeros(batch, dtype=torch.long, device=self.wte.device)  # x[t-1]: '.' before the start
-        self.t = 0
+        self.cache = self.folded.start(batch)
 
     def feed(self, tok: torch.Tensor) -> torch.Tensor:
-        pairs, first, P, h, skips = self.folded.pairs, 0, None, None, None
-        if pairs is not None:  # layers 0 and 1 as one lookup
-            pair = self.prev * self.wte.shape[0] + tok  # (B,)
-            self.prev = tok
-            skips = None if pairs.skips is None else pairs.skips.index_select(0, pair)  # (B, S)
-            if pairs.mix1 is None:  # one layer: the table holds its output
-                self.t += 1
-                return self.head(pairs.h.index_select(0, pair), skips)[:, : self.head.vocab_size]
-            first, P = 1, pairs.mix1.index_select(0, pair)  # (B, 2*C_act): layer 1's GEMM
-            h = pairs.h.index_select(0, pair) if self.layers[1].block.residual else None  # (B, H)
-        elif self.folded.embeds_input:
-            h = self.wte.index_select(0, tok)  # (B, E): layer 0's residual carries it
-        for l in range(first, len(self.layers)):
-            layer = self.layers[l]
-            if P is None:
-                P = layer.table.index_select(0, tok) if l == 0 else torch.addmm(layer.bias2, h, layer.w)  # (B, 2*C_act)
-            old, a = P[:, : layer.c_act], P[:, layer.c_act :]
-            slot = self.t % layer.dilation
-            if self.ring[l][slot] is None:  # t - d is before the start
-                a = a.add_(layer.q)
-            else:  # h_l[t - d] @ W_old, for the rows still here
-                rows, past = self.ring[l][slot]
-                a = a.add_(past if len(rows) == len(self.rows) else past.index_select(0, torch.searchsorted(rows, self.rows)))
-            self.ring[l][slot] = (self.rows, old)  # a view of P: after_mix only touches a
-            h, skips = after_mix(layer, a, h, skips)  # (B, H)
-            P = None
-        self.t += 1
-        return self.head(h, skips)[:, : self.head.vocab_size]  # (B, V)
+        return self.folded.step(self.cache, tok)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the rows ``keep`` (B',) of the current batch, in order."""
-        self.rows = self.rows.index_select(0, keep)
-        self.prev = self.prev.index_select(0, keep)
+        self.cache.select(keep)
 
 
 class WindowStepper:
@@ -122,36 +87,23 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k:
     return tok.clamp_(max=logits.shape[1] - 1)
 
 
-def _integer(name: str, v, low: int, optional: bool = False) -> int | None:
-    """``v`` as an int (any integer type: ``operator.index``; not a bool), at least ``low``."""
-    if optional and v is None:
-        return None
-    try:
-        i = operator.index(v)
-    except TypeError:
-        i = None
-    if i is None or isinstance(v, bool) or i < low:
-        raise ValueError(f"sample_names: {name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
-    return i
-
-
-def _check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len):
-    """The arguments, checked; returns (n, temperature, top_k, max_len) as Python numbers."""
-    if not isinstance(model, (WaveNetCore, FlatModel)):
-        raise TypeError(f"sample_names: expected a ConvModel, TreeModel or FlatModel, got {type(model).__name__}")
-    check_vocab(vocab, model.config.vocab_size)
-    n = _integer("n", n, 0)
+def check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len):
+    """``sample_names``' arguments, checked; returns (n, temperature, top_k, max_len) as Python numbers."""
+    who = "sample_names"
+    model_of(who, model, (WaveNetCore, FlatModel), "ConvModel, TreeModel or FlatModel")
+    vocab_of(who, vocab, model.config.vocab_size)
+    n = integer(who, "n", n, 0)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"sample_names: generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
-        raise ValueError(f"sample_names: temperature must be a positive finite number, got {temperature!r}")
-    top_k = _integer("top_k", top_k, 1, optional=True)
+        raise TypeError(f"{who}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    temperature = positive_number(who, "temperature", temperature)
+    top_k = integer(who, "top_k", top_k, 1, optional=True)
     if not isinstance(prefix, str):
-        raise TypeError(f"sample_names: prefix must be a str, got {type(prefix).__name__}")
-    if prefix:
-        check_name(prefix, vocab, "sample_names: prefix")
-    max_len = _integer("max_len", max_len, max(1, len(prefix)))
-    return n, float(temperature), top_k, max_len
+        raise TypeError(f"{who}: prefix must be a str, got {type(prefix).__name__}")
+    problem = name_problem(prefix, vocab) if prefix else None
+    if problem:
+        raise ArgumentError(who, "prefix", f"is not the start of a name: {problem}")
+    max_len = integer(who, "max_len", max_len, max(1, len(prefix)))
+    return n, temperature, top_k, max_len
 
 
 def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device) -> torch.Tensor:
@@ -189,6 +141,7 @@ def sample_names(
     prefix: str = "",
     max_len: int = MAX_LEN,
     cached: bool = True,
+    threads="auto",
 ) -> list[str]:
     """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
     characters (the prefix included). A name is empty when the end token is drawn first, as in the
@@ -200,17 +153,19 @@ def sample_names(
     value are kept). prefix: every name starts with it, and the model is conditioned on it.
     cached: cached generation for a ConvModel/TreeModel (the folded model); False: the lecture's window
     sampler. A FlatModel has no layers to cache: it always uses the window.
+    threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting).
 
-    Runs in eval mode and restores the model's mode. Raises ``DataError`` for a prefix with a
-    character outside ``vocab`` (or '.', whitespace), ``TypeError`` for an argument of the wrong kind
-    (a generator that is not a ``torch.Generator``), ``ValueError`` for other bad values.
+    Runs in eval mode and restores the model's mode. Raises ``ArgumentError`` (an ``InputError``)
+    naming the argument for a value that cannot be used (a prefix with a character outside ``vocab``,
+    '.' or whitespace; a max_len shorter than the prefix; ...), ``TypeError`` for an argument of the
+    wrong kind (a generator that is not a ``torch.Generator``).
     """
-    n, temperature, top_k, max_len = _check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)
+    n, temperature, top_k, max_len = check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)
     if n == 0:
         return []
     device = next(model.parameters()).device
     prefix_ids = vocab.encode(prefix)
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), torch_threads(threads, "sample_names"):
         if cached and isinstance(model, WaveNetCore):
             stepper = CachedStepper(model, n)
         else:
@@ -221,6 +176,28 @@ def sample_names(
         end = row.index(0) if 0 in row else len(row)
         names.append(prefix + vocab.decode(row[:end]))
     return names
+
+
+def sample_batches(
+    model: nn.Module,
+    n: int,
+    vocab: Vocab,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    prefix: str = "",
+    max_len: int = MAX_LEN,
+    batch: int | None = None,
+    threads="auto",
+) -> Iterator[list[str]]:
+    """``sample_names`` for any ``n`` in flat memory: lists of at most ``batch`` names (default:
+    ``batch_size(model)``, the cached sampler's rings within ``CACHE_BUDGET`` bytes), ``n`` in all.
+    Every argument is checked before the first name is drawn."""
+    n = check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)[0]
+    batch = batch_size(model) if batch is None else integer("sample_batches", "batch", batch, 1)
+    for start in range(0, n, batch):
+        yield sample_names(model, min(batch, n - start), vocab, generator, temperature, top_k, prefix, max_len,
+                           threads=threads)
 
 
 def batch_size(model: nn.Module, budget: int = CACHE_BUDGET, most: int = 10_000) -> int:

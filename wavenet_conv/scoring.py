@@ -23,6 +23,8 @@ A model in training mode is switched to eval for the call and switched back afte
 from __future__ import annotations
 
 import math
+import operator
+import warnings
 from dataclasses import dataclass
 from itertools import islice
 from typing import Iterator
@@ -33,10 +35,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
-from .data import IGNORE, Vocab, check_name, check_vocab, contexts, name_problem, sequences
-from .errors import ConfigError, DataError
+from .data import IGNORE, Vocab, check_name, contexts, name_problem, sequences
+from .device import check_threads, torch_threads
+from .errors import ArgumentError, DataError
+from .flat import FlatModel
 from .folded import FoldedModel, eval_mode, fold
-from .tree import FlatModel, TreeModel
+from .tree import TreeModel
+from .validate import integer, model_of, one_of, string_list, vocab_of
 
 METHODS = ("auto", "fast", "contexts", "forward")
 
@@ -48,7 +53,7 @@ class ScoreResult:
     nll: (N,) float64 CPU tensor, total negative log-likelihood of each name in nats (its characters
         and the end token). n_targets: (N,) long CPU tensor, characters + 1 per name.
     mean_loss: nats per target over all names (on the lecture's dev split: the lecture's "val" loss).
-    bits_per_char: ``mean_loss / ln 2``, bits per target (the end token counts as a character).
+    bits_per_target: ``mean_loss / ln 2``, bits per target (each name's characters and its end token).
     char_nll: with ``per_char=True``, the NLL in nats of every target, flat, (sum of n_targets,)
         float64 CPU: name i's are ``char_nll[offsets[i]:offsets[i + 1]]``, its characters then the end
         token (``chars(i)``). offsets: (N + 1,) long. Both None without ``per_char``.
@@ -57,7 +62,7 @@ class ScoreResult:
     nll: torch.Tensor
     n_targets: torch.Tensor
     mean_loss: float
-    bits_per_char: float
+    bits_per_target: float
     char_nll: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
 
@@ -72,10 +77,17 @@ class ScoreResult:
             offsets = torch.cat([n_targets.new_zeros(1), torch.cumsum(n_targets, 0)])
         return cls(nll, n_targets, mean, mean / math.log(2), char_nll, offsets)
 
+    @property
+    def bits_per_char(self) -> float:
+        """Deprecated: bits per target (the end token counts), now ``bits_per_target``."""
+        warnings.warn("ScoreResult.bits_per_char is per target (end tokens included): use bits_per_target",
+                      DeprecationWarning, stacklevel=2)
+        return self.bits_per_target
+
     def chars(self, i: int) -> torch.Tensor:
         """Name i's per-target NLLs in nats: its characters, then the end token (needs ``per_char``)."""
         if self.char_nll is None:
-            raise ValueError("per-character scores were not computed: score with per_char=True")
+            raise ArgumentError("ScoreResult.chars", "per_char", "was False when scoring: score with per_char=True")
         return self.char_nll[self.offsets[i] : self.offsets[i + 1]]
 
 
@@ -106,17 +118,6 @@ def encode_names(names: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
     if not known.all():
         ok[np.repeat(np.arange(len(names)), lengths)[~known]] = False
     return torch.from_numpy(ids[pos]), torch.from_numpy(lengths), ok
-
-
-def check_names(names, what: str = "names") -> list[str]:
-    """``names`` as a list of str, or a ``TypeError`` naming the first item that is not one."""
-    if isinstance(names, str):
-        raise TypeError(f"{what} must be a list of strings, got a single str")
-    names = list(names)
-    for i, w in enumerate(names):
-        if not isinstance(w, str):
-            raise TypeError(f"{what}[{i}] is a {type(w).__name__}, not a str: {w!r}")
-    return names
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,19 +197,17 @@ def _score_forward(model: WaveNetCore, names, vocab: Vocab, batch: int):
     return torch.cat(nll), torch.cat(per_target)
 
 
-def _check_model_and_method(model: nn.Module, method: str, vocab: Vocab, who: str) -> str:
+def check_model_and_method(model: nn.Module, method: str, vocab: Vocab, who: str) -> str:
     """The method to use, after checking the model, the method and the vocabulary."""
-    if not isinstance(model, (WaveNetCore, FlatModel)):
-        raise TypeError(f"{who}: expected a ConvModel, TreeModel or FlatModel, got {type(model).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"{who}: method must be one of {METHODS}, got {method!r}")
+    model_of(who, model, (WaveNetCore, FlatModel), "ConvModel, TreeModel or FlatModel")
+    one_of(who, "method", method, METHODS)
     if method == "auto":
         method = "contexts" if isinstance(model, (TreeModel, FlatModel)) else "fast"
     if method in ("fast", "forward") and not isinstance(model, WaveNetCore):
-        raise ValueError(f"{who}: method={method!r} needs a ConvModel or TreeModel, got {type(model).__name__}")
+        raise ArgumentError(who, "method", f"{method!r} needs a ConvModel or TreeModel, got a {type(model).__name__}")
     if method == "forward" and isinstance(model, TreeModel):
-        raise ValueError(f"{who}: method='forward' needs a ConvModel (a TreeModel takes contexts)")
-    check_vocab(vocab, model.config.vocab_size)
+        raise ArgumentError(who, "method", "'forward' needs a ConvModel (a TreeModel takes contexts)")
+    vocab_of(who, vocab, model.config.vocab_size)
     return method
 
 
@@ -233,6 +232,7 @@ def score_names(
     chunk_positions: int = 8192,
     batch: int = 8192,
     per_char: bool = False,
+    threads="auto",
 ) -> ScoreResult:
     """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result.
 
@@ -242,19 +242,21 @@ def score_names(
     chunk_positions: the fast path's positions per GEMM. batch: contexts/names per forward call.
     per_char: also return every target's NLL (``ScoreResult.char_nll``, ``chars(i)``), from the same
         pass (a flat tensor and offsets: no per-name Python objects).
+    threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting);
+        the caller's setting is restored afterwards.
 
     Scored in eval mode; the model's train/eval mode is restored afterwards. Deterministic. Raises
     ``DataError`` naming the index and the name for an empty name or a character outside ``vocab``.
     """
-    method = _check_model_and_method(model, method, vocab, "score_names")
-    names = check_names(names)
+    method = check_model_and_method(model, method, vocab, "score_names")
+    names = string_list("score_names", "names", names)
     if not names:
         raise DataError("no names to score: the list is empty")
     tokens, lengths, ok = encode_names(names, vocab)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         check_name(names[i], vocab, f"names[{i}]")  # raises, naming the index and the problem
-    with eval_mode(model):
+    with eval_mode(model), torch_threads(threads, "score_names"):
         folded = fold(model) if method == "fast" else None
         return _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, batch)
 
@@ -276,13 +278,22 @@ class LineScores:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 0 <= K < N, or a ``ConfigError``."""
+    """``"K/N"`` -> (K, N), checked (``check_shard``)."""
     try:
         k, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ConfigError(f"shard must be K/N (e.g. 0/4), got {text!r}") from None
+        raise ArgumentError("score_lines", "shard", f"must be K/N (e.g. 0/4), got {text!r}") from None
+    return check_shard((k, n))
+
+
+def check_shard(shard) -> tuple[int, int]:
+    """A shard (K, N) with 0 <= K < N: the K-th of N parts of a list."""
+    try:
+        k, n = (operator.index(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ArgumentError("score_lines", "shard", f"must be a pair (K, N) of integers, got {shard!r}") from None
     if not 0 <= k < n:
-        raise ConfigError(f"shard K/N needs 0 <= K < N, got {text!r}")
+        raise ArgumentError("score_lines", "shard", f"K/N needs 0 <= K < N, got {k}/{n}")
     return k, n
 
 
@@ -298,6 +309,7 @@ def score_lines(
     source: str = "<input>",
     method: str = "auto",
     chunk_positions: int = 8192,
+    threads="auto",
 ) -> Iterator[LineScores]:
     """Score a stream of lines, ``chunk`` lines at a time, yielding a ``LineScores`` per chunk: memory
     stays flat however long the stream (a file, ``read_lines(stdin)``, a generator).
@@ -311,40 +323,60 @@ def score_lines(
     shard: (K, N): score only the lines with ``(line - 1) % N == K``, line numbers kept, so that N
         processes (or machines) split one list; the other lines are not even checked.
     method, chunk_positions: as in ``score_names``.
+    threads: as in ``score_names``, while a chunk is scored ("auto" is decided once, at the start).
     """
-    method = _check_model_and_method(model, method, vocab, "score_lines")
-    if chunk < 1:
-        raise ValueError(f"score_lines: chunk must be >= 1, got {chunk}")
-    k, n_shards = shard if shard is not None else (0, 1)
-    lines, first = iter(lines), 1  # ``first``: the line number of the next line read
+    method = check_model_and_method(model, method, vocab, "score_lines")
+    chunk = integer("score_lines", "chunk", chunk, 1)
+    shard = None if shard is None else check_shard(shard)
+    threads = check_threads(threads, "score_lines")  # "auto" decided once, for the whole stream
     with eval_mode(model):
         folded = fold(model) if method == "fast" else None
-        while True:
-            block = list(islice(lines, chunk * n_shards))
-            if not block:
-                return
-            numbers = range(first, first + len(block))
-            first += len(block)
-            if n_shards > 1:
-                start = (k - (numbers.start - 1)) % n_shards
-                block, numbers = block[start::n_shards], numbers[start::n_shards]
-            block = [line.rstrip("\r\n") if line.endswith("\n") else line for line in block]
+        for numbers, block in line_chunks(lines, chunk, shard):
             if lowercase:
                 block = [line.lower() for line in block]
-            tokens, lengths, ok = encode_names(block, vocab)
-            empty = lengths.numpy() == 0
-            bad = ~ok & ~empty
-            stop = None  # the first invalid line, without skip_invalid
-            invalid = [(numbers[i], name_problem(block[i], vocab)) for i in np.flatnonzero(bad)]
-            if invalid and not skip_invalid:
-                stop = invalid[0]
-                cut = int(np.flatnonzero(bad)[0])
-                ok[cut:], empty[cut:], invalid = False, False, []
-            keep = np.flatnonzero(ok)
-            names = [block[i] for i in keep]
-            if len(keep) < len(block):  # the kept names' characters: no second encoding
-                tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
-            scores = _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, 8192)
-            yield LineScores([numbers[i] for i in keep], names, scores, invalid, int(empty.sum()))
+            part, tokens, lengths, stop = check_chunk(block, numbers, vocab, skip_invalid)
+            with torch_threads(threads, "score_lines"):
+                part.scores = _score(model, folded, method, part.names, tokens, lengths, vocab, per_char,
+                                     chunk_positions, 8192)
+            yield part
             if stop is not None:
                 raise DataError(f"{source}:{stop[0]}: {stop[1]}")
+
+
+def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
+    """(line numbers, lines without their LF/CRLF) of up to ``chunk`` lines at a time (of the shard's
+    lines only, with ``shard`` (K, N))."""
+    k, n_shards = shard if shard is not None else (0, 1)
+    lines, first = iter(lines), 1  # ``first``: the line number of the next line read
+    while True:
+        block = list(islice(lines, chunk * n_shards))
+        if not block:
+            return
+        numbers = range(first, first + len(block))
+        first += len(block)
+        if n_shards > 1:
+            start = (k - (numbers.start - 1)) % n_shards
+            block, numbers = block[start::n_shards], numbers[start::n_shards]
+        yield numbers, [line.rstrip("\r\n") if line.endswith("\n") else line for line in block]
+
+
+def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
+    """A chunk's lines sorted into names to score, blank lines and lines that are not names: returns
+    (its ``LineScores`` still without scores, the names' tokens and lengths (``encode_names``), and
+    the first invalid (line, problem) without ``skip_invalid``, or None). Without ``skip_invalid`` the
+    lines from the first invalid one on are left out: the caller raises after scoring the lines
+    before it."""
+    tokens, lengths, ok = encode_names(block, vocab)
+    empty = lengths.numpy() == 0
+    bad = ~ok & ~empty
+    stop = None
+    invalid = [(numbers[i], name_problem(block[i], vocab)) for i in np.flatnonzero(bad)]
+    if invalid and not skip_invalid:
+        stop = invalid[0]
+        cut = int(np.flatnonzero(bad)[0])
+        ok[cut:], empty[cut:], invalid = False, False, []
+    keep = np.flatnonzero(ok)
+    if len(keep) < len(block):  # the kept names' characters: no second encoding
+        tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
+    names = [block[i] for i in keep]
+    return LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum())), tokens, lengths, stop

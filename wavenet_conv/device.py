@@ -1,0 +1,129 @@
+"""Where and how the work runs: the device, the matmul precision, the clock, and torch's CPU threads.
+
+Threads. torch's default is one thread per core, which on a small CPU shared with other work is many
+times slower for this model's small GEMMs (OpenMP's threads spin waiting for cores that are busy).
+Every entry point (``score_names``, ``score_lines``, ``sample_names``, ``train`` and the command line)
+takes ``threads``: "auto" picks the CPUs that are free right now, at least one (see ``auto_threads``);
+an integer is that many; None leaves torch's setting alone. The caller's setting is restored when the
+call returns (``torch_threads``). Scoring and sampling default to "auto" (their results do not depend
+on the thread count); training defaults to 1: a training step gains little from a second thread on
+an idle CPU, and its weights depend on the thread count in their last bits, so a fixed count keeps
+resume exact whatever else the machine runs. benchmarks/PERFORMANCE.md ("Threads") has the
+measurements behind the policy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+import torch
+
+from .errors import ArgumentError, ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu; any other name as ``torch.device`` takes it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r}: not a device name (expected one of {DEVICES})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available here")
+    return dev
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with the
+    AVX-512 BF16 or AMX instructions (Linux's /proc/cpuinfo; elsewhere, False). Elsewhere bfloat16
+    matmuls are emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the training steps' matmuls (autocast; float32: none)."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return getattr(torch, precision)
+
+
+def device_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def busy_cpus(reads: int = 3) -> int | None:
+    """Other processes' threads running right now (Linux's ``procs_running``, less this reader itself),
+    the least of a few reads; None where it cannot be read."""
+    try:
+        counts = []
+        for _ in range(reads):
+            with open("/proc/stat", "rb") as f:
+                line = next(ln for ln in f if ln.startswith(b"procs_running"))
+            counts.append(int(line.split()[1]))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return max(0, min(counts) - 1)
+
+
+def auto_threads() -> int:
+    """The threads for "auto": the usable CPUs that no other process is running on now, at least 1 (1
+    where the load cannot be read)."""
+    busy = busy_cpus()
+    if busy is None:
+        return 1
+    return max(1, usable_cpus() - busy)
+
+
+def check_threads(threads, who: str) -> int | None:
+    """``threads`` ("auto", a positive integer, or None) as the count to use, or None: leave torch's."""
+    if threads is None:
+        return None
+    if threads == "auto":
+        return auto_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ArgumentError(who, "threads", f"must be 'auto' or an integer >= 1 (None: torch's setting), got {threads!r}")
+    return threads
+
+
+@contextmanager
+def torch_threads(threads, who: str):
+    """Run the block with ``threads`` torch CPU threads ("auto", N or None: see the module's docstring),
+    then put the caller's setting back."""
+    n = check_threads(threads, who)
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
