@@ -13,7 +13,7 @@ from wavenet_conv.cli import build_parser
 from conftest import ROOT
 
 DOCS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "data", "README.md"),
-        *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md")))]
+        *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md"))), *sorted(glob.glob(os.path.join(ROOT, "experiments", "*.md")))]
 
 
 def code_blocks(path: str, lang: str) -> list[str]:

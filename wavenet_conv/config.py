@@ -204,7 +204,7 @@ SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled
 
 RECIPES = {
     # the lecture's model, conv form: 8 epochs of whole names packed without padding, AdamW, a linear
-    # decay to 0 (its results: benchmarks/SEARCH.md)
+    # decay to 0 (its results: experiments/SEARCH.md)
     "default": {},
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
     # decay, and the weights averaged over the last quarter

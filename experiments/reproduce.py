@@ -1,7 +1,7 @@
 """Reproduce the lecture's table with the lecture's recipe on a names file.
 
-    python benchmarks/reproduce.py names.txt --out benchmarks/results/reproduce-lecture.md
-    python benchmarks/reproduce.py data/names.txt --out benchmarks/results/reproduce-bundled.md
+    python experiments/reproduce.py names.txt --out experiments/results/reproduce-lecture.md
+    python experiments/reproduce.py data/names.txt --out experiments/results/reproduce-bundled.md
 
 Five rows, each 200,000 SGD steps of 32 contexts (``recipe("lecture")``), ``torch.manual_seed(42)``
 before the model is built, the lecture split, split losses in eval mode. The third row reproduces the

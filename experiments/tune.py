@@ -1,6 +1,6 @@
 """Run a list of configurations and write one results table (config, params, train, val, time).
 
-    python benchmarks/experiments.py benchmarks/configs/default_recipe.json names.txt \\
+    python experiments/tune.py experiments/configs/default_recipe.json names.txt \\
         --out benchmarks/results/default_recipe.md --threads 1
 
 The list is a JSON file: ``[{"name": ..., <ModelConfig fields>, <TrainConfig fields>}, ...]``; a
@@ -82,7 +82,7 @@ def render(jsonl: str) -> str:
 def main(argv=None):
     if argv is None and sys.argv[1:2] == ["--render"]:
         argv = sys.argv[1:]
-    if argv and argv[0] == "--render":  # python benchmarks/experiments.py --render results.jsonl
+    if argv and argv[0] == "--render":  # python experiments/tune.py --render results.jsonl
         print(render(argv[1]), end="")
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
