@@ -13,7 +13,8 @@ from .lecture import from_lecture
 from .tree import TreeModel
 from .flat import FlatModel
 from .folded import FoldedModel, fold
-from .scoring import LineScores, ScoreResult, score_lines, score_names
+from .scoring import ScoreResult, score_names
+from .streaming import LineScores, score_lines
 from .sampling import sample_names
 from .checkpoint import load_model
 from .train import TrainResult, train

@@ -39,7 +39,7 @@ from .output import FORMATS, closing_count, format_rows, header, sample_lines
 from .paths import bundled_names
 from .run import CHANGEABLE_ON_RESUME, saved_config
 from .sampling import MAX_LEN, sample_batches, sample_names
-from .scoring import parse_shard, score_lines
+from .streaming import parse_shard, score_lines
 from .train import train
 from .tree import TreeModel
 from .validate import integer

@@ -13,7 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
-from .device import DEVICES, PRECISIONS
+from .device import PRECISIONS
 from .errors import ConfigError
 
 ACTIVATIONS = ("tanh", "gated", "glu")

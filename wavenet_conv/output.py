@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from .scoring import LineScores
+from .streaming import LineScores
 
 FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
 

@@ -2,8 +2,8 @@
 surprisal of every character.
 
 ``score_names(model, names, vocab)`` scores a list of names (a ``ConvModel``, ``TreeModel`` or
-``FlatModel``); ``score_lines(model, lines, vocab)`` streams any number of lines (a file, stdin, a
-generator) a chunk at a time, in flat memory, reporting or skipping the lines that are not names.
+``FlatModel``); ``streaming.score_lines(model, lines, vocab)`` streams any number of lines (a file,
+stdin, a generator) through it a chunk at a time.
 
 The fast path (``method="fast"``, the default for a ``ConvModel``) is exact and does the least work:
 the folded model (``folded.py``: BatchNorm folded into the weights, one GEMM and a shifted add per
@@ -23,11 +23,8 @@ A model in training mode is switched to eval for the call and switched back afte
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 from dataclasses import dataclass
-from itertools import islice
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -35,13 +32,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
-from .data import IGNORE, Vocab, check_name, contexts, name_problem, sequences
-from .device import check_threads, torch_threads
+from .data import IGNORE, Vocab, check_name, contexts, sequences
+from .device import torch_threads
 from .errors import ArgumentError, DataError
 from .flat import FlatModel
 from .folded import FoldedModel, eval_mode, fold
 from .tree import TreeModel
-from .validate import integer, model_of, one_of, string_list, vocab_of
+from .validate import model_of, one_of, string_list, vocab_of
 
 METHODS = ("auto", "fast", "contexts", "forward")
 
@@ -211,8 +208,9 @@ def check_model_and_method(model: nn.Module, method: str, vocab: Vocab, who: str
     return method
 
 
-def _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, batch) -> ScoreResult:
-    """Valid, encoded names -> their ``ScoreResult`` (the model already in eval mode)."""
+def score_encoded(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, batch) -> ScoreResult:
+    """Valid names, encoded (``encode_names``) -> their ``ScoreResult`` (the model already in eval
+    mode; ``folded`` its folded form for the fast path)."""
     if not names:
         return ScoreResult.from_nll(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0) if per_char else None)
     if method == "fast":
@@ -258,125 +256,4 @@ def score_names(
         check_name(names[i], vocab, f"names[{i}]")  # raises, naming the index and the problem
     with eval_mode(model), torch_threads(threads, "score_names"):
         folded = fold(model) if method == "fast" else None
-        return _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, batch)
-
-
-@dataclass
-class LineScores:
-    """One chunk of ``score_lines``, in input order.
-
-    lines: (n,) the input line number (from 1) of each scored name. names: the names as scored
-    (lower-cased with ``lowercase``). scores: their ``ScoreResult``. invalid: (line, problem) of each
-    line skipped as not a name (``skip_invalid``). empty: blank lines skipped in this chunk.
-    """
-
-    lines: list[int]
-    names: list[str]
-    scores: ScoreResult
-    invalid: list[tuple[int, str]]
-    empty: int
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N), checked (``check_shard``)."""
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ArgumentError("score_lines", "shard", f"must be K/N (e.g. 0/4), got {text!r}") from None
-    return check_shard((k, n))
-
-
-def check_shard(shard) -> tuple[int, int]:
-    """A shard (K, N) with 0 <= K < N: the K-th of N parts of a list."""
-    try:
-        k, n = (operator.index(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ArgumentError("score_lines", "shard", f"must be a pair (K, N) of integers, got {shard!r}") from None
-    if not 0 <= k < n:
-        raise ArgumentError("score_lines", "shard", f"K/N needs 0 <= K < N, got {k}/{n}")
-    return k, n
-
-
-def score_lines(
-    model: nn.Module,
-    lines,
-    vocab: Vocab,
-    chunk: int = 65536,
-    skip_invalid: bool = False,
-    lowercase: bool = False,
-    per_char: bool = False,
-    shard: tuple[int, int] | None = None,
-    source: str = "<input>",
-    method: str = "auto",
-    chunk_positions: int = 8192,
-    threads="auto",
-) -> Iterator[LineScores]:
-    """Score a stream of lines, ``chunk`` lines at a time, yielding a ``LineScores`` per chunk: memory
-    stays flat however long the stream (a file, ``read_lines(stdin)``, a generator).
-
-    lines: an iterable of str, line 1 first; a trailing LF/CRLF on a line is dropped. Blank lines are
-    skipped (counted in ``LineScores.empty``). A line that is not a name (whitespace, '.', a control
-    character, a character outside ``vocab``, bytes that were not UTF-8) is a ``DataError``
-    ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been yielded; with
-    ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
-    lowercase: fold case before checking (for lists like "Emma"). per_char: every target's NLL too.
-    shard: (K, N): score only the lines with ``(line - 1) % N == K``, line numbers kept, so that N
-        processes (or machines) split one list; the other lines are not even checked.
-    method, chunk_positions: as in ``score_names``.
-    threads: as in ``score_names``, while a chunk is scored ("auto" is decided once, at the start).
-    """
-    method = check_model_and_method(model, method, vocab, "score_lines")
-    chunk = integer("score_lines", "chunk", chunk, 1)
-    shard = None if shard is None else check_shard(shard)
-    threads = check_threads(threads, "score_lines")  # "auto" decided once, for the whole stream
-    with eval_mode(model):
-        folded = fold(model) if method == "fast" else None
-        for numbers, block in line_chunks(lines, chunk, shard):
-            if lowercase:
-                block = [line.lower() for line in block]
-            part, tokens, lengths, stop = check_chunk(block, numbers, vocab, skip_invalid)
-            with torch_threads(threads, "score_lines"):
-                part.scores = _score(model, folded, method, part.names, tokens, lengths, vocab, per_char,
-                                     chunk_positions, 8192)
-            yield part
-            if stop is not None:
-                raise DataError(f"{source}:{stop[0]}: {stop[1]}")
-
-
-def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
-    """(line numbers, lines without their LF/CRLF) of up to ``chunk`` lines at a time (of the shard's
-    lines only, with ``shard`` (K, N))."""
-    k, n_shards = shard if shard is not None else (0, 1)
-    lines, first = iter(lines), 1  # ``first``: the line number of the next line read
-    while True:
-        block = list(islice(lines, chunk * n_shards))
-        if not block:
-            return
-        numbers = range(first, first + len(block))
-        first += len(block)
-        if n_shards > 1:
-            start = (k - (numbers.start - 1)) % n_shards
-            block, numbers = block[start::n_shards], numbers[start::n_shards]
-        yield numbers, [line.rstrip("\r\n") if line.endswith("\n") else line for line in block]
-
-
-def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
-    """A chunk's lines sorted into names to score, blank lines and lines that are not names: returns
-    (its ``LineScores`` still without scores, the names' tokens and lengths (``encode_names``), and
-    the first invalid (line, problem) without ``skip_invalid``, or None). Without ``skip_invalid`` the
-    lines from the first invalid one on are left out: the caller raises after scoring the lines
-    before it."""
-    tokens, lengths, ok = encode_names(block, vocab)
-    empty = lengths.numpy() == 0
-    bad = ~ok & ~empty
-    stop = None
-    invalid = [(numbers[i], name_problem(block[i], vocab)) for i in np.flatnonzero(bad)]
-    if invalid and not skip_invalid:
-        stop = invalid[0]
-        cut = int(np.flatnonzero(bad)[0])
-        ok[cut:], empty[cut:], invalid = False, False, []
-    keep = np.flatnonzero(ok)
-    if len(keep) < len(block):  # the kept names' characters: no second encoding
-        tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
-    names = [block[i] for i in keep]
-    return LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum())), tokens, lengths, stop
+        return score_encoded(model, folded, method, names, tokens, lengths, vocab, per_char, chunk_positions, batch)
