@@ -178,11 +178,16 @@ def project(linear: nn.Linear, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """One layer, as a function of a pair: (older, newer) each (..., C_in) -> out (..., C_out) and the
-    skip contribution (..., n_skip) or None.
+    """One layer, as a function of a pair of child vectors (see the module's docstring).
 
     ``mix`` is the tree's Linear over the concatenated pair [older; newer] (weight (C_act, 2*C_in)),
     equivalently a Conv1d weight (C_act, C_in, 2): see ``conv_weight``.
+
+    Args:
+        config: the ``ModelConfig``; index: the layer's depth l (dilation 2**l in the conv form).
+    Shape:
+        older, newer: (..., C_in), C_in = n_embd at layer 0, n_hidden above; output: (out (..., H),
+        skip (..., n_skip) or None). C_act = inner (tanh) or 2 * inner (gated, glu).
     """
 
     def __init__(self, config: ModelConfig, index: int):
@@ -243,7 +248,11 @@ class Block(nn.Module):
 
 
 class SkipHead(nn.Module):
-    """WaveNet's output stack: sum of skips (..., S) -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits (..., V)."""
+    """WaveNet's output stack: sum of skips -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits.
+
+    Shape:
+        s: (..., n_skip) -> (..., V).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -279,6 +288,11 @@ def check_contexts(model: nn.Module, idx: torch.Tensor, block_size: int, vocab_s
 class WaveNetCore(nn.Module):
     """The parameters both forms share: embedding, blocks, output head. Tree and conv subclass it and
     differ only in ``forward``, so their state dicts are the same by construction."""
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"receptive_field={c.block_size}, activation={c.activation!r}, norm={c.norm!r}, residual={c.residual}, "
+                f"skip={c.skip}, params={self.num_params():,}")
 
     def __init__(self, config: ModelConfig):
         super().__init__()

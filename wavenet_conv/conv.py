@@ -44,12 +44,17 @@ def causal_conv(block: Block, h: torch.Tensor) -> torch.Tensor:
 
 
 class ConvModel(WaveNetCore):
-    """The lecture's model (or a WaveNet variant) as dilated causal convolutions.
+    """The lecture's model (or a WaveNet variant) as dilated causal convolutions: layer l a kernel-2
+    Conv1d with dilation 2**l over the whole sequence, on the same parameters as ``TreeModel``.
 
-    Input: (B, T) token ids, each sequence ``[0, c1, ..., cn]`` (right-padding with any token is
-    allowed), T >= 1; a single sequence (T,) is a batch of one. ``mask`` (B, T) bool marks the real
-    positions: in training mode BatchNorm takes its statistics over them only (default: every
-    position); in eval mode it is not needed. Output: (B, T, V) logits; position t predicts token t+1.
+    Args:
+        config: the ``ModelConfig``.
+    Shape:
+        idx: (B, T) token ids, each sequence ``[0, c1, ..., cn]`` (right-padding with any token is
+        allowed), T >= 1; a single sequence (T,) is a batch of one.
+        mask: (B, T) bool, the real positions: in training mode BatchNorm takes its statistics over
+        them only (default: every position); in eval mode it is not needed.
+        output: (B, T, V) logits; position t predicts token t + 1.
     """
 
     @classmethod

@@ -10,9 +10,13 @@ from .config import FlatConfig
 
 
 class FlatModel(nn.Module):
-    """Embedding -> Flatten -> Linear -> BatchNorm -> Tanh -> Linear: (B, block_size) -> (B, V).
+    """Embedding -> Flatten -> Linear -> BatchNorm -> Tanh -> Linear: the first rows of the lecture's
+    table (12,097 parameters with a 3-character context).
 
-    The first rows of the lecture's table (12,097 parameters with a 3-character context).
+    Args:
+        config: the ``FlatConfig``.
+    Shape:
+        input: (B, block_size) token ids, oldest first; output: (B, V) logits.
     """
 
     def __init__(self, config: FlatConfig):

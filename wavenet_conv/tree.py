@@ -13,10 +13,13 @@ from .blocks import WaveNetCore, check_contexts
 
 
 class TreeModel(WaveNetCore):
-    """The lecture's model on fixed contexts.
+    """The lecture's model on fixed contexts: FlattenConsecutive(2) -> Block, L times, then the head.
 
-    Input: (B, 2**L) token ids, oldest first (a single context (2**L,) is taken as B = 1).
-    Output: (B, V) logits for the token that follows each context.
+    Args:
+        config: the ``ModelConfig`` (the lecture's: ``ModelConfig()``, 76,579 parameters).
+    Shape:
+        input: (B, 2**L) token ids, oldest first (a single context (2**L,) is a batch of one).
+        output: (B, V) logits of the token that follows each context.
     """
 
     @classmethod
