@@ -1,11 +1,12 @@
-"""How many torch threads: the measurements behind the command line's default thread policy.
+"""How many torch threads: the measurements behind the library's thread policy (``device.py``).
 
-    python benchmarks/threads.py                 # every workload x threads 1, 2 x idle, loaded (about 3 minutes)
+    python benchmarks/threads.py                 # every workload x threads 1, 2, auto x idle, loaded (about 5 minutes)
     python benchmarks/threads.py --quick         # a smoke run
 
-Each workload runs in its own process with ``torch.set_num_threads(n)`` (and ``OMP_NUM_THREADS=n``),
-on an otherwise idle machine and beside one busy neighbour: a process that keeps one core busy, as a
-second job (or another user) would. The workloads are what the subcommands do, at the lecture's
+Each workload runs in its own process with 1 or 2 torch threads (``torch.set_num_threads`` and
+``OMP_NUM_THREADS``), or with ``threads="auto"`` (the library's policy, decided at every call as the
+Python API does), on an otherwise idle machine and beside one busy neighbour: a process that keeps one
+core busy, as a second job (or another user) would. The workloads are what the subcommands do, at the lecture's
 widths: a training step of the default recipe (128 whole names, AdamW), scoring the dev split with
 the fast path, scoring 200,000 names, and sampling 1,000 names with the cached sampler at depths 3
 and 6. Each time is the median of several repeats in that process.
@@ -62,12 +63,21 @@ def workload(name: str, quick: bool):
     return (lambda: sample_names(model, n, vocab, generator=g.manual_seed(0), threads=None)), f"{n:,} names"
 
 
-def child(name: str, threads: int, quick: bool) -> None:
+def child(name: str, threads: int | str, quick: bool) -> None:
     """Runs in the measured process: prints the median seconds of one unit of ``name``."""
     import torch
 
-    torch.set_num_threads(threads)
-    run, unit = workload(name, quick)
+    from wavenet_conv.device import torch_threads
+
+    if threads == "auto":  # as the Python API runs it: the threads decided at every call
+        unit_of_work, unit = workload(name, quick)
+
+        def run():
+            with torch_threads("auto", "threads.py"):
+                unit_of_work()
+    else:
+        torch.set_num_threads(threads)
+        run, unit = workload(name, quick)
     run()  # warm up
     times = []
     deadline = time.perf_counter() + (1 if quick else 8)
@@ -83,8 +93,10 @@ def busy_neighbour() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def measure(name: str, threads: int, quick: bool) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+def measure(name: str, threads: int | str, quick: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads != "auto":
+        env["OMP_NUM_THREADS"] = str(threads)
     argv = [sys.executable, os.path.join(HERE, "threads.py"), "--child", name, "--threads", str(threads)]
     out = subprocess.run(argv + (["--quick"] if quick else []), capture_output=True, text=True, env=env,
                          cwd=HERE, check=True).stdout
@@ -94,7 +106,7 @@ def measure(name: str, threads: int, quick: bool) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=lambda s: s if s == "auto" else int(s), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--only", help="comma-separated workloads (" + ", ".join(WORKLOADS) + ")")
     args = ap.parse_args(argv)
@@ -109,19 +121,20 @@ def main(argv=None) -> list[dict]:
         neighbour = busy_neighbour() if load == "loaded" else None
         try:
             for name in names:
-                r = {t: measure(name, t, args.quick) for t in (1, 2)}
-                rows.append(dict(workload=name, load=load, unit=r[1]["unit"], one=r[1]["median"], two=r[2]["median"]))
-                print(f"{name:11s} {load:6s} 1 thread {r[1]['median'] * 1e3:9.2f} ms   2 threads "
-                      f"{r[2]['median'] * 1e3:9.2f} ms   ({r[1]['unit']})", flush=True)
+                r = {t: measure(name, t, args.quick)["median"] for t in (1, 2, "auto")}
+                rows.append(dict(workload=name, load=load, one=r[1], two=r[2], auto=r["auto"]))
+                print(f"{name:11s} {load:6s} 1 thread {r[1] * 1e3:9.2f} ms   2 threads {r[2] * 1e3:9.2f} ms   "
+                      f"auto {r['auto'] * 1e3:9.2f} ms", flush=True)
         finally:
             if neighbour is not None:
                 neighbour.kill()
                 neighbour.wait()
     print(f"\nMachine: {machine_line()}\n")
-    print("| workload | machine | 1 thread | 2 threads | 2 threads vs 1 |\n|---|---|---:|---:|---:|")
+    print("| workload | machine | 1 thread | 2 threads | auto | auto vs the better of 1 and 2 |\n"
+          "|---|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['workload']} ({r['unit']}) | {r['load']} | {r['one'] * 1e3:,.2f} ms | {r['two'] * 1e3:,.2f} ms | "
-              f"{r['one'] / r['two']:.2f}x |")
+        print(f"| {r['workload']} | {r['load']} | {r['one'] * 1e3:,.2f} ms | {r['two'] * 1e3:,.2f} ms | "
+              f"{r['auto'] * 1e3:,.2f} ms | {r['auto'] / min(r['one'], r['two']):.2f}x |")
     return rows
 
 
