@@ -1,7 +1,7 @@
 """Run a list of configurations and write one results table (config, params, train, val, time).
 
     python experiments/tune.py experiments/configs/default_recipe.json names.txt \\
-        --out benchmarks/results/default_recipe.md --threads 1
+        --out experiments/results/default_recipe.md --threads 1
 
 The list is a JSON file: ``[{"name": ..., <ModelConfig fields>, <TrainConfig fields>}, ...]``; a
 ``"recipe"`` key picks the base recipe (default: "default"), any other key overrides it. A top-level
@@ -122,4 +122,4 @@ if __name__ == "__main__":
     try:
         main()
     except InputError as e:  # a bad list, option or run folder: one line, as the command line does
-        sys.exit(f"experiments.py: error: {e}")
+        sys.exit(f"tune.py: error: {e}")
