@@ -63,15 +63,15 @@ def block_means(losses: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def plot_losses(losses: torch.Tensor, block: int, val_loss: float | None, path: Path) -> bool:
-    """Write loss.png; False (and no file) when matplotlib is not installed."""
+    """Write loss.png; False (and no file) when matplotlib is not installed. Drawn on a bare
+    ``Figure``: no pyplot and no backend switch, so a notebook's inline figures keep working."""
     try:  # an optional dependency: imported only here
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return False
     y = block_means(losses, block)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
     ax.plot((torch.arange(len(y)) + 0.5) * block, y, label=f"train: log10 loss, mean of {block} steps")
     if val_loss is not None:
         ax.axhline(math.log10(val_loss), color="C1", ls="--", label=f"val loss {val_loss:.4f}")
@@ -80,7 +80,6 @@ def plot_losses(losses: torch.Tensor, block: int, val_loss: float | None, path: 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True
 
 
