@@ -5,7 +5,7 @@ running statistics and the same logits."""
 import pytest
 import torch
 
-from conftest import VOCAB, random_words
+from helpers import VOCAB, random_words
 from wavenet_conv import ConvModel, ModelConfig, sequences
 from wavenet_conv.blocks import activate
 
@@ -71,3 +71,14 @@ def test_the_fused_statistics_over_every_position_are_the_lectures(shape, dim):
     assert all((a - b).abs().max() <= 1e-12 for a, b in zip(g1, g2))
     assert (fused.running_mean - two_pass.running_mean).abs().max() <= 1e-12
     assert (fused.running_var - two_pass.running_var).abs().max() <= 1e-12
+
+
+def test_dim_is_a_deprecated_alias_of_num_features():
+    """``BatchNorm(C)`` holds C channels in ``num_features`` (``forward``'s ``dim`` is an axis); the old
+    name still answers, with a warning."""
+    from wavenet_conv.blocks import BatchNorm
+
+    bn = BatchNorm(6)
+    assert bn.num_features == 6 and bn.running_mean.shape == (6,) and "6" in repr(bn)
+    with pytest.warns(DeprecationWarning, match="num_features"):
+        assert bn.dim == 6

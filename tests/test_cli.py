@@ -1,11 +1,11 @@
-"""The wavenet-conv command, run as a user runs it: in a subprocess, and in-process through ``main``."""
+"""The wavenet-conv command, run in process through ``main`` as the console script runs it; in a
+subprocess only where the real process matters (each such test says why)."""
 
 import inspect
 import io
 import json
 import os
 import re
-import subprocess
 import sys
 from dataclasses import fields
 
@@ -15,26 +15,15 @@ import torch
 import wavenet_conv.cli as cli_module
 import wavenet_conv.sampling as sampling_module
 import wavenet_conv.device as device_module
-from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names, train
+from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.cli import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, main
 
-from conftest import ROOT, cli, interrupt_at, run_main
-
-SAMPLES = 5
-SMALL = ["--n-embd", "8", "--n-hidden", "32", "--batch-size", "32", "--threads", "1"]
+from helpers import ROOT, SMALL_ARGS, cli, interrupt_at, run_main
 
 
-@pytest.fixture(scope="module")
-def run(small_names, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    p = cli("train", "--data", small_names, "--out", out, "--steps", 150, "--samples", SAMPLES, *SMALL)
-    assert p.returncode == 0, p.stderr
-    return out, p.stdout
-
-
-def test_train_prints_losses_and_samples_and_writes_the_run_folder(run):
-    out, stdout = run
+def test_train_prints_losses_and_samples_and_writes_the_run_folder(trained_run):
+    out, stdout = trained_run
     assert "train " in stdout and " val " in stdout and " test " in stdout and "5 samples:" in stdout
     samples = stdout.split("5 samples:\n")[1].splitlines()
     assert len(samples) == 5 and all(s.endswith(("(new)", "(in training set)")) for s in samples)
@@ -42,12 +31,13 @@ def test_train_prints_losses_and_samples_and_writes_the_run_folder(run):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 150
 
 
-def test_score_agrees_with_score_names(run, small_names):
-    out, _ = run
+def test_score_agrees_with_score_names(trained_run, small_names, monkeypatch, capsys):
+    out, _ = trained_run
     names = ["emma", "olivia", "xzqj"]
-    p = cli("score", out, "-", "--format", "jsonl", "--chars", stdin="\n".join(names) + "\n")
-    assert p.returncode == 0, p.stderr
-    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    code, stdout, stderr = run_main(["score", out, "-", "--format", "jsonl", "--chars"], monkeypatch, capsys,
+                                    stdin="\n".join(names) + "\n")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in stdout.splitlines()]
     model, vocab, _ = load_model(out)
     ref = score_names(model, names, vocab, per_char=True)
     assert [r["line"] for r in rows] == [1, 2, 3] and [r["name"] for r in rows] == names
@@ -58,10 +48,10 @@ def test_score_agrees_with_score_names(run, small_names):
         assert r["char_nats"] == pytest.approx(ref.chars(i).tolist(), abs=1e-4)
     assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_char", "char_nats"}
     assert re.fullmatch(r"<stdin>: 3 names scored \(17 targets, end tokens included: \d\.\d{4} nats, \d\.\d{4} bits "
-                        r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", p.stderr), p.stderr
-    text = cli("score", out / "checkpoint.pt", small_names)
-    lines = text.stdout.splitlines()
-    assert text.returncode == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/char"]
+                        r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", stderr), stderr
+    code, text, _ = run_main(["score", out / "checkpoint.pt", small_names], monkeypatch, capsys)
+    lines = text.splitlines()
+    assert code == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/char"]
     line, name, nats, per = lines[1].split()
     assert line == "1" and float(per) == pytest.approx(float(nats) / (len(name) + 1), abs=1e-4)
 
@@ -76,42 +66,44 @@ def score_rows(stdout: str) -> dict:
 MIXED = ["anna", "", "Bob", "2pac", "cy", "mary ann", "e.f", "zoë", "", "gus", "h\u00e9", "ava"]
 
 
-def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(run, tmp_path):
-    out, _ = run
+def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(trained_run, tmp_path, monkeypatch, capsys):
+    out, _ = trained_run
     path = tmp_path / "mixed.txt"
     path.write_bytes("\n".join(MIXED).encode() + b"\nbin\xffary\n")
-    p = cli("score", out, path, "--format", "tsv", "--skip-invalid", "--chunk", "3")
-    assert p.returncode == 0, p.stderr
-    rows = score_rows(p.stdout)
+    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--chunk", "3"],
+                                    monkeypatch, capsys)
+    assert code == 0, stderr
+    rows = score_rows(stdout)
     assert {line: v[0] for line, v in rows.items()} == {1: "anna", 5: "cy", 10: "gus", 12: "ava"}
-    *reports, closing = p.stderr.splitlines()
+    *reports, closing = stderr.splitlines()
     assert [r.split(":")[1] for r in reports] == ["3", "4", "6", "7", "8", "11", "13"]
     assert all(r.startswith(f"{path}:") for r in reports)
     assert reports[-1] == f"{path}:13: not valid UTF-8 (byte 0xff at character 4)"
     assert re.fullmatch(rf"{re.escape(str(path))}: 4 names scored \(16 targets, .*\); 9 lines skipped \(2 empty, 7 not names\)", closing)
     assert len(rows) + len(reports) + 2 == len(MIXED) + 1  # scored + reported + empty = lines
-    p = cli("score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase")
-    assert score_rows(p.stdout)[3][0] == "bob"
+    stdout = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase"], monkeypatch, capsys)[1]
+    assert score_rows(stdout)[3][0] == "bob"
 
 
-def test_score_stops_at_the_first_bad_line_with_the_rows_before_it(run, tmp_path):
-    out, _ = run
+def test_score_stops_at_the_first_bad_line_with_the_rows_before_it(trained_run, tmp_path, monkeypatch, capsys):
+    out, _ = trained_run
     path = tmp_path / "mixed.txt"
     path.write_text("\n".join(MIXED) + "\n")
-    p = cli("score", out, path, "--format", "tsv")
-    assert p.returncode == 2
-    assert p.stderr.strip() == f"wavenet-conv score: error: {path}:3: character 1 'B' in 'Bob' is not in the vocabulary 'abcdefghijklmnopqrstuvwxyz'"
-    assert list(score_rows(p.stdout)) == [1]  # the complete rows before the bad line, none after
+    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv"], monkeypatch, capsys)
+    assert code == 2
+    assert stderr.strip() == f"wavenet-conv score: error: {path}:3: character 1 'B' in 'Bob' is not in the vocabulary 'abcdefghijklmnopqrstuvwxyz'"
+    assert list(score_rows(stdout)) == [1]  # the complete rows before the bad line, none after
 
 
-def test_shards_joined_by_line_number_equal_the_whole_list(run, small_names):
-    out, _ = run
-    whole = score_rows(cli("score", out, small_names, "--format", "tsv").stdout)
-    shards = [cli("score", out, small_names, "--format", "tsv", "--shard", f"{k}/3") for k in range(3)]
+def test_shards_joined_by_line_number_equal_the_whole_list(trained_run, small_names, monkeypatch, capsys):
+    out, _ = trained_run
+    whole = score_rows(run_main(["score", out, small_names, "--format", "tsv"], monkeypatch, capsys)[1])
+    shards = [run_main(["score", out, small_names, "--format", "tsv", "--shard", f"{k}/3"], monkeypatch, capsys)
+              for k in range(3)]
     joined = {}
-    for k, p in enumerate(shards):
-        assert p.returncode == 0, p.stderr
-        rows = score_rows(p.stdout)
+    for k, (code, stdout, stderr) in enumerate(shards):
+        assert code == 0, stderr
+        rows = score_rows(stdout)
         assert all((line - 1) % 3 == k for line in rows)
         joined.update(rows)
     assert sorted(joined) == sorted(whole) and len(whole) == 1000
@@ -119,23 +111,24 @@ def test_shards_joined_by_line_number_equal_the_whole_list(run, small_names):
         assert joined[line][0] == name and joined[line][2] == targets and joined[line][1] == pytest.approx(nats, abs=1e-5)
 
 
-def test_stdin_reads_like_a_file(run, tmp_path):
-    out, _ = run
+@pytest.mark.slow
+def test_stdin_reads_like_a_file(trained_run, tmp_path, monkeypatch, capsys):
+    """A subprocess: the real process's stdin, a binary pipe (a BOM, CRLF, bytes that are not UTF-8),
+    read as the names file with the same bytes is."""
+    out, _ = trained_run
     data = b"\xef\xbb\xbfemma\r\n\r\nava\r\n"
     (tmp_path / "bom.txt").write_bytes(data)
-    from_file = cli("score", out, tmp_path / "bom.txt", "--format", "tsv")
-    from_stdin = subprocess.run([sys.executable, "-m", "wavenet_conv", "score", str(out), "--format", "tsv"], input=data,
-                                capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
-    assert from_stdin.returncode == 0 and from_file.returncode == 0
-    assert from_stdin.stdout.decode() == from_file.stdout and list(score_rows(from_file.stdout)) == [1, 3]
-    binary = subprocess.run([sys.executable, "-m", "wavenet_conv", "score", str(out)], input=b"emma\n\x89PNG\r\n\x1a\n" + bytes(range(256)) * 70,
-                            capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    code, from_file, _ = run_main(["score", out, tmp_path / "bom.txt", "--format", "tsv"], monkeypatch, capsys)
+    from_stdin = cli("score", out, "--format", "tsv", stdin=data)
+    assert from_stdin.returncode == 0 and code == 0
+    assert from_stdin.stdout.decode() == from_file and list(score_rows(from_file)) == [1, 3]
+    binary = cli("score", out, stdin=b"emma\n\x89PNG\r\n\x1a\n" + bytes(range(256)) * 70)
     err = binary.stderr.decode()
     assert binary.returncode == 2 and err.strip() == "wavenet-conv score: error: <stdin>:2: not valid UTF-8 (byte 0x89 at character 1)"
 
 
-def test_sample_is_seeded_and_marks_training_names(run, monkeypatch, capsys):
-    out, _ = run
+def test_sample_is_seeded_and_marks_training_names(trained_run, monkeypatch, capsys):
+    out, _ = trained_run
     argv = ["sample", out, "-n", 8, "--seed", 3, "--temperature", 0.8, "--top-k", 10, "--prefix", "ma"]
     code, a, err = run_main(argv, monkeypatch, capsys)
     assert code == 0, err
@@ -144,9 +137,9 @@ def test_sample_is_seeded_and_marks_training_names(run, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("option", [["--top-k", 1], ["--temperature", 0.001]], ids=["top-k", "temperature"])
-def test_sample_uses_top_k_and_temperature(run, option, monkeypatch, capsys):
+def test_sample_uses_top_k_and_temperature(trained_run, option, monkeypatch, capsys):
     """Greedy (or nearly): the seed no longer matters; without the option it does."""
-    out, _ = run
+    out, _ = trained_run
     seeded = [run_main(["sample", out, "-n", 10, "--seed", seed, *option], monkeypatch, capsys)[1] for seed in (1, 2)]
     assert seeded[0] == seeded[1] and len(set(seeded[0].splitlines())) == 1
     plain = [run_main(["sample", out, "-n", 10, "--seed", seed], monkeypatch, capsys)[1] for seed in (1, 2)]
@@ -157,6 +150,16 @@ def test_version_is_the_packages(monkeypatch, capsys):
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
         assert re.search(r'^version = "(.+)"$', f.read(), flags=re.M)[1] == __version__
     assert run_main(["--version"], monkeypatch, capsys)[1] == f"wavenet-conv {__version__}\n"
+
+
+@pytest.mark.slow
+def test_the_entry_points_are_main():
+    """A subprocess: the entry points themselves. The console script is ``cli:main``, and
+    ``python -m wavenet_conv`` runs it (its errors' exit status: ``test_user_errors_in_a_subprocess``)."""
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert re.search(r'^wavenet-conv = "wavenet_conv\.cli:main"$', f.read(), flags=re.M)
+    p = cli("--version")
+    assert p.returncode == 0 and p.stdout == f"wavenet-conv {__version__}\n" and p.stderr == ""
 
 
 def test_sample_max_len_default_is_the_library_default():
@@ -179,20 +182,12 @@ def test_every_command_that_computes_takes_device(command):
     assert build_parser().parse_args(argv).device == "cpu"
 
 
-def test_check_compares_the_two_forms_and_times_them_in_float32(monkeypatch, capsys):
-    code, out, err = run_main(["check", "--depth", "2", "--device", "cpu"], monkeypatch, capsys)
+def test_check_compares_the_two_forms_and_times_them_in_float32(small_names, monkeypatch, capsys):
+    code, out, err = run_main(["check", "--data", small_names, "--depth", "2", "--device", "cpu"], monkeypatch, capsys)
     assert code == 0, err
     equal, race = out.splitlines()[1:]
     assert equal.startswith("float64:") and float(equal.split(": ")[-1]) <= 1e-10
     assert race.startswith("float32") and all(f"{form} " in race for form in ("tree form", "conv form", "fast path"))
-
-
-@pytest.fixture
-def stopped_run(small_names, tmp_path):
-    """A run of 80 steps with seed 5, stopped at step 30."""
-    tc = TrainConfig(steps=80, batch_size=32, seed=5, checkpoint_every=0)
-    train(ModelConfig(n_embd=8, n_hidden=32), tc, data=small_names, out=tmp_path / "run", stop_at=30, log=None)
-    return tmp_path / "run"
 
 
 def test_resume_applies_what_can_change_and_samples_with_the_run_seed(stopped_run, monkeypatch, capsys):
@@ -217,7 +212,7 @@ def test_resume_refuses_options_that_change_the_run(stopped_run, option, monkeyp
 
 
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_path, monkeypatch, capsys):
-    args = ["--data", small_names, "--steps", 120, "--checkpoint-every", 50, "--samples", 0, "--quiet", *SMALL]
+    args = ["--data", small_names, "--steps", 120, "--checkpoint-every", 50, "--samples", 0, "--quiet", *SMALL_ARGS]
     assert run_main(["train", "--out", tmp_path / "full", *args], monkeypatch, capsys)[0] == 0
     interrupt_at(monkeypatch, 70)
     code, out, err = run_main(["train", "--out", tmp_path / "cut", *args], monkeypatch, capsys)
@@ -230,7 +225,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_p
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory, run):
+def bad_files(tmp_path_factory, trained_run):
     d = tmp_path_factory.mktemp("bad")
     (d / "bad_chars.txt").write_text("anna\nbob\nzoë\n")
     (d / "dot.txt").write_text("anna\nbob\njo.ann\n")
@@ -238,7 +233,7 @@ def bad_files(tmp_path_factory, run):
     (d / "binary.txt").write_bytes(b"anna\n\xff\xfe\n")
     (d / "empty.txt").write_text("\n\n")
     (d / "three.txt").write_text("anna\nbob\ncleo\n")
-    data = (run[0] / "checkpoint.pt").read_bytes()
+    data = (trained_run[0] / "checkpoint.pt").read_bytes()
     (d / "truncated.pt").write_bytes(data[: len(data) // 3])
     (d / "garbage.pt").write_bytes(b"\x00" * 100)
     return d
@@ -288,23 +283,45 @@ ERRORS = [
 
 
 @pytest.mark.parametrize("argv,message", ERRORS, ids=[" ".join(a)[:40] for a, _ in ERRORS])
-def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, run, monkeypatch, capsys):
-    argv = [a.format(bad=bad_files, run=run[0]) for a in argv]
+def test_user_errors_are_one_line_and_exit_2(argv, message, bad_files, trained_run, monkeypatch, capsys):
+    argv = [a.format(bad=bad_files, run=trained_run[0]) for a in argv]
     code, _, err = run_main(argv, monkeypatch, capsys, stdin="anna\n")
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert message in err and err.startswith("wavenet-conv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", [0, 1, 5, 12, 14])
-def test_user_errors_in_a_subprocess(i, bad_files, run):
+def test_user_errors_in_a_subprocess(i, bad_files, trained_run):
+    """A subprocess: the console script's own exit status and one-line stderr, for a few of the errors
+    above (a missing file, a bad names file, an argparse error, a truncated checkpoint, a bad name)."""
     argv, message = ERRORS[i]
-    p = cli(*[a.format(bad=bad_files, run=run[0]) for a in argv], stdin="anna\n")
+    p = cli(*[a.format(bad=bad_files, run=trained_run[0]) for a in argv], stdin="anna\n")
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
 
 
-def test_a_library_bug_is_not_reported_as_the_users_mistake(run, monkeypatch, capsys):
+OPTION_ERRORS = [  # (argv, the option that the library's argument is on the command line)
+    (["sample", "{run}", "--max-len", "0"], "--max-len"), (["sample", "{run}", "-n", "-1"], "-n"),
+    (["sample", "{run}", "--top-k", "0"], "--top-k"), (["sample", "{run}", "--temperature", "0"], "--temperature"),
+    (["sample", "{run}", "--prefix", "a b"], "--prefix"), (["score", "{run}", "--chunk", "0"], "--chunk"),
+    (["score", "{run}", "--threads", "0"], "--threads"), (["sample", "{run}", "--threads", "0"], "--threads"),
+    (["train", "--samples", "-1"], "--samples"),
+]
+
+
+@pytest.mark.parametrize("argv,option", OPTION_ERRORS, ids=[" ".join(a[2:]) for a, _ in OPTION_ERRORS])
+def test_an_argument_error_is_worded_with_the_commands_option(argv, option, trained_run, monkeypatch, capsys):
+    """The library's ``ArgumentError`` names its function and argument (``sample_names: max_len must
+    be ...``); the command line says it with the option the user typed (``--max-len must be ...``)."""
+    code, _, err = run_main([a.format(run=trained_run[0]) for a in argv], monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert re.match(rf"wavenet-conv {argv[0]}: error: {option} (must be|is not the start of a name)", err), err
+    assert not re.search(r"\b(sample_names|sample_batches|score_lines|score_names)\b", err), err
+
+
+def test_a_library_bug_is_not_reported_as_the_users_mistake(trained_run, monkeypatch, capsys):
     """Only the library's own input errors (and OSError) become one-line errors; a plain ValueError
     from inside the library is a bug and keeps its traceback."""
     def broken(*a, **k):
@@ -313,26 +330,27 @@ def test_a_library_bug_is_not_reported_as_the_users_mistake(run, monkeypatch, ca
     monkeypatch.setattr(cli_module, "score_lines", broken)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"anna\n")))
     with pytest.raises(ValueError, match="internal"):
-        main(["score", str(run[0]), "-"])
+        main(["score", str(trained_run[0]), "-"])
 
 
-def test_cuda_on_a_machine_without_it(run):
+def test_cuda_on_a_machine_without_it(trained_run, monkeypatch, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    p = cli("sample", run[0], "--device", "cuda")
-    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "CUDA is not available" in p.stderr
+    code, _, err = run_main(["sample", trained_run[0], "--device", "cuda"], monkeypatch, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "CUDA is not available" in err
 
 
-def test_export_writes_an_onnx_model_that_scores_like_the_run(run, tmp_path):
+@pytest.mark.slow
+def test_export_writes_an_onnx_model_that_scores_like_the_run(trained_run, tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxruntime")
     import onnxruntime
 
     from wavenet_conv import sequences
 
-    out, _ = run
-    p = cli("export", out, tmp_path / "model.onnx")
-    assert p.returncode == 0, p.stderr
-    assert "wrote" in p.stdout and "'tokens' int64 (B, T)" in p.stdout
+    out, _ = trained_run
+    code, stdout, stderr = run_main(["export", out, tmp_path / "model.onnx"], monkeypatch, capsys)
+    assert code == 0, stderr
+    assert "wrote" in stdout and "'tokens' int64 (B, T)" in stdout
     model, vocab, _ = load_model(out)
     x = sequences(["emma", "olivia", "q"], vocab).x
     (logits,) = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"tokens": x.numpy()})
@@ -340,10 +358,10 @@ def test_export_writes_an_onnx_model_that_scores_like_the_run(run, tmp_path):
         assert (torch.from_numpy(logits) - model(x)).abs().max().item() <= 1e-4
 
 
-def test_export_without_the_extra_says_how_to_get_it(run, tmp_path, monkeypatch, capsys):
+def test_export_without_the_extra_says_how_to_get_it(trained_run, tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    out, _ = run
+    out, _ = trained_run
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
     code, stdout, stderr = run_main(["export", out, tmp_path / "m.onnx"], monkeypatch, capsys)
@@ -375,7 +393,7 @@ def test_every_subcommand_takes_threads(command, default, monkeypatch):
 
 
 def test_a_diverging_run_exits_3_naming_the_step(small_names, tmp_path, monkeypatch, capsys):
-    argv = ["train", "--data", small_names, "--out", tmp_path / "run", "--lr", "1e6", "--checkpoint-every", 3, *SMALL]
+    argv = ["train", "--data", small_names, "--out", tmp_path / "run", "--lr", "1e6", "--checkpoint-every", 3, *SMALL_ARGS]
     code, out, err = run_main(argv, monkeypatch, capsys)
     assert code == 3 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     what = (r"the loss of step \d+ is (nan|inf|-inf), the first non-finite one|"
@@ -388,7 +406,7 @@ def test_a_diverging_run_exits_3_naming_the_step(small_names, tmp_path, monkeypa
 
 
 def test_progress_is_plain_lines_in_a_log_and_quiet_silences_it(small_names, tmp_path, monkeypatch, capsys):
-    argv = ["train", "--data", small_names, "--steps", 30, "--samples", 0, *SMALL]
+    argv = ["train", "--data", small_names, "--steps", 30, "--samples", 0, *SMALL_ARGS]
     code, _, err = run_main([*argv, "--out", tmp_path / "a"], monkeypatch, capsys)  # stderr is not a terminal here
     assert code == 0 and "\r" not in err
     assert [line.split("  ")[0] for line in err.splitlines()] == ["step 10/30", "step 30/30"], err
@@ -397,26 +415,26 @@ def test_progress_is_plain_lines_in_a_log_and_quiet_silences_it(small_names, tmp
     assert code == 0 and err == ""
 
 
-def test_samples_cut_at_max_len_are_marked(run, monkeypatch, capsys):
-    code, out, err = run_main(["sample", run[0], "-n", 30, "--seed", 1, "--max-len", 1], monkeypatch, capsys)
+def test_samples_cut_at_max_len_are_marked(trained_run, monkeypatch, capsys):
+    code, out, err = run_main(["sample", trained_run[0], "-n", 30, "--seed", 1, "--max-len", 1], monkeypatch, capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 30 and all(line.endswith("…  (cut at max length 1)") and len(line.split("…")[0]) == 1
                                     or line in ("  (new)", "  (in training set)") for line in lines), lines
     assert any("(cut" in line for line in lines)
-    code, out, _ = run_main(["sample", run[0], "-n", 30, "--seed", 1], monkeypatch, capsys)
+    code, out, _ = run_main(["sample", trained_run[0], "-n", 30, "--seed", 1], monkeypatch, capsys)
     assert "(cut" not in out
 
 
 @pytest.mark.parametrize("command", ["sample", "export"])
-def test_an_unfinished_run_says_so(command, stopped_run, run, tmp_path, monkeypatch, capsys):
+def test_an_unfinished_run_says_so(command, stopped_run, trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli_module, "export_onnx", lambda model, path: path)  # the note, not the export
     monkeypatch.setattr(cli_module, "check_onnx_installed", lambda: None)
     extra = [tmp_path / "m.onnx"] if command == "export" else ["-n", 2]
     code, _, err = run_main([command, stopped_run, *extra], monkeypatch, capsys)
     assert code == 0 and err == (f"wavenet-conv {command}: note: {stopped_run} is an unfinished run (step 30 of 80); "
                                  f"wavenet-conv train --resume {stopped_run} finishes it\n")
-    code, _, err = run_main([command, run[0], *extra], monkeypatch, capsys)
+    code, _, err = run_main([command, trained_run[0], *extra], monkeypatch, capsys)
     assert code == 0 and err == ""
 
 
@@ -425,14 +443,14 @@ def test_scoring_an_unfinished_run_says_so(stopped_run, monkeypatch, capsys):
     assert code == 0 and err.startswith(f"wavenet-conv score: note: {stopped_run} is an unfinished run (step 30 of 80)")
 
 
-def test_sample_streams_batches_of_bounded_memory(run, monkeypatch, capsys):
+def test_sample_streams_batches_of_bounded_memory(trained_run, monkeypatch, capsys):
     """Many names are sampled a batch at a time (memory flat in -n): every name comes out, seeded."""
     from wavenet_conv.sampling import batch_size
 
     assert batch_size(ConvModel(ModelConfig())) == (64 << 20) // ((1 + 2 + 4) * 2 * 128 * 4)  # 7 KB a name
     assert batch_size(ConvModel(ModelConfig(n_layers=6))) == (64 << 20) // (63 * 2 * 128 * 4)
     monkeypatch.setattr(sampling_module, "batch_size", lambda model: 3)
-    outs = [run_main(["sample", run[0], "-n", 10, "--seed", 5], monkeypatch, capsys)[1] for _ in range(2)]
+    outs = [run_main(["sample", trained_run[0], "-n", 10, "--seed", 5], monkeypatch, capsys)[1] for _ in range(2)]
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 10
 
 

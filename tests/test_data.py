@@ -6,9 +6,8 @@ import random
 import sys
 
 import pytest
-import torch
 
-from conftest import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
+from helpers import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
 from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, paths, sequences
 from wavenet_conv.data import read_lines
 
@@ -26,6 +25,7 @@ def test_lecture_vocab():
     assert len(VOCAB) == 27 and VOCAB.stoi["a"] == 1 and VOCAB.stoi["z"] == 26
 
 
+@pytest.mark.slow
 def test_lecture_split_counts(lecture_words):
     """The lecture's counts, on the lecture's own file."""
     raw = open(LECTURE_NAMES, "rb").read()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, variant_id
+from helpers import SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, variant_id
 from wavenet_conv import ConvModel, ModelConfig, TreeModel, contexts, sequences
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}

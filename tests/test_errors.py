@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import VOCAB, make_pair
-from wavenet_conv import ConfigError, ConvModel, ModelConfig, TrainConfig, TreeModel, sequences
+from helpers import VOCAB, make_pair
+from wavenet_conv import (ArgumentError, ConfigError, ConvModel, InputError, ModelConfig, TrainConfig, TreeModel,
+                          sample_names, score_names, sequences)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,20 @@ def test_training_mode_one_real_position_says_eval():
         model(x, mask)
     mask[1, 0] = True
     assert torch.isfinite(model(x, mask)).all()
+
+
+@pytest.mark.parametrize("call,who,argument,value", [
+    (lambda m: sample_names(m, 3, VOCAB, max_len=0), "sample_names", "max_len", "0"),
+    (lambda m: sample_names(m, -1, VOCAB), "sample_names", "n", "-1"),
+    (lambda m: sample_names(m, 3, VOCAB, prefix="a b"), "sample_names", "prefix", "' '"),
+    (lambda m: score_names(m, ["anna"], VOCAB, method="fastest"), "score_names", "method", "'fastest'"),
+    (lambda m: score_names(m, ["anna"], VOCAB, threads=0), "score_names", "threads", "0"),
+], ids=["max_len", "n", "prefix", "method", "threads"])
+def test_an_argument_error_names_the_function_and_the_argument(pair, call, who, argument, value):
+    """``ArgumentError``: who (the function), argument (its parameter) and problem (with the value),
+    worded ``who: argument problem``; an ``InputError``, so the command line reports it in one line
+    (with its own option for the argument: test_cli)."""
+    with pytest.raises(ArgumentError) as e:
+        call(pair[1])
+    assert (e.value.who, e.value.argument) == (who, argument) and value in e.value.problem
+    assert str(e.value) == f"{who}: {argument} {e.value.problem}" and isinstance(e.value, InputError)

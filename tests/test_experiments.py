@@ -5,33 +5,25 @@ import json
 import os
 import sys
 
-import pytest
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import reproduce  # noqa: E402
 import tune  # noqa: E402
 
 
-@pytest.fixture
-def names(tmp_path):
-    path = tmp_path / "names.txt"
-    path.write_text("\n".join(open(os.path.join(ROOT, "data", "names.txt")).read().split()[::40]) + "\n")
-    return path
-
-
-def test_tune_runs_a_list_and_writes_its_table(names, tmp_path):
+def test_tune_runs_a_list_and_writes_its_table(small_names, tmp_path):
     configs = tmp_path / "runs.json"
     configs.write_text(json.dumps({"base": {"steps": 3, "batch_size": 8},
                                    "runs": [{"name": "a", "lr": 0.01}, {"name": "b", "n_hidden": 16}]}))
-    tune.main([str(configs), str(names), "--out", str(tmp_path / "out.md")])
+    tune.main([str(configs), str(small_names), "--out", str(tmp_path / "out.md")])
     rows = (tmp_path / "out.md").read_text().splitlines()
     assert [r.split(" | ")[0] for r in rows[-2:]] == ["| a", "| b"]
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
-def test_reproduce_runs_a_row_of_the_lectures_table(names, tmp_path, capsys):
-    reproduce.main([str(names), "--rows", "1", "--steps", "3", "--out", str(tmp_path / "table.md")])
+def test_reproduce_runs_a_row_of_the_lectures_table(small_names, tmp_path, capsys):
+    reproduce.main([str(small_names), "--rows", "1", "--steps", "3", "--out", str(tmp_path / "table.md")])
     table = (tmp_path / "table.md").read_text()
     assert "3 SGD steps" in table and table.splitlines()[-1].startswith("| flat MLP, 3-char context")

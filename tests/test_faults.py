@@ -18,7 +18,7 @@ from wavenet_conv import (ConvModel, InputError, ModelConfig, load_names, parse_
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.runfolder import LOCK_NAME
 
-from conftest import VOCAB, cli, interrupt_at, run_main
+from helpers import VOCAB, cli, interrupt_at, run_main
 
 TINY = ["--n-embd", 4, "--n-hidden", 8, "--batch-size", 8, "--threads", 1, "--samples", 0, "--quiet"]
 STEPS = 120
@@ -63,11 +63,13 @@ def stamp(path):
         return None
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(small_names, tmp_path):
-    """A checkpoint every step, killed KILLS times at seeded random moments -- inside a checkpoint
-    write (kills 0 and 3), anywhere in a step (1), anywhere from startup on (2) -- each after a few
-    checkpoints: after each kill the folder holds a checkpoint that loads, the next resume takes over
-    the stale lock, and the run ends bit for bit where an uninterrupted one ends."""
+    """Subprocesses: SIGKILL ends a real process, and nothing in it can catch the signal. A checkpoint
+    every step, killed KILLS times at seeded random moments -- inside a checkpoint write (kills 0 and
+    3), anywhere in a step (1), anywhere from startup on (2) -- each after a few checkpoints: after
+    each kill the folder holds a checkpoint that loads, the next resume takes over the stale lock,
+    and the run ends bit for bit where an uninterrupted one ends."""
     rng = random.Random(20261123)
     out = tmp_path / "run"
     ckpt = out / "checkpoint.pt"
@@ -102,6 +104,26 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(small_names
     assert all(torch.equal(final["state_dict"][k], reference[k]) for k in reference)
     assert not leftovers(out) and not (out / LOCK_NAME).exists()
     print(f"{KILLS} kills survived ({mid_write} inside a checkpoint write), last at step {last_step} of {STEPS}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_real_process_saves_lets_the_lock_go_and_exits_130(small_names, tmp_path):
+    """A subprocess: a real SIGINT to the command, as a terminal's Ctrl-C sends it (the in-process
+    tests raise it in the test's own process). The step in flight finishes, the checkpoint is saved,
+    the lock goes, and the process exits 130 with one line on stderr."""
+    out = tmp_path / "run"
+    proc = cli("train", "--data", small_names, "--out", out, "--steps", 1_000_000, "--checkpoint-every", 5, *TINY,
+               popen=True)
+    try:
+        wait_for(lambda: (out / "checkpoint.pt").exists(), proc)  # training is under way
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and stderr == "wavenet-conv: interrupted\n", stderr
+    step = load_checkpoint(out)["step"]
+    assert f"interrupted at step {step}; checkpoint saved" in stdout and 5 <= step < 1_000_000
+    assert sorted(os.listdir(out)) == ["checkpoint.pt"]
 
 
 class DiskFull:
@@ -289,12 +311,14 @@ def fuzzed(tmp_path_factory):
     return fuzz(tmp_path_factory.mktemp("fuzz"))
 
 
+@pytest.mark.slow  # the fuzz itself (the fixture) takes a few seconds
 def test_fuzz_the_reader_and_the_scorer_raise_only_their_own_errors(fuzzed):
     cases, messages = fuzzed
     assert cases == N_BYTES + N_TEXTS + N_LISTS and cases // 2 < len(messages) < cases
     print(f"{cases} inputs fuzzed, {len(messages)} refused with the library's own one-line errors")
 
 
+@pytest.mark.slow
 def test_fuzz_error_messages_are_short(fuzzed):
     _, messages = fuzzed
     longest = max(messages, key=len)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import VARIANTS, VOCAB, make_pair, random_words, variant_id
+from helpers import VARIANTS, VOCAB, make_pair, random_words, variant_id
 from wavenet_conv import ModelConfig, contexts, sequences
 
 

@@ -3,11 +3,12 @@ and no host syncs on a GPU. Few and small: compiling costs CI time."""
 
 import copy
 import importlib.util
+import logging
 
 import pytest
 import torch
 
-from conftest import VOCAB, cuda_only, make_pair, random_words
+from helpers import VOCAB, cuda_only, make_pair, random_words
 from wavenet_conv import ConvModel, ModelConfig, sequences
 
 # every kind of op the forward has: dilated convs, BatchNorm, the gate, 1x1 residual and skip convs
@@ -30,6 +31,7 @@ def max_grad_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max((p.grad - q.grad).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) / scale
 
 
+@pytest.mark.slow
 def test_compiled_forward_eval_equals_eager():
     _, conv = make_pair(WAVENET, torch.float32)
     compiled = torch.compile(conv, fullgraph=True, dynamic=True)
@@ -39,6 +41,7 @@ def test_compiled_forward_eval_equals_eager():
             assert (compiled(x) - conv(x)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 def test_compiled_training_step_equals_eager():
     """Forward and backward in training mode (BatchNorm statistics over the mask), several shapes."""
     _, eager = make_pair(WAVENET, torch.float32)
@@ -79,6 +82,7 @@ def test_export_with_dynamic_batch_and_length():
             assert (program.module()(x) - conv(x)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [ModelConfig(n_layers=3), ModelConfig(
     n_embd=8, n_hidden=12, n_layers=4, activation="glu", norm="layer", residual=True, skip=True)], ids=["lecture", "wavenet"])
 def test_onnx_export_runs_in_onnxruntime(tmp_path, config):
@@ -87,7 +91,9 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, config):
     import onnxruntime
 
     _, conv = make_pair(config, torch.float32)
+    level = logging.getLogger("torch.onnx").level
     path = export_onnx(conv, tmp_path / "model.onnx")
+    assert logging.getLogger("torch.onnx").level == level  # quieted during the export only
     session = onnxruntime.InferenceSession(str(path))
     assert [i.name for i in session.get_inputs()] == ["tokens"]
     assert [o.name for o in session.get_outputs()] == ["logits"]

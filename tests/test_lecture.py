@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lecture_layers as LL
-from conftest import VOCAB, random_words
+from helpers import VOCAB, random_words
 from wavenet_conv import ConvModel, FlatModel, TreeModel, contexts, from_lecture, sequences
 
 

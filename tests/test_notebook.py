@@ -14,7 +14,7 @@ import time
 import pytest
 
 import wavenet_conv
-from conftest import ROOT
+from helpers import ROOT
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -45,6 +45,7 @@ def test_uses_the_top_level_api_only():
     assert imported and imported <= set(wavenet_conv.__all__), sorted(imported - set(wavenet_conv.__all__))
 
 
+@pytest.mark.slow
 def test_runs_top_to_bottom(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

@@ -10,7 +10,7 @@ import pytest
 
 from wavenet_conv.cli import build_parser
 
-from conftest import ROOT
+from helpers import ROOT
 
 DOCS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "data", "README.md"),
         *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md"))), *sorted(glob.glob(os.path.join(ROOT, "experiments", "*.md")))]
@@ -41,6 +41,8 @@ def test_the_readme_has_code():
     assert len(PYTHON) >= 2 and sum(path == "README.md" for path, _ in COMMANDS) >= 5
 
 
+@pytest.mark.slow  # a block trains a model
+@pytest.mark.filterwarnings("error::DeprecationWarning:readme")  # the README uses no deprecated name
 @pytest.mark.parametrize("code", PYTHON, ids=[f"block{i}" for i in range(len(PYTHON))])
 def test_python_blocks_run(code, tmp_path, monkeypatch):
     (tmp_path / "data").symlink_to(os.path.join(ROOT, "data"))  # a fresh clone's data/; runs/ lands in tmp_path

@@ -2,7 +2,8 @@
 problem with it found before the first step."""
 
 import builtins
-import importlib
+import errno
+import functools
 import json
 import math
 import os
@@ -11,28 +12,19 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from wavenet_conv import ModelConfig, RunFolderError, TrainingDiverged, train
-from wavenet_conv.checkpoint import load_checkpoint
-from wavenet_conv.runfolder import LOCK_NAME, RunFolder, process_start
+import wavenet_conv.runfolder as runfolder_module
+from wavenet_conv import ModelConfig, RunFolderError, TrainingDiverged, TreeModel, train
 from wavenet_conv.batches import NameBatches
-from wavenet_conv.config import recipe
+from wavenet_conv.checkpoint import load_checkpoint, save_checkpoint
+from wavenet_conv.runfolder import LOCK_NAME, RunFolder, process_start
 
-from conftest import interrupt_at, run_main
+from helpers import SMALL, SMALL_ARGS, interrupt_at, open_fds, run_main, train_module
+from helpers import quick as recipe_quick
 
-train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
-SMALL = ModelConfig(n_embd=8, n_hidden=32)
-ARGS = ["--n-embd", 8, "--n-hidden", 32, "--batch-size", 32, "--steps", 20, "--samples", 0, "--quiet"]
-
-
-def quick(**kw):
-    return recipe("default", **{"steps": 20, "batch_size": 32, "checkpoint_every": 10, **kw})
-
-
-@pytest.fixture
-def finished_run(small_names, tmp_path):
-    train(SMALL, quick(), data=small_names, out=tmp_path / "good", log=None)
-    return tmp_path / "good"
+ARGS = [*SMALL_ARGS, "--steps", 20, "--samples", 0, "--quiet"]
+quick = functools.partial(recipe_quick, steps=20, checkpoint_every=10)
 
 
 def snapshot(folder):
@@ -207,3 +199,139 @@ def test_an_unwritable_folder_is_refused_before_the_first_step(how, small_names,
         folder.chmod(0o755)
     assert code == 2 and len(err.splitlines()) == 1 and "cannot write in the run folder" in err, err
     assert "Permission denied" in err and steps == []
+
+
+# ----------------------------------------------------------------------------- every way out of a claim
+
+
+@pytest.mark.parametrize("then", ["force", "emptied"])
+@pytest.mark.parametrize("contents", ["a run", "other files"])
+def test_a_claim_refused_by_the_folder_check_leaves_no_lock(contents, then, finished_run, small_names, tmp_path):
+    """The claim takes the lock before it looks at the folder: when the check refuses the folder, the
+    claim lets the lock go (not only ``train``'s cleanup), and leaves no file descriptor open. A later
+    training into the folder (with force, or once it is emptied) is then not refused as 'another
+    training holds it'."""
+    folder = finished_run if contents == "a run" else tmp_path / "mine"
+    if contents == "other files":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+    before, fds = snapshot(folder), open_fds()
+    with pytest.raises(RunFolderError, match="holds a run" if contents == "a run" else "not empty"):
+        RunFolder(folder).claim()
+    assert snapshot(folder) == before and open_fds() == fds  # no lock left, nothing open
+    if then == "emptied":
+        for p in folder.iterdir():
+            p.unlink()
+    train(SMALL, quick(steps=5), data=small_names, out=folder, force=then == "force", log=None)
+    assert load_checkpoint(folder)["step"] == 5 and LOCK_NAME not in os.listdir(folder)
+
+
+def full_disk(monkeypatch):
+    """``os.fdopen`` (the lock's writer) as on a full disk: the file opens, its write fails."""
+    real = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd, *args, **kwargs):
+            self.file = real(fd, *args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runfolder_module.os, "fdopen", FullDisk)
+
+
+@pytest.mark.parametrize("folder_was", ["new", "there"])
+def test_a_lock_that_cannot_be_written_leaves_nothing_behind(folder_was, tmp_path, monkeypatch):
+    """The lock file is created, then its write fails (a full disk): the claim is refused in one line,
+    the empty lock file goes, and so does the folder when the claim made it; no descriptor stays open."""
+    folder = tmp_path / "run"
+    if folder_was == "there":
+        folder.mkdir()
+    fds = open_fds()
+    full_disk(monkeypatch)
+    with pytest.raises(RunFolderError, match=r"cannot write in the run folder \(No space left on device\)"):
+        RunFolder(folder).claim()
+    monkeypatch.undo()
+    assert open_fds() == fds
+    if folder_was == "new":
+        assert not folder.exists()
+    else:
+        assert os.listdir(folder) == []
+
+
+@pytest.mark.parametrize("failure", ["the lock's write", "the first steps"])
+def test_a_claim_that_fails_removes_every_folder_it_made(failure, small_names, tmp_path, monkeypatch):
+    """``--out new/run`` makes new/ and new/run/: when the claim fails, or the run fails before it writes
+    anything, both go again, not only the last one."""
+    with pytest.raises((RunFolderError, TrainingDiverged)):
+        if failure == "the lock's write":
+            full_disk(monkeypatch)
+            RunFolder(tmp_path / "new" / "run").claim()
+        else:
+            train(SMALL, quick(lr=1e6, checkpoint_every=0), data=small_names, out=tmp_path / "new" / "run", log=None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_release_leaves_a_lock_that_is_no_longer_its_own(tmp_path):
+    """A claim whose lock was taken over meanwhile (its process looked gone) releases nothing: the new
+    holder's lock stays, and so does the folder."""
+    held = RunFolder(tmp_path / "run").claim()
+    lock = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+    (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({**lock, "token": "another training's"}))
+    held.release()
+    assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["token"] == "another training's"
+
+
+def failing_make_model(vocab_size):
+    raise RuntimeError("make_model failed")
+
+
+# what fails once the folder is claimed: (train's arguments, the error's message)
+NEW_RUN_FAILURES = {
+    "make_model raises": (dict(make_model=failing_make_model), "make_model failed"),
+    "a model the form cannot train": (dict(make_model=lambda V: TreeModel(ModelConfig(vocab_size=V))), "ConvModel"),
+}
+
+
+@pytest.mark.parametrize("folder_was", ["new", "there"])
+@pytest.mark.parametrize("failure", NEW_RUN_FAILURES)
+def test_a_new_run_that_fails_after_the_claim_lets_the_folder_go(failure, folder_was, small_names, tmp_path):
+    """Building the model comes after the claim: when it fails, the lock goes, and the folder too
+    when the claim made it."""
+    folder = tmp_path / "run"
+    if folder_was == "there":
+        folder.mkdir()
+    kwargs, message = NEW_RUN_FAILURES[failure]
+    with pytest.raises(Exception, match=message):
+        train(config=quick(steps=5), data=small_names, out=folder, log=None, **kwargs)
+    assert (not folder.exists()) if folder_was == "new" else os.listdir(folder) == []
+
+
+def spoil(ckpt: dict, part: str) -> None:
+    """A checkpoint that reads, and fails when the run is rebuilt from it (after the claim)."""
+    if part == "weights":  # CheckpointError: the weights do not fit the model config
+        del ckpt["state_dict"][next(iter(ckpt["state_dict"]))]
+    elif part == "optimizer":  # the optimizer's state does not fit the model's parameters
+        ckpt["optimizer"]["param_groups"] = ckpt["optimizer"]["param_groups"][:1]
+    else:  # torch refuses the RNG state
+        ckpt["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("part", ["weights", "optimizer", "rng"])
+def test_a_resume_that_fails_after_the_claim_leaves_the_run_as_it_was(part, stopped_run):
+    """The checkpoint is read before the claim, the model, optimizer and RNG are rebuilt from it after:
+    when that fails, the lock goes and the run's folder is left as it was."""
+    ckpt = load_checkpoint(stopped_run)
+    spoil(ckpt, part)
+    save_checkpoint({k: v for k, v in ckpt.items() if not k.startswith(("format", "library"))},
+                    stopped_run / "checkpoint.pt")
+    before = snapshot(stopped_run)
+    with pytest.raises(Exception):
+        train(resume=stopped_run, log=None)
+    assert snapshot(stopped_run) == before and sorted(before) == ["checkpoint.pt"]  # no lock, the checkpoint untouched

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
-from wavenet_conv import (ArgumentError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
+import wavenet_conv.sampling as sampling_module
+from helpers import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
+from wavenet_conv import (ArgumentError, ConvModel, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
                           sequences)
-from wavenet_conv.sampling import MAX_LEN, CachedStepper, draw
+from wavenet_conv.sampling import MAX_LEN, CachedStepper, draw, sample_batches
 
 
 def ending_pair(cfg: ModelConfig, seed: int = 0, end_bias: float = 1.5, dtype=torch.float64, device="cpu"):
@@ -155,34 +156,64 @@ def test_zero_names_and_global_rng():
     assert sample_names(conv, 20, VOCAB, cached=False) == a
 
 
-@pytest.mark.parametrize(
-    "kw,err,match",
-    [
-        (dict(prefix="aB"), ArgumentError, r"prefix.*'B'.*not in the vocabulary"),
-        (dict(prefix="a.b"), ArgumentError, r"prefix.*start/end token"),
-        (dict(prefix=3), TypeError, "prefix"),
-        (dict(n=-1), ValueError, "n must be"),
-        (dict(n=2.0), ValueError, "n must be"),
-        (dict(temperature=0), ValueError, "temperature"),
-        (dict(top_k=0), ValueError, "top_k"),
-        (dict(max_len=1, prefix="ab"), ValueError, "max_len"),
-        (dict(max_len=0), ValueError, "max_len"),
-        (dict(generator=1), TypeError, "generator must be a torch.Generator or None, got int"),
-        (dict(temperature=float("nan")), ValueError, "temperature"),
-        (dict(temperature=True), ValueError, "temperature"),
-        (dict(n=True), ValueError, "n must be"),
-        (dict(top_k=np.float32(2)), ValueError, "top_k"),
-    ],
-    ids=["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix",
-         "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float"],
-)
-def test_bad_arguments(kw, err, match):
+BAD_ARGUMENTS = [
+    (dict(prefix="aB"), ArgumentError, r"prefix.*'B'.*not in the vocabulary"),
+    (dict(prefix="a.b"), ArgumentError, r"prefix.*start/end token"),
+    (dict(prefix=3), TypeError, "prefix"),
+    (dict(n=-1), ValueError, "n must be"),
+    (dict(n=2.0), ValueError, "n must be"),
+    (dict(temperature=0), ValueError, "temperature"),
+    (dict(top_k=0), ValueError, "top_k"),
+    (dict(max_len=1, prefix="ab"), ValueError, "max_len"),
+    (dict(max_len=0), ValueError, "max_len"),
+    (dict(generator=1), TypeError, "generator must be a torch.Generator or None, got int"),
+    (dict(temperature=float("nan")), ValueError, "temperature"),
+    (dict(temperature=True), ValueError, "temperature"),
+    (dict(n=True), ValueError, "n must be"),
+    (dict(top_k=np.float32(2)), ValueError, "top_k"),
+    (dict(threads=0), ArgumentError, "threads must be 'auto' or an integer >= 1"),
+]
+BAD_IDS = ["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix",
+           "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float", "threads"]
+
+
+@pytest.mark.parametrize("sampler", ["sample_names", "sample_batches"])
+@pytest.mark.parametrize("kw,err,match", BAD_ARGUMENTS, ids=BAD_IDS)
+def test_bad_arguments(kw, err, match, sampler):
+    """Refused with the argument's name, before anything is drawn: ``sample_batches`` checks every
+    argument before its first name (``wavenet-conv sample`` prints nothing, then one error line)."""
     _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
-    args = dict(n=3, prefix="", temperature=1.0, top_k=None, max_len=10)
+    args = dict(n=3, prefix="", temperature=1.0, top_k=None, max_len=10, generator=torch.Generator().manual_seed(0))
     args.update(kw)
     n = args.pop("n")
+    state = args["generator"].get_state() if isinstance(args["generator"], torch.Generator) else None
     with pytest.raises(err, match=match):
-        sample_names(conv, n, VOCAB, **args)
+        if sampler == "sample_names":
+            sample_names(conv, n, VOCAB, **args)
+        else:
+            next(sample_batches(conv, n, VOCAB, batch=2, **args))
+    assert state is None or torch.equal(args["generator"].get_state(), state)  # nothing drawn
+
+
+@pytest.mark.parametrize("batch", [0, -2, 1.5, True])
+def test_sample_batches_refuses_a_bad_batch(batch):
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
+    with pytest.raises(ArgumentError, match=r"sample_batches: batch must be an integer >= 1") as e:
+        next(sample_batches(conv, 3, VOCAB, batch=batch))
+    assert e.value.argument == "batch"
+
+
+def test_sample_batches_yields_n_names_as_sample_names_draws_them(monkeypatch):
+    """n names in batches of ``batch`` (default ``batch_size(model)``), each batch the names that
+    ``sample_names`` draws for it from the same generator."""
+    _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
+    batches = list(sample_batches(conv, 10, VOCAB, generator=torch.Generator().manual_seed(3), batch=3, prefix="a"))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    g = torch.Generator().manual_seed(3)
+    assert batches == [sample_names(conv, k, VOCAB, generator=g, prefix="a") for k in (3, 3, 3, 1)]
+    monkeypatch.setattr(sampling_module, "batch_size", lambda model: 4)
+    assert [len(b) for b in sample_batches(conv, 9, VOCAB)] == [4, 4, 1]
+    assert list(sample_batches(conv, 0, VOCAB)) == []
 
 
 def test_numpy_numbers_are_numbers():

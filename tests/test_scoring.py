@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import BUNDLED_NAMES, LECTURE_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
+from helpers import BUNDLED_NAMES, LECTURE_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
 from wavenet_conv import (
     DataError, FlatConfig, FlatModel, ModelConfig, ScoreResult, TreeModel, Vocab, contexts,
     lecture_split, load_names, score_names,
@@ -61,13 +61,19 @@ def test_result_fields_and_input_order():
     assert r.nll.shape == (len(words),) and r.nll.dtype == torch.float64 and r.nll.device.type == "cpu"
     assert r.n_targets.tolist() == [len(w) + 1 for w in words]
     assert r.mean_loss == pytest.approx(r.nll.sum().item() / r.n_targets.sum().item(), rel=1e-12)
-    assert r.bits_per_char == pytest.approx(r.mean_loss / math.log(2), rel=1e-12)
+    assert r.bits_per_target == pytest.approx(r.mean_loss / math.log(2), rel=1e-12)
     # each name scored on its own gives the same number, whatever the batch
     for i in (0, 5, len(words) - 1):
         assert score_names(conv, [words[i]], VOCAB).nll[0].item() == pytest.approx(r.nll[i].item(), abs=1e-10)
     perm = torch.randperm(len(words), generator=torch.Generator().manual_seed(0)).tolist()
     shuffled = score_names(conv, [words[i] for i in perm], VOCAB)
     assert torch.allclose(shuffled.nll, r.nll[perm], atol=1e-10, rtol=0)
+
+
+def test_bits_per_char_is_a_deprecated_alias_of_bits_per_target(conv):
+    r = score_names(conv, ["anna", "bo"], VOCAB)
+    with pytest.warns(DeprecationWarning, match="bits_per_target"):
+        assert r.bits_per_char == r.bits_per_target
 
 
 def test_per_name_nll_is_the_sum_of_log_probs():
@@ -148,11 +154,6 @@ def test_device_and_float32(device):
 
 
 # ------------------------------------------------------------------------------------------ errors
-
-
-@pytest.fixture
-def conv():
-    return make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64)[1]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import VARIANTS, VOCAB, make_pair, random_words, variant_id
+from helpers import VARIANTS, VOCAB, make_pair, random_words, variant_id
 from wavenet_conv import DataError, FlatConfig, FlatModel, ModelConfig, contexts, score_names
 from wavenet_conv.streaming import parse_shard, score_lines
 
@@ -41,11 +41,6 @@ def test_per_char_is_off_by_default():
     assert r.char_nll is None and r.offsets is None
     with pytest.raises(ValueError, match="per_char=True"):
         r.chars(0)
-
-
-@pytest.fixture(scope="module")
-def conv():
-    return make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2), torch.float64, seed=1)[1]
 
 
 LINES = ["anna", "", "Bob", "zoë", "cy\n", "dee\r\n", "  ", "e.f", "gus", "", "h"]

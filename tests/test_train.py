@@ -1,13 +1,13 @@
 """Training: the recipes lower the loss, write a run folder, resume exactly, and stop cleanly."""
 
 import copy
-import importlib
+import inspect
 import io
 import json
 import math
-from dataclasses import replace
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,21 +22,10 @@ from wavenet_conv.optim import averaging, lr_at, make_optimizer
 from wavenet_conv.progress import Progress
 from wavenet_conv.train import train
 
-from conftest import BUNDLED_NAMES, VOCAB, cuda_only, interrupt_at
-
-SMALL = ModelConfig(n_embd=8, n_hidden=32)
-train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
-import wavenet_conv.run as run_module
 import wavenet_conv.progress as progress_module
-
-
-def quick(name="default", **kw):
-    return recipe(name, **{"steps": 300, "batch_size": 32, "checkpoint_every": 100, **kw})
-
-
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+import wavenet_conv.run as run_module
+from helpers import (BUNDLED_NAMES, SMALL, VOCAB, cuda_only, ends_with, interrupt_at, quick, same_weights,
+                     threads_set_to, train_module)
 
 
 def test_default_recipe_lowers_loss_and_writes_a_run_folder(small_names, tmp_path):
@@ -166,7 +155,7 @@ def test_flat_model_trains_on_contexts(small_names):
     assert r.metrics["val_loss"] < math.log(27) - 0.5
 
 
-@pytest.mark.parametrize("name", ["default", "lecture"])
+@pytest.mark.parametrize("name", [pytest.param("default", marks=pytest.mark.slow), "lecture"])
 def test_resume_ends_where_an_uninterrupted_run_ends(small_names, tmp_path, name):
     tc = quick(name, steps=250, input_noise=0.1)
     full = train(SMALL, tc, data=small_names, out=tmp_path / "full", log=None)
@@ -187,16 +176,10 @@ def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
     data.write_text(small_names.read_text() + "zzz\n")
     with pytest.raises(ValueError, match="differs"):
         train(resume=tmp_path / "run", log=None)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # no lock left
 
 
-@pytest.fixture
-def stopped_run(small_names, tmp_path):
-    """A run of 60 steps (seed 5) stopped at step 20."""
-    train(SMALL, quick(steps=60, seed=5, checkpoint_every=0), data=small_names, out=tmp_path / "run", stop_at=20, log=None)
-    return tmp_path / "run"
-
-
-@pytest.mark.parametrize("change", [dict(seed=6), dict(steps=80), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
+@pytest.mark.parametrize("change", [dict(seed=6), dict(steps=90), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
                          ids=lambda c: next(iter(c)))
 def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
     tc = run_module.saved_config(stopped_run)
@@ -214,7 +197,7 @@ def test_resume_applies_how_the_run_is_carried_out(stopped_run):
     meta = load_model(stopped_run).meta
     assert meta["step"] == 50 and meta["train_config"]["checkpoint_every"] == 25
     r = train(resume=stopped_run, log=None)  # the run's settings now: checkpoint_every 25, eval_every 15
-    assert [s for s, _ in r.metrics["val_curve"]] == [30, 45]
+    assert [s for s, _ in r.metrics["val_curve"]] == [45, 60, 75]
     assert r.metrics["test_loss"] is None and r.config.seed == 5
 
 
@@ -254,6 +237,29 @@ def test_progress_shows_the_mean_loss_since_the_last_line():
     assert stream.getvalue() == ""  # fewer than 10 steps since the last read
     bar.update(10, losses)
     assert "step  10/100  loss 4.5000" in stream.getvalue()
+
+
+@pytest.mark.parametrize("ending", ["returns", "raises"])
+@pytest.mark.parametrize("threads,inside", [("default", 1), (3, 3), (None, 2)], ids=["default", "3", "None"])
+def test_train_runs_on_its_threads_and_puts_the_callers_back(threads, inside, ending, small_names, monkeypatch):
+    """One thread by default, whatever the caller's (a resume is bit-exact on a fixed count); N; None:
+    the caller's. The caller's count (2 here) comes back however the run ends."""
+    assert inspect.signature(train).parameters["threads"].default == 1
+    seen, real = [], train_module.train_steps
+
+    def steps(run, *args):
+        seen.append(torch.get_num_threads())
+        if ending == "raises":
+            raise RuntimeError("a bug mid-run")
+        return real(run, *args)
+
+    monkeypatch.setattr(train_module, "train_steps", steps)
+    kwargs = {} if threads == "default" else {"threads": threads}
+    with threads_set_to(2):
+        with ends_with(RuntimeError if ending == "raises" else None):
+            train(SMALL, quick(steps=10), data=small_names, stop_at=5, log=None, progress=False, **kwargs)
+        assert torch.get_num_threads() == 2
+    assert seen == [inside]
 
 
 def test_compile_wraps_the_forward_of_the_training_steps(small_names, monkeypatch):
@@ -442,24 +448,6 @@ def test_weight_averaging_ends_with_the_average_and_resumes_exactly(small_names,
     assert (bn.running_mean - raw_bn.running_mean).abs().max() > 1e-4  # recomputed for the average
     resumed = train(resume=tmp_path / "cut", log=None).model
     assert same_weights(resumed, averaged)
-
-
-def test_precision_auto_is_bfloat16_only_where_native(monkeypatch):
-    import builtins
-    import io as io_module
-
-    import wavenet_conv.device as config
-
-    real_open = builtins.open
-    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16", True), ("fpu avx2 avx512f", False)):
-        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: io_module.StringIO(f"flags\t: {flags}\n")
-                            if path == "/proc/cpuinfo" else real_open(path, *a, **k))
-        cpu = torch.device("cpu")
-        assert config.native_bfloat16(cpu) is native
-        assert config.resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
-        assert config.resolve_precision("float32", cpu) == torch.float32
-        assert config.resolve_precision("bfloat16", cpu) == torch.bfloat16
-    assert recipe("lecture").precision == "float32" and recipe("default").precision == "auto"
 
 
 def test_a_bfloat16_step_computes_the_same_loss_within_its_precision():

@@ -1,0 +1,103 @@
+"""device.py: the threads policy ("auto" from the load the kernel reports, the checks of a thread
+count) and the training steps' precision. Putting the caller's count back: test_cleanup.py."""
+
+import builtins
+import io
+import itertools
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import wavenet_conv.device as device_module
+from wavenet_conv import ArgumentError, InputError
+from wavenet_conv.config import recipe
+from wavenet_conv.device import (auto_threads, check_threads, native_bfloat16, resolve_precision, torch_threads,
+                                 usable_cpus)
+
+from helpers import threads_set_to
+
+
+def fake_proc(monkeypatch, path: str, reads):
+    """``open(path)`` gives each of ``reads`` in turn, round and round (bytes, or an exception to
+    raise); every other path opens as usual."""
+    real_open, reads = builtins.open, itertools.cycle(reads)
+
+    def fake_open(p, *args, **kwargs):
+        if p != path:
+            return real_open(p, *args, **kwargs)
+        read = next(reads)
+        if isinstance(read, Exception):
+            raise read
+        return io.BytesIO(read) if "b" in (args[0] if args else kwargs.get("mode", "r")) else io.StringIO(read.decode())
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def stat(running: int) -> bytes:
+    """/proc/stat with ``running`` threads running (the reader itself among them)."""
+    return (b"cpu  10 0 10 1000 0 0 0 0 0 0\nctxt 100\nbtime 1700000000\nprocesses 99\n"
+            b"procs_running %d\nprocs_blocked 0\n" % running)
+
+
+@pytest.mark.parametrize("reads,threads", [
+    ([stat(1)], 4),  # idle: only the reader runs
+    ([stat(2)], 3),  # one other thread busy
+    ([stat(4)], 1),  # three busy
+    ([stat(9)], 1),  # more busy than there are CPUs: still one
+    ([stat(5), stat(2), stat(5)], 3),  # the least of a few reads: a burst is not the load
+    ([OSError(2, "No such file or directory")], 1),  # no /proc: one thread
+    ([b"cpu  1 2 3\n"], 1),  # no procs_running line
+    ([b"procs_running lots\n"], 1),  # unreadable
+], ids=["idle", "one-busy", "three-busy", "overloaded", "burst", "unreadable", "no-line", "garbled"])
+def test_auto_threads_are_the_usable_cpus_no_one_else_runs_on(reads, threads, monkeypatch):
+    monkeypatch.setattr(device_module, "usable_cpus", lambda: 4)
+    fake_proc(monkeypatch, "/proc/stat", reads)
+    assert auto_threads() == threads
+    assert check_threads("auto", "f") == threads
+
+
+def test_usable_cpus_are_the_affinity_mask_or_the_cpu_count(monkeypatch):
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS and Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert usable_cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown
+    assert usable_cpus() == 1
+
+
+@pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2", "all", [2]])
+def test_check_threads_refuses_what_is_not_a_thread_count(threads):
+    """An ``ArgumentError`` (an ``InputError``: the command line's exit status 2) naming the function
+    and ``threads``; ``torch_threads`` refuses it before it changes anything."""
+    with pytest.raises(ArgumentError) as e:
+        check_threads(threads, "score_names")
+    assert isinstance(e.value, InputError) and (e.value.who, e.value.argument) == ("score_names", "threads")
+    assert e.value.problem.startswith("must be 'auto' or an integer >= 1") and repr(threads) in e.value.problem
+    with threads_set_to(2):
+        with pytest.raises(ArgumentError):
+            with torch_threads(threads, "score_names"):
+                pass  # pragma: no cover
+        assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads,count", [(None, None), (1, 1), (12, 12), (np.int64(3), 3)],
+                         ids=["None", "1", "12", "numpy"])
+def test_check_threads_takes_none_and_whole_numbers(threads, count):
+    """None: torch's setting stays; a whole number, numpy's too (the library's numbers may be numpy's)."""
+    assert check_threads(threads, "f") == count
+
+
+def test_precision_auto_is_bfloat16_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16", True), ("fpu avx2 avx512f", False)):
+        fake_proc(monkeypatch, "/proc/cpuinfo", [f"flags\t: {flags}\n".encode()])
+        assert native_bfloat16(cpu) is native
+        assert resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+        assert resolve_precision("float32", cpu) == torch.float32
+        assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    fake_proc(monkeypatch, "/proc/cpuinfo", [OSError(2, "No such file or directory")])
+    assert native_bfloat16(cpu) is False and resolve_precision("auto", cpu) == torch.float32
+    assert recipe("lecture").precision == "float32" and recipe("default").precision == "auto"
