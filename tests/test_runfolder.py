@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import wavenet_conv.runfolder as runfolder_module
-from wavenet_conv import ModelConfig, RunFolderError, TrainingDiverged, TreeModel, train
+from wavenet_conv import CheckpointError, ModelConfig, RunFolderError, TrainingDiverged, TreeModel, train
 from wavenet_conv.batches import NameBatches
 from wavenet_conv.checkpoint import load_checkpoint, save_checkpoint
 from wavenet_conv.runfolder import LOCK_NAME, RunFolder, process_start
@@ -332,6 +332,6 @@ def test_a_resume_that_fails_after_the_claim_leaves_the_run_as_it_was(part, stop
     save_checkpoint({k: v for k, v in ckpt.items() if not k.startswith(("format", "library"))},
                     stopped_run / "checkpoint.pt")
     before = snapshot(stopped_run)
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointError):  # one line on the command line, not a traceback
         train(resume=stopped_run, log=None)
     assert snapshot(stopped_run) == before and sorted(before) == ["checkpoint.pt"]  # no lock, the checkpoint untouched

@@ -14,6 +14,7 @@ measurements behind the policy.
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from contextlib import contextmanager
@@ -109,9 +110,13 @@ def check_threads(threads, who: str) -> int | None:
         return None
     if threads == "auto":
         return auto_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    try:
+        n = operator.index(threads)  # numpy's integers too
+    except TypeError:
+        n = None
+    if n is None or isinstance(threads, bool) or n < 1:
         raise ArgumentError(who, "threads", f"must be 'auto' or an integer >= 1 (None: torch's setting), got {threads!r}")
-    return threads
+    return n
 
 
 @contextmanager

@@ -176,8 +176,12 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
     if ckpt.get("swa") is not None:
         run.swa, run.swa_count = [t.to(run.device) for t in ckpt["swa"]], ckpt["swa_count"]
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    set_rng_state(ckpt["rng"], run.device)
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], run.device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # torch's errors for a state that does not fit
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"{path}: its optimizer or RNG state does not fit the run: {reason}") from None
     return run
 
 

@@ -13,7 +13,7 @@ with the folder shows before the first step:
   (``checkpoint.pt``, ``metrics.json``, ``loss.png``) so that two runs never mix; other files stay.
 * it removes the temporary files of checkpoint writes that were killed (``.checkpoint.pt.tmp*``).
 
-``release()`` removes the lock (and the folder, when the claim created it and nothing was written in
+``release()`` removes the lock (and the folders the claim created, when nothing was written in
 it); ``train`` calls it on every way out: the end, an error, Ctrl-C. Only SIGKILL (or a crash of the
 interpreter) leaves the lock behind, and the next claim finds it stale.
 """
@@ -101,14 +101,15 @@ class RunFolder:
         self.path = Path(path)
         self.own_run, self.force = own_run, force
         self.note = note or (lambda message: print(f"note: {message}", file=sys.stderr))
-        self.token, self.held, self.created = None, False, False
+        self.token, self.held, self.created = None, False, []
 
     @property
     def lock(self) -> Path:
         return self.path / LOCK_NAME
 
     def claim(self) -> "RunFolder":
-        self.created = not self.path.exists()
+        # the folders this claim makes (the run folder and its missing parents), deepest first
+        self.created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -187,8 +188,9 @@ class RunFolder:
         self._remove_if_created()
 
     def _remove_if_created(self) -> None:
-        if self.created:
+        """Remove the folders the claim made, deepest first, as long as they are empty."""
+        for folder in self.created:
             try:
-                self.path.rmdir()  # only when empty
+                folder.rmdir()  # only when empty
             except OSError:
-                pass
+                return
