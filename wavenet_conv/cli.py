@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         print(f"{PROG} {args.command}: error: {as_options(str(e))}", file=sys.stderr)
         return 3
     except (InputError, OSError) as e:  # the user's input; anything else is a bug: its traceback shows
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = " ".join(str(e).splitlines()) or type(e).__name__  # one line; a quoted name's spaces as they are
         print(f"{PROG} {args.command}: error: {as_options(msg)}", file=sys.stderr)
         return 2
     finally:
