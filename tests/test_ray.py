@@ -15,7 +15,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
 from batch_helpers import SlowScorer, mixed_lines, random_run  # noqa: E402
-from conftest import BUNDLED_NAMES, ROOT  # noqa: E402
+from conftest import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
 from wavenet_conv import ConfigError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.batch import BatchScorer  # noqa: E402
 from wavenet_conv.ray_engine import score_dataset, score_files  # noqa: E402
@@ -128,6 +128,14 @@ def test_files_of_a_folder_or_a_glob_are_keyed_by_path_and_line(cluster, run, tm
     assert (counts.empty, counts.invalid) == (1, 1)
 
 
+def test_the_command_on_lines_that_are_all_empty_says_so(cluster, run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "blank.txt").write_text("\n\n\n")
+    with time_limit():
+        code, out, err = run_main(["score", run, tmp_path / "blank.txt", "--engine", "ray", "--output", tmp_path / "out"],
+                                  monkeypatch, capsys)
+    assert code == 2 and err.splitlines()[-1] == f"wavenet-conv score: error: {tmp_path}/blank.txt: no names in it"
+
+
 def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_path):
     """SIGKILL the scoring actor's process twice in the middle of the job: Ray restarts it and retries
     its batches; the output still has exactly one row per non-empty line."""
@@ -207,3 +215,17 @@ def test_too_few_cpus_for_the_workers_is_an_error_before_any_work(cluster, run, 
     with time_limit(30), pytest.raises(ConfigError, match=r"the Ray cluster has 2 CPUs: 2 workers of 1 CPU need 3 "):
         score_files(run, str(names_file), str(tmp_path / "out"), workers=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_starts_a_cluster_for_two_workers_and_counts_as_the_local_command(run, names_file, tmp_path):
+    out = tmp_path / "out"
+    ray_job = cli("score", run, names_file, "--engine", "ray", "--output", out, "--workers", 2, "--chars", timeout=LIMIT)
+    local = cli("score", run, names_file, "--skip-invalid", timeout=LIMIT)
+    assert ray_job.returncode == 0, ray_job.stderr[-2000:]
+    assert ray_job.stdout == f"{out}: 19,602 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
+    assert ray_job.stderr.splitlines()[-1] == local.stderr.splitlines()[-1]  # the closing counts
+    assert "Traceback" not in ray_job.stderr
+    table = pq.read_table(out)
+    check_rows(table, names_file, run)
+    for r in table.to_pylist()[:500]:  # per character: its characters' nats, then the end's
+        assert r["char_nats"] is None if r["error"] else abs(sum(r["char_nats"]) - r["nats"]) < 1e-4

@@ -36,6 +36,7 @@ from .data import Vocab, lecture_split, load_names, open_names, parse_names, rea
 from .errors import ConfigError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
 from .paths import bundled_names
+from .ray_engine import check_engine_options, score_job  # Ray itself is imported only by a job on it
 from .sampling import MAX_LEN, batch_size, sample_names
 from .scoring import LineScores, parse_shard, score_lines
 from .train import CHANGEABLE_ON_RESUME, saved_config, train
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
-    s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin)")
+    s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
+                   "with --engine ray also a folder, a glob, a URI, or Parquet")
     s.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned, for a terminal; the default), tsv (with a header row) or jsonl "
                         '({"line", "name", "nats", "targets", "nats_per_char"} per row)')
@@ -187,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
     s.add_argument("--chunk", type=positive_int, default=65536, metavar="LINES",
                    help="lines read and scored at a time (65536); memory grows with it, not with the list")
+    r = s.add_argument_group("on a Ray cluster (pip install 'wavenet_conv[ray]')")
+    r.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process, rows on stdout "
+                   "(the default); ray: a Ray cluster, rows to --output as Parquet, a line that is not a name a row "
+                   "with its reason in 'error'")
+    r.add_argument("--output", metavar="DIR", help="the Parquet dataset to write: a new or empty folder or URI")
+    r.add_argument("--address", help="join this Ray cluster (e.g. auto, ray://HOST:10001); default: a local one, "
+                   "started for the job and stopped after")
+    r.add_argument("--workers", type=positive_int, metavar="N", help="scoring actors, each --threads CPUs and one "
+                   "copy of the model (1)")
+    r.add_argument("--gpus-per-worker", type=positive_float, metavar="X", help="GPUs per actor: score on CUDA (0)")
+    r.add_argument("--id-column", metavar="COL", help="Parquet input: the column that keys each row, carried to the "
+                   "output (text input is keyed by path and line)")
+    r.add_argument("--name-column", metavar="COL", help="Parquet input: the column of names (name)")
 
     g = sub.add_parser("sample", parents=[device], help="sample names from a trained model (cached generation)")
     g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
@@ -319,7 +334,19 @@ def header(fmt: str, chars: bool, width: int) -> str:
     return ""
 
 
+def closing_line(source: str, names: int, targets: int, nats: float, empty: int, invalid: int) -> str:
+    """The counts ``score`` prints on stderr at the end."""
+    mean = f": {nats / targets:.4f} nats, {nats / targets / math.log(2):.4f} bits per target" if targets else ""
+    return (f"{source}: {names:,} names scored ({targets:,} targets, end tokens included{mean}); "
+            f"{empty + invalid:,} lines skipped ({empty:,} empty, {invalid:,} not names)")
+
+
 def cmd_score(args):
+    check_engine_options(args)
+    if args.engine == "ray":
+        c = score_job(args)
+        print(closing_line(args.file, c.names, c.targets, c.nats, c.empty, c.invalid), file=sys.stderr)
+        return
     source = source_name(args.file)
     stream = open_names(args.file)  # before any work: a missing file is the first error
     try:
@@ -344,9 +371,7 @@ def cmd_score(args):
             stream.close()
     if names + invalid == 0 and args.shard is None:
         raise DataError(f"{source}: no names in it")
-    mean = f": {nats / targets:.4f} nats, {nats / targets / math.log(2):.4f} bits per target" if targets else ""
-    print(f"{source}: {names:,} names scored ({targets:,} targets, end tokens included{mean}); "
-          f"{empty + invalid:,} lines skipped ({empty:,} empty, {invalid:,} not names)", file=sys.stderr)
+    print(closing_line(source, names, targets, nats, empty, invalid), file=sys.stderr)
 
 
 def cmd_sample(args):
