@@ -1,6 +1,7 @@
 """Scoring on Ray (a local cluster of 2 CPUs, no dashboard, every job under a time limit): one row per
 non-empty line with score_lines' numbers and the command's reasons, Parquet ids kept, a worker killed
-in the middle of a job costing a retry and no row, the command on a cluster of its own."""
+in the middle of a job costing a retry and no row, the command on a cluster of its own and joining
+one with --address."""
 
 import os
 import signal
@@ -229,3 +230,12 @@ def test_the_command_starts_a_cluster_for_two_workers_and_counts_as_the_local_co
     check_rows(table, names_file, run)
     for r in table.to_pylist()[:500]:  # per character: its characters' nats, then the end's
         assert r["char_nats"] is None if r["error"] else abs(sum(r["char_nats"]) - r["nats"]) < 1e-4
+
+
+def test_the_command_joins_a_running_cluster_with_address(cluster, run, names_file, tmp_path):
+    address = ray.get_runtime_context().gcs_address  # this module's cluster, joined by another process
+    job = cli("score", run, names_file, "--engine", "ray", "--output", tmp_path / "out", "--address", address,
+              timeout=LIMIT)
+    assert job.returncode == 0, job.stderr[-2000:]
+    check_rows(pq.read_table(tmp_path / "out"), names_file, run)
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # still up: the job only left it
