@@ -55,3 +55,10 @@ class SlowScorer(BatchScorer):
             f.write(f"{os.getpid()}\n")
         time.sleep(self.pause)
         return super().__call__(batch)
+
+
+class ThreadsScorer(BatchScorer):
+    """A ``BatchScorer`` that adds the torch threads of each call as a column, ``threads``."""
+
+    def score(self, names, given=None):
+        return {**super().score(names, given), "threads": [torch.get_num_threads()] * len(names)}

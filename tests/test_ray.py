@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
-from batch_helpers import SlowScorer, mixed_lines, random_run  # noqa: E402
+from batch_helpers import SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
 from conftest import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
 from wavenet_conv import ConfigError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.batch import BatchScorer  # noqa: E402
@@ -208,6 +208,17 @@ def test_score_dataset_from_python(cluster, run):
     for r, e in zip(rows, expected):
         assert (r["char_nats"] is None) == (e["char_nats"] is None)
         assert r["char_nats"] is None or max(abs(a - b) for a, b in zip(r["char_nats"], e["char_nats"])) <= 1e-9
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_worker_scores_on_a_thread_per_cpu_ray_gave_it(cluster, run, cpus):
+    def call():
+        import pandas as pd  # in the worker
+
+        return ThreadsScorer(run)(pd.DataFrame({"name": ["emma"]}))["threads"].tolist()
+
+    with time_limit():
+        assert ray.get(ray.remote(num_cpus=cpus)(call).remote()) == [cpus]
 
 
 def test_too_few_cpus_for_the_workers_is_an_error_before_any_work(cluster, run, names_file, tmp_path):
