@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the default); ray: a Ray cluster, rows to --output as Parquet, a line that is not a name a row "
                    "with its reason in 'error'")
     r.add_argument("--output", metavar="DIR", help="the Parquet dataset to write: a new or empty folder or URI")
-    r.add_argument("--address", help="join this Ray cluster (e.g. auto, ray://HOST:10001); default: a local one, "
+    r.add_argument("--address", help="join this Ray cluster (e.g. auto, or HOST:6379); default: a local one, "
                    "started for the job and stopped after")
     r.add_argument("--workers", type=positive_int, metavar="N", help="scoring actors, each --threads CPUs and one "
                    "copy of the model (1)")

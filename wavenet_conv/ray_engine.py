@@ -27,6 +27,9 @@ itself and lets a caller change only through arguments it deprecates. A retried 
 the same file name again, so nothing is written twice and nothing is lost (tested by killing a
 worker in the middle of a job).
 
+Several machines: every worker reads the run folder (a path) and the input and output (paths or URIs)
+itself, so they must be at the same path on every node (a shared file system) or in an object store.
+
 Progress: every actor takes ``cpus_per_worker`` CPUs and each read or write task ``IO_CPUS``, so a
 local cluster of ``workers * cpus_per_worker + 1`` logical CPUs always has room for a reader and a
 writer beside the actors (with no CPU left for them, Ray Data waits forever); ``--address`` joins a
