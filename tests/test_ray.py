@@ -137,6 +137,18 @@ def test_the_command_on_lines_that_are_all_empty_says_so(cluster, run, tmp_path,
     assert code == 2 and err.splitlines()[-1] == f"wavenet-conv score: error: {tmp_path}/blank.txt: no names in it"
 
 
+def test_parquet_files_that_disagree_are_one_line_not_a_traceback(cluster, run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"uid": [1], "name": ["emma"]}), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.table({"uid": [2], "name": [3]}), tmp_path / "in" / "b.parquet")  # names as numbers
+    argv = ["score", run, tmp_path / "in", "--engine", "ray", "--output", tmp_path / "out", "--id-column", "uid"]
+    with time_limit():
+        code, _, err = run_main(argv, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"wavenet-conv score: error: {tmp_path}/in: Unable to merge: Field name has "
+                                    "incompatible types: string vs int64")
+
+
 def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_path):
     """SIGKILL the scoring actor's process twice in the middle of the job: Ray restarts it and retries
     its batches; the output still has exactly one row per non-empty line."""

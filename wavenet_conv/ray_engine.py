@@ -332,9 +332,14 @@ def score_job(args):
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's INFO lines: the closing line is ours
     gpus = args.gpus_per_worker or 0
     scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
-    counts = score_files(scorer, args.file, args.output, workers=args.workers or 1, cpus_per_worker=args.threads,
-                         gpus_per_worker=gpus, address=args.address, id_column=args.id_column,
-                         name_column=args.name_column)
+    import pyarrow as pa
+
+    try:
+        counts = score_files(scorer, args.file, args.output, workers=args.workers or 1, cpus_per_worker=args.threads,
+                             gpus_per_worker=gpus, address=args.address, id_column=args.id_column,
+                             name_column=args.name_column)
+    except pa.ArrowException as e:  # files that disagree, e.g. on a column's type
+        raise DataError(f"{args.file}: {str(e).splitlines()[0][:200]}") from None
     if counts.names + counts.invalid == 0:
         raise DataError(f"{args.file}: no names in it")
     print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per non-empty line, keyed by "
