@@ -229,7 +229,7 @@ def bad_files(tmp_path_factory, trained_run):
     d = tmp_path_factory.mktemp("bad")
     (d / "bad_chars.txt").write_text("anna\nbob\nzoë\n")
     (d / "dot.txt").write_text("anna\nbob\njo.ann\n")
-    (d / "spaces.txt").write_text("anna\nmary ann\n")
+    (d / "spaces.txt").write_text("anna\nmary  ann\n")
     (d / "binary.txt").write_bytes(b"anna\n\xff\xfe\n")
     (d / "empty.txt").write_text("\n\n")
     (d / "three.txt").write_text("anna\nbob\ncleo\n")
@@ -242,7 +242,7 @@ def bad_files(tmp_path_factory, trained_run):
 ERRORS = [
     (["train", "--data", "{bad}/missing.txt"], "no such file"),
     (["train", "--data", "{bad}/dot.txt"], "dot.txt:3: character 3 '.' in 'jo.ann' is '.'"),
-    (["train", "--data", "{bad}/spaces.txt"], "spaces.txt:2: character 5 ' ' in 'mary ann' is whitespace"),
+    (["train", "--data", "{bad}/spaces.txt"], "spaces.txt:2: character 6 ' ' in 'mary  ann' is whitespace after another space"),
     (["train", "--data", "{bad}/binary.txt"], "binary.txt:2: not valid UTF-8 (byte 0xff at character 1)"),
     (["train", "--data", "{bad}/empty.txt"], "no names"),
     (["train", "--form", "lstm"], "invalid choice"),

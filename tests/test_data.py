@@ -92,7 +92,7 @@ def test_load_names_accepts_crlf_blank_lines_and_final_newline(tmp_path):
     [
         (b"", r"names\.txt: no names"),
         (b"\n\n\r\n", r"names\.txt: no names"),
-        (b"emma\nan na\n", r"names\.txt:2: character 3 ' ' in 'an na' is whitespace$"),
+        (b"emma\nan  na\n", r"names\.txt:2: character 4 ' ' in 'an  na' is whitespace after another space$"),
         (b"emma\nava\nj.r\n", r"names\.txt:3: character 2 '\.' in 'j\.r' is '\.', the start/end token$"),
         (b"emma\n\xff\xfeava\n", r"names\.txt:2: not valid UTF-8 \(byte 0xff at character 1\)$"),
         (b"emma\nbad\ttab\n", r"names\.txt:2: character 4 '\\t' in 'bad\\ttab' is whitespace$"),
@@ -140,12 +140,12 @@ def test_stdin_and_a_file_go_through_the_same_reader(tmp_path, monkeypatch):
 
 
 def test_messages_stay_short_whatever_the_line(tmp_path):
-    long = "a" * 18_000 + " b"
+    long = "a" * 18_000 + "\tb"
     with pytest.raises(DataError) as e:
         load_names(write(tmp_path, f"emma\n{long}\n".encode()))
     message = str(e.value)
     assert "\n" not in message and len(message) <= 200 + len(str(tmp_path))
-    assert message.endswith(f"names.txt:2: character 18001 ' ' in {'a' * 60!r}… (18,002 characters) is whitespace")
+    assert message.endswith(f"names.txt:2: character 18001 '\\t' in {'a' * 60!r}… (18,002 characters) is whitespace")
 
 
 def test_load_names_vocabulary_and_missing(tmp_path):

@@ -37,6 +37,7 @@ from .errors import ArgumentError, DataError, InputError, TrainingDiverged
 from .export import check_onnx_installed, export_onnx
 from .output import FORMATS, closing_count, format_rows, header, sample_lines
 from .paths import bundled_names
+from .ray_engine import check_engine_options, score_job  # Ray itself is imported only by a job on it
 from .run import CHANGEABLE_ON_RESUME, saved_config
 from .sampling import MAX_LEN, sample_batches, sample_names
 from .streaming import parse_shard, score_lines
@@ -49,7 +50,7 @@ PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
-FLAGS = {"n": "-n", "threads": "--threads"}  # a library argument's option, where it is not flag(argument)
+FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads"}  # a library argument's option, where it is not flag(argument)
 EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
@@ -160,7 +161,8 @@ def add_score(sub, common) -> None:
                                    "blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
     s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
-    s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin)")
+    s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
+                   "with --engine ray also a folder, a glob, a URI, or Parquet")
     s.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned, for a terminal; the default), tsv (with a header row) or jsonl "
                         '({"line", "name", "nats", "targets", "nats_per_char"} per row)')
@@ -174,6 +176,19 @@ def add_score(sub, common) -> None:
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
     s.add_argument("--chunk", type=int, default=65536, metavar="LINES",
                    help="lines read and scored at a time (65536); memory grows with it, not with the list")
+    r = s.add_argument_group("on a Ray cluster (pip install 'wavenet_conv[ray]')")
+    r.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process, rows on stdout "
+                   "(the default); ray: a Ray cluster, rows to --output as Parquet, a line that is not a name a row "
+                   "with its reason in 'error'")
+    r.add_argument("--output", metavar="DIR", help="the Parquet dataset to write: a new or empty folder or URI")
+    r.add_argument("--address", help="join this Ray cluster (e.g. auto, or HOST:6379); default: a local one, "
+                   "started for the job and stopped after")
+    r.add_argument("--workers", type=int, metavar="N", help="scoring actors, each --threads CPUs (1 by default) and "
+                   "one copy of the model (1)")
+    r.add_argument("--gpus-per-worker", type=float, metavar="X", help="GPUs per actor: score on CUDA (0)")
+    r.add_argument("--id-column", metavar="COL", help="Parquet input: the column that keys each row, carried to the "
+                   "output (text input is keyed by path and line)")
+    r.add_argument("--name-column", metavar="COL", help="Parquet input: the column of names (name)")
 
 
 def add_sample(sub, common) -> None:
@@ -263,6 +278,11 @@ def cmd_train(args):
 
 
 def cmd_score(args):
+    check_engine_options(args)
+    if args.engine == "ray":
+        c = score_job(args)
+        print(closing_count(args.file, c.names, c.targets, c.nats, c.empty, c.invalid), file=sys.stderr)
+        return
     source = source_name(args.file)
     stream = open_names(args.file)  # before any work: a missing file is the first error
     try:
@@ -337,7 +357,7 @@ def in_our_words(e: Exception) -> str:
     ``--steps``; on one line."""
     msg = f"{flag(e.argument)} {e.problem}" if isinstance(e, ArgumentError) else str(e)
     msg = re.sub(r"\b(?:Model|Train)Config\.(\w+)", lambda m: flag(m[1]), msg)
-    return " ".join(msg.split()) or type(e).__name__
+    return " ".join(msg.splitlines()) or type(e).__name__  # one line; a quoted name's spaces as they are
 
 
 def main(argv=None) -> int:

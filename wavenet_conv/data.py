@@ -34,9 +34,9 @@ class Vocab:
     def __init__(self, chars: Iterable[str]):
         chars = sorted(set(chars))
         for ch in chars:
-            if len(ch) != 1 or ch == START or ch.isspace() or not ch.isprintable():
-                raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable, non-space character "
-                                    "other than '.'")
+            if len(ch) != 1 or ch == START or (ch.isspace() and ch != " ") or not ch.isprintable():
+                raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable character other than "
+                                    "'.' (a space is the only whitespace)")
         self.itos = [START] + chars
         self.stoi = {ch: i for i, ch in enumerate(self.itos)}
 
@@ -104,6 +104,18 @@ def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
     return f"{text[:cut]!r}… ({len(text):,} characters)"
 
 
+def whitespace_problem(word: str, i: int) -> str:
+    """Why the whitespace ``word[i]`` cannot stand there, or "" where it can: a single space between two
+    other characters is a character of a name ("mary ann"); any other whitespace is not."""
+    if word[i] != " ":
+        return "whitespace"
+    if i == 0:
+        return "whitespace at the start"
+    if i == len(word) - 1:
+        return "whitespace at the end"
+    return "whitespace after another space" if word[i - 1] == " " else ""
+
+
 def name_problem(word: str, vocab: Vocab | None) -> str | None:
     """Why ``word`` cannot be a name, in a few words (no location), or None when it can."""
     if not word:
@@ -115,12 +127,12 @@ def name_problem(word: str, vocab: Vocab | None) -> str | None:
             return f"character {i + 1} {ch!r} in {quote(word)} is a lone surrogate, not a character"
         bad = None
         if ch.isspace():
-            bad = "whitespace"
+            bad = whitespace_problem(word, i)
         elif ch == START:
             bad = "'.', the start/end token"
         elif not ch.isprintable():
             bad = "a control character"
-        elif vocab is not None and ch not in vocab.stoi:
+        if not bad and vocab is not None and ch not in vocab.stoi:
             bad = f"not in the vocabulary {quote(vocab.chars)}"
         if bad:
             return f"character {i + 1} {ch!r} in {quote(word)} is {bad}"
@@ -217,8 +229,8 @@ def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]
     """Read a names file (``"-"``: stdin): UTF-8, one name per line, blank lines skipped.
 
     Raises ``DataError`` (a ``ValueError``) naming the file and line (``FILE:LINE: problem``) for: a
-    missing or empty file, bytes that are not UTF-8, a name with whitespace, ``.``, a control
-    character or a character outside ``vocab``.
+    missing or empty file, bytes that are not UTF-8, a name with whitespace (but a single space between
+    two other characters, as in "mary ann"), ``.``, a control character or a character outside ``vocab``.
     """
     f = open_names(path)
     try:

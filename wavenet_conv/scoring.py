@@ -101,8 +101,9 @@ def encode_names(names: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
     """Names -> (tokens (sum of lengths,) long, lengths (N,) long, ok (N,) bool), vectorized.
 
     ``tokens`` holds every name's characters back to back, without start/end tokens. ``ok`` is False
-    for a name that cannot be scored: empty, or with a character outside ``vocab`` (which has no '.',
-    whitespace or control characters); its tokens are then meaningless.
+    for a name that cannot be scored: empty, with a character outside ``vocab`` (which has no '.',
+    control characters or whitespace but the space), or with a space that is not a single space between
+    two other characters (``name_problem``'s rule); its tokens are then meaningless.
     """
     lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
     # every character as a code point, looked up in a sorted table of the vocabulary's characters
@@ -111,10 +112,25 @@ def encode_names(names: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
     ids = np.array([vocab.stoi[chr(c)] for c in table], dtype=np.int64)
     pos = np.searchsorted(table, cps).clip(max=len(table) - 1)
     known = table[pos] == cps  # (sum of lengths,)
+    if " " in vocab.stoi:
+        known &= ~misplaced_spaces(cps, lengths)
     ok = lengths > 0
     if not known.all():
         ok[np.repeat(np.arange(len(names)), lengths)[~known]] = False
     return torch.from_numpy(ids[pos]), torch.from_numpy(lengths), ok
+
+
+def misplaced_spaces(cps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(sum of lengths,) True at each space of the names' code points ``cps`` that is not a single space
+    between two other characters of its name: a name's first or last character, or one after a space."""
+    space = cps == ord(" ")
+    if not space.any():
+        return space
+    ends = np.cumsum(lengths)[lengths > 0]  # one past each non-empty name's last character
+    first, last = np.zeros_like(space), np.zeros_like(space)
+    first[ends - lengths[lengths > 0]], last[ends - 1] = True, True
+    after_space = np.concatenate([[False], space[:-1]]) & ~first
+    return space & (first | last | after_space)
 
 
 # ----------------------------------------------------------------------------------------------

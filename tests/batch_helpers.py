@@ -1,0 +1,64 @@
+"""Helpers of the batch scorer's tests, importable by Ray's worker processes too (they put tests/ on
+their path): a run folder with a random model, a mixed list of lines, a scorer that reports its PID."""
+
+import os
+import string
+import time
+
+import torch
+
+from wavenet_conv import ConvModel, ModelConfig, Vocab
+from wavenet_conv.batch import BatchScorer
+from wavenet_conv.checkpoint import save_checkpoint
+
+from conftest import randomize_
+
+SPACED = Vocab(string.ascii_lowercase + " ")
+BAD = ["x1", "Emma", "j.r", "zoë", "ann ", " ann", "mary  ann", "a\tb", "\ufffd", "  ", "bad\x07"]  # not names
+
+
+def random_run(path, vocab: Vocab = SPACED, seed: int = 0) -> str:
+    """A run folder at ``path`` holding a small ConvModel with random weights (float32)."""
+    torch.manual_seed(seed)
+    model = randomize_(ConvModel(ModelConfig(vocab_size=len(vocab), n_embd=6, n_hidden=16, n_layers=3)), seed).eval()
+    save_checkpoint(dict(kind="conv", model_config=model.config.to_dict(), vocab=vocab.to_dict(),
+                         state_dict=model.state_dict(), step=0), os.path.join(path, "checkpoint.pt"))
+    return os.fspath(path)
+
+
+def mixed_lines(n: int, names: list[str], every: int = 50) -> list[str]:
+    """``n`` lines of ``names`` repeated, every ``every``-th a bad line and every ``every``-th + 7 empty."""
+    lines = []
+    for i in range(n):
+        if i % every == every - 1:
+            lines.append(BAD[(i // every) % len(BAD)])
+        elif i % every == 7:
+            lines.append("")
+        else:
+            lines.append(names[i % len(names)])
+    return lines
+
+
+class SlowScorer(BatchScorer):
+    """A ``BatchScorer`` that appends its PID to ``pid_file`` and sleeps ``pause`` seconds a batch, so a
+    test can watch the job go and kill the worker in the middle of it."""
+
+    def __init__(self, run, pid_file: str, pause: float = 0.05, **kwargs):
+        super().__init__(run, **kwargs)
+        self.pid_file, self.pause = pid_file, pause
+
+    def kwargs(self) -> dict:
+        return {**super().kwargs(), "pid_file": self.pid_file, "pause": self.pause}
+
+    def __call__(self, batch):
+        with open(self.pid_file, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(self.pause)
+        return super().__call__(batch)
+
+
+class ThreadsScorer(BatchScorer):
+    """A ``BatchScorer`` that adds the torch threads of each call as a column, ``threads``."""
+
+    def score(self, names, given=None):
+        return {**super().score(names, given), "threads": [torch.get_num_threads()] * len(names)}

@@ -1,0 +1,264 @@
+"""Scoring on Ray (a local cluster of 2 CPUs, no dashboard, every job under a time limit): one row per
+non-empty line with score_lines' numbers and the command's reasons, Parquet ids kept, a worker killed
+in the middle of a job costing a retry and no row, the command on a cluster of its own and joining
+one with --address."""
+
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+import pyarrow as pa  # noqa: E402
+
+from batch_helpers import SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
+from conftest import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
+from wavenet_conv import ConfigError, load_model, load_names, read_lines, score_lines  # noqa: E402
+from wavenet_conv.batch import BatchScorer  # noqa: E402
+from wavenet_conv.ray_engine import score_dataset, score_files  # noqa: E402
+
+LIMIT = 240  # seconds a job may take here before the test calls it a hang
+
+
+@contextmanager
+def time_limit(seconds: int = LIMIT):
+    """A ``TimeoutError`` in this (the main) thread if the block runs longer than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"the job ran over {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 logical CPUs for this module; its workers import this checkout."""
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), *filter(None, [path])])
+    with time_limit(120):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return random_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def names_file(tmp_path_factory):
+    """About 20,000 lines: names (some with spaces), lines that are not names, empty lines, and a line
+    whose bytes are not UTF-8."""
+    words = load_names(BUNDLED_NAMES)
+    words = [f"{a} {b}" if i % 7 == 0 else a for i, (a, b) in enumerate(zip(words, words[1:]))]
+    data = "\n".join(mixed_lines(20_000, words)).encode() + b"\nann\xffe\n\nlast\n"
+    path = tmp_path_factory.mktemp("input") / "names.txt"
+    path.write_bytes(data)
+    return path
+
+
+def local_scores(run, path, chunk: int = 65536) -> tuple[dict, dict]:
+    """What the local command gets for the file (with ``--chunk``): {line: nats}, {line: reason}."""
+    model, vocab, _ = load_model(run)
+    nats, reasons = {}, {}
+    with open(path, "rb") as f:
+        for part in score_lines(model, read_lines(f), vocab, chunk=chunk, skip_invalid=True):
+            nats.update(zip(part.lines, part.scores.nll.tolist()))
+            reasons.update(part.invalid)
+    return nats, reasons
+
+
+def check_rows(table: pa.Table, path, run, chunk: int = 65536) -> None:
+    """Exactly one row per non-empty line of ``path``, with the local command's nats or reason."""
+    nats, reasons = local_scores(run, path, chunk)
+    rows = table.to_pylist()
+    lines = [r["line"] for r in rows]
+    assert len(lines) == len(set(lines)) == len(nats) + len(reasons)  # none twice, none lost
+    assert set(lines) == set(nats) | set(reasons) and {r["path"] for r in rows} == {str(path)}
+    for r in rows:
+        if r["line"] in nats:
+            assert abs(r["nats"] - nats[r["line"]]) <= 1e-9 and r["error"] is None
+            assert r["targets"] == len(r["name"]) + 1
+        else:
+            assert r["nats"] is None and r["targets"] is None and r["error"] == reasons[r["line"]]
+
+
+def test_a_text_file_gets_one_row_per_non_empty_line_with_the_local_numbers(cluster, run, names_file, tmp_path):
+    with time_limit():
+        counts = score_files(run, str(names_file), str(tmp_path / "out"), workers=1)
+    table = pq.read_table(tmp_path / "out")
+    assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_char", "error"]
+    check_rows(table, names_file, run)
+    nats, reasons = local_scores(run, names_file)
+    assert (counts.names, counts.invalid, counts.empty, counts.rows) == (len(nats), len(reasons), 401, table.num_rows)
+    assert counts.nats == pytest.approx(sum(nats.values()), rel=1e-12)
+    assert reasons[20_001] == "not valid UTF-8 (byte 0xff at character 4)"
+    assert table.filter(pa.compute.equal(table["line"], 20_001))["name"].to_pylist() == ["ann\ufffde"]
+
+
+@pytest.mark.parametrize("spec", ["{d}", "{d}/*.txt"], ids=["folder", "glob"])
+def test_files_of_a_folder_or_a_glob_are_keyed_by_path_and_line(cluster, run, tmp_path, spec):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("emma\n\nx1\n")
+    (d / "b.txt").write_text("ava\nmary ann\n")
+    (d / "_SUCCESS").write_text("")
+    (d / ".hidden.txt").write_text("zed\n")
+    (d / "sub" / "c.txt").write_text("cleo\n")
+    with time_limit():
+        counts = score_files(run, spec.format(d=d), str(tmp_path / "out"))
+    rows = sorted((r["path"], r["line"], r["name"]) for r in pq.read_table(tmp_path / "out").to_pylist())
+    expected = [(f"{d}/a.txt", 1, "emma"), (f"{d}/a.txt", 3, "x1"), (f"{d}/b.txt", 1, "ava"), (f"{d}/b.txt", 2, "mary ann")]
+    assert rows == sorted(expected + ([(f"{d}/sub/c.txt", 1, "cleo")] if spec == "{d}" else []))
+    assert (counts.empty, counts.invalid) == (1, 1)
+
+
+def test_the_command_on_lines_that_are_all_empty_says_so(cluster, run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "blank.txt").write_text("\n\n\n")
+    with time_limit():
+        code, out, err = run_main(["score", run, tmp_path / "blank.txt", "--engine", "ray", "--output", tmp_path / "out"],
+                                  monkeypatch, capsys)
+    assert code == 2 and err.splitlines()[-1] == f"wavenet-conv score: error: {tmp_path}/blank.txt: no names in it"
+
+
+def test_parquet_files_that_disagree_are_one_line_not_a_traceback(cluster, run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"uid": [1], "name": ["emma"]}), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.table({"uid": [2], "name": [3]}), tmp_path / "in" / "b.parquet")  # names as numbers
+    argv = ["score", run, tmp_path / "in", "--engine", "ray", "--output", tmp_path / "out", "--id-column", "uid"]
+    with time_limit():
+        code, _, err = run_main(argv, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"wavenet-conv score: error: {tmp_path}/in: Unable to merge: Field name has "
+                                    "incompatible types: string vs int64")
+
+
+def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_path):
+    """SIGKILL the scoring actor's process twice in the middle of the job: Ray restarts it and retries
+    its batches; the output still has exactly one row per non-empty line."""
+    pid_file = tmp_path / "pids.txt"
+    pid_file.touch()
+    killed = []
+
+    def kill_twice():
+        deadline = time.monotonic() + LIMIT
+        while len(killed) < 2 and time.monotonic() < deadline:
+            pids = pid_file.read_text().split()
+            if len(pids) >= 3 + 4 * len(killed) and pids[-1] not in killed:  # a few batches into each life
+                killed.append(pids[-1])
+                os.kill(int(pids[-1]), signal.SIGKILL)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_twice)
+    killer.start()
+    try:
+        with time_limit():
+            score_files(SlowScorer(run, str(pid_file), pause=0.1), str(names_file), str(tmp_path / "out"),
+                        workers=1, batch_size=500)
+    finally:
+        killer.join()
+    pids = pid_file.read_text().split()
+    assert len(killed) == 2 and len(set(pids)) == 3 and pids[-1] not in killed  # two deaths, three lives
+    check_rows(pq.read_table(tmp_path / "out"), names_file, run, chunk=500)
+
+
+def parquet_input(folder, values: list, id_column: str, name_column: str) -> dict:
+    """``values`` as two Parquet files in ``folder``, keyed by shuffled ids; returns {id: value}."""
+    ids = [(i * 7919) % 100_003 for i in range(len(values))]
+    folder.mkdir()
+    half = len(values) // 2
+    for k, part in enumerate([slice(0, half), slice(half, None)]):
+        columns = {id_column: ids[part], name_column: values[part], "other": [1.5] * len(ids[part])}
+        pq.write_table(pa.table(columns), folder / f"part{k}.parquet")
+    return dict(zip(ids, values))
+
+
+@pytest.mark.parametrize("id_column,name_column", [("uid", "name"), ("uid", "username"), ("username", "username")])
+def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_column):
+    values = mixed_lines(3000, ["emma", "mary ann", "olivia"], every=20) + [None]
+    if id_column == name_column:  # the names are the key: unique ones
+        values = list(dict.fromkeys(values))
+    by_id = parquet_input(tmp_path / "in", values, id_column, name_column)
+    with time_limit():
+        counts = score_files(run, str(tmp_path / "in"), str(tmp_path / "out"), id_column=id_column,
+                             name_column=None if name_column == "name" else name_column)
+    table = pq.read_table(tmp_path / "out")
+    key = "name" if id_column == name_column else id_column
+    assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_char", "error"]
+    got = {r[key]: r for r in table.to_pylist()}
+    assert len(got) == table.num_rows == len(by_id) == counts.rows  # every row once, empty and null names too
+    expected = BatchScorer(run)(pa.table({"name": list(by_id.values())})).to_pylist()
+    for (id_, value), e in zip(by_id.items(), expected):
+        row = got[value if key == "name" else id_]
+        assert row["name"] == value and row["error"] == e["error"]
+        assert row["nats"] == e["nats"] or abs(row["nats"] - e["nats"]) <= 1e-9
+
+
+def test_score_dataset_from_python(cluster, run):
+    ds = ray.data.from_items([{"name": n, "n": i} for i, n in enumerate(["emma", "x1", "mary ann", ""] * 50)])
+    with time_limit():
+        rows = sorted(score_dataset(ds, BatchScorer(run, per_char=True), workers=1, batch_size=64).take_all(),
+                      key=lambda r: r["n"])
+    expected = BatchScorer(run, per_char=True)(pa.table({"name": [r["name"] for r in rows]})).to_pylist()
+    assert [r["error"] for r in rows] == [e["error"] for e in expected] and len(rows) == 200
+    for r, e in zip(rows, expected):
+        assert (r["char_nats"] is None) == (e["char_nats"] is None)
+        assert r["char_nats"] is None or max(abs(a - b) for a, b in zip(r["char_nats"], e["char_nats"])) <= 1e-9
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_worker_scores_on_a_thread_per_cpu_ray_gave_it(cluster, run, cpus):
+    def call():
+        import pandas as pd  # in the worker
+
+        return ThreadsScorer(run)(pd.DataFrame({"name": ["emma"]}))["threads"].tolist()
+
+    with time_limit():
+        assert ray.get(ray.remote(num_cpus=cpus)(call).remote()) == [cpus]
+
+
+def test_too_few_cpus_for_the_workers_is_an_error_before_any_work(cluster, run, names_file, tmp_path):
+    """On 2 CPUs, two actors of one CPU would leave none for reading and writing and the job would wait
+    forever: refused at once."""
+    with time_limit(30), pytest.raises(ConfigError, match=r"the Ray cluster has 2 CPUs: 2 workers of 1 CPU need 3 "):
+        score_files(run, str(names_file), str(tmp_path / "out"), workers=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_starts_a_cluster_for_two_workers_and_counts_as_the_local_command(run, names_file, tmp_path):
+    out = tmp_path / "out"
+    ray_job = cli("score", run, names_file, "--engine", "ray", "--output", out, "--workers", 2, "--chars", timeout=LIMIT)
+    local = cli("score", run, names_file, "--skip-invalid", timeout=LIMIT)
+    assert ray_job.returncode == 0, ray_job.stderr[-2000:]
+    assert ray_job.stdout == f"{out}: 19,602 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
+    assert ray_job.stderr.splitlines()[-1] == local.stderr.splitlines()[-1]  # the closing counts
+    assert "Traceback" not in ray_job.stderr
+    table = pq.read_table(out)
+    check_rows(table, names_file, run)
+    for r in table.to_pylist()[:500]:  # per character: its characters' nats, then the end's
+        assert r["char_nats"] is None if r["error"] else abs(sum(r["char_nats"]) - r["nats"]) < 1e-4
+
+
+def test_the_command_joins_a_running_cluster_with_address(cluster, run, names_file, tmp_path):
+    address = ray.get_runtime_context().gcs_address  # this module's cluster, joined by another process
+    job = cli("score", run, names_file, "--engine", "ray", "--output", tmp_path / "out", "--address", address,
+              timeout=LIMIT)
+    assert job.returncode == 0, job.stderr[-2000:]
+    check_rows(pq.read_table(tmp_path / "out"), names_file, run)
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # still up: the job only left it

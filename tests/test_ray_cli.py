@@ -1,0 +1,87 @@
+"""``wavenet-conv score --engine ray``: every mistake is one line and exit status 2 before a cluster
+starts, and without Ray installed the engine names the extra to install."""
+
+import importlib.util
+
+import pytest
+
+from batch_helpers import random_run
+from conftest import cli, run_main
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[data] (the ray extra)")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A run, a names file, and folders of Parquet and other files, good and bad."""
+    d = tmp_path_factory.mktemp("inputs")
+    random_run(d / "run")
+    (d / "names.txt").write_text("emma\nx1\n")
+    (d / "empty").mkdir()
+    (d / "full").mkdir()
+    (d / "full" / "scores.parquet").write_text("")
+    if importlib.util.find_spec("pyarrow"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        (d / "parquet").mkdir()
+        pq.write_table(pa.table({"uid": [1, 2], "name": ["emma", "x1"]}), d / "parquet" / "a.parquet")
+        pq.write_table(pa.table({"uid": [1, 2], "name": [3, 4]}), d / "numbers.parquet")
+        (d / "mixed").mkdir()
+        pq.write_table(pa.table({"name": ["emma"]}), d / "mixed" / "a.parquet")
+        (d / "mixed" / "b.txt").write_text("emma\n")
+    return d
+
+
+RAY = ["--engine", "ray", "--output", "{d}/out"]
+MISTAKES = [
+    (["{d}/names.txt", "--output", "{d}/out"], "--output is for --engine ray"),
+    (["{d}/names.txt", "--workers", "2"], "--workers is for --engine ray"),
+    (["{d}/names.txt", "--engine", "ray"], "--engine ray writes a Parquet dataset: give --output DIR"),
+    (["-", *RAY], "--engine ray reads files, not stdin"),
+    (["{d}/names.txt", *RAY, "--shard", "0/2"], "--shard is for --engine local"),
+    (["{d}/names.txt", *RAY, "--format", "tsv"], "--format is for --engine local"),
+    (["{d}/names.txt", *RAY, "--device", "cuda"], "--engine ray scores on CUDA with --gpus-per-worker X"),
+    (["{d}/nowhere.txt", *RAY], "nowhere.txt: no such file or folder"),
+    (["{d}/empty", *RAY], "empty: no files in it"),
+    (["{d}/mixed", *RAY], "mixed: holds both Parquet (.parquet) and other files"),
+    (["{d}/names.txt", *RAY, "--id-column", "uid"], "--id-column and --name-column are for Parquet input"),
+    (["{d}/parquet", *RAY], "Parquet input needs --id-column COL"),
+    (["{d}/parquet", *RAY, "--id-column", "nope"], "a.parquet: no column 'nope' (--id-column); its columns: uid, name"),
+    (["{d}/parquet", *RAY, "--id-column", "uid", "--name-column", "nom"], "no column 'nom' (--name-column)"),
+    (["{d}/numbers.parquet", *RAY, "--id-column", "uid"], "column 'name' holds int64, not strings"),
+    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/full"], "full: not empty: give a new or empty folder"),
+    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/names.txt"], "names.txt: is a file, not a folder"),
+]
+
+
+@needs_ray
+@pytest.mark.parametrize("args,message", MISTAKES, ids=[m[:40] for _, m in MISTAKES])
+def test_a_mistake_is_one_line_and_exit_2_before_any_cluster(inputs, monkeypatch, capsys, args, message):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("a Ray cluster was started"))
+    argv = ["score", inputs / "run", *(a.format(d=inputs) for a in args)]
+    code, out, err = run_main(argv, monkeypatch, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("wavenet-conv score: error: ") and message in err
+
+
+@needs_ray
+def test_a_run_that_does_not_load_is_an_error_before_any_cluster(inputs, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("a Ray cluster was started"))
+    code, _, err = run_main(["score", inputs / "nope", inputs / "names.txt", *RAY[:2], "--output", inputs / "o"],
+                            monkeypatch, capsys)
+    assert code == 2 and "nope: no such checkpoint file or run folder" in err
+
+
+def test_without_ray_the_engine_names_the_extra_and_exits_2(inputs, tmp_path):
+    hide_ray = "import sys; sys.modules['ray'] = None; from wavenet_conv.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = cli("score", inputs / "run", inputs / "names.txt", "--engine", "ray", "--output", tmp_path / "out",
+            python=("-c", hide_ray))
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr == ("wavenet-conv score: error: --engine ray needs Ray Data, which is not installed: "
+                        "pip install 'wavenet_conv[ray]'\n")
+    assert not (tmp_path / "out").exists()
