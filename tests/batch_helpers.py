@@ -11,7 +11,7 @@ from wavenet_conv import ConvModel, ModelConfig, Vocab
 from wavenet_conv.batch import BatchScorer
 from wavenet_conv.checkpoint import save_checkpoint
 
-from conftest import randomize_
+from helpers import randomize_
 
 SPACED = Vocab(string.ascii_lowercase + " ")
 BAD = ["x1", "Emma", "j.r", "zoë", "ann ", " ann", "mary  ann", "a\tb", "\ufffd", "  ", "bad\x07"]  # not names

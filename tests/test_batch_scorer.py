@@ -12,7 +12,7 @@ pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
 from batch_helpers import BAD, random_run, mixed_lines
-from conftest import cuda_only, run_main
+from helpers import cuda_only, run_main
 from wavenet_conv import DataError, load_model, score_lines
 from wavenet_conv import batch as batch_module
 from wavenet_conv.batch import BatchScorer

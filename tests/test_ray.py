@@ -16,7 +16,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
 from batch_helpers import SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
-from conftest import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
+from helpers import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
 from wavenet_conv import ConfigError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.batch import BatchScorer  # noqa: E402
 from wavenet_conv.ray_engine import score_dataset, score_files  # noqa: E402

@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 
 from batch_helpers import random_run
-from conftest import cli, run_main
+from helpers import cli, run_main
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[data] (the ray extra)")
 

@@ -1,5 +1,6 @@
-"""The README's code blocks run as written at the root of a fresh clone: each Python block runs on its
-own, and every ``wavenet-conv`` command line in the Markdown files parses with the command's parser."""
+"""The docs' code blocks run as written at the root of a fresh clone: each Python block of the README
+and of docs/ runs on its own, and every ``wavenet-conv`` command line in the Markdown files parses with
+the command's parser."""
 
 import glob
 import os
@@ -12,8 +13,9 @@ from wavenet_conv.cli import build_parser
 
 from helpers import ROOT
 
-DOCS = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "data", "README.md"),
-        *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md"))), *sorted(glob.glob(os.path.join(ROOT, "experiments", "*.md")))]
+RUNNABLE = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+DOCS = [*RUNNABLE, os.path.join(ROOT, "data", "README.md"), *sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.md"))),
+        *sorted(glob.glob(os.path.join(ROOT, "experiments", "*.md")))]
 
 
 def code_blocks(path: str, lang: str) -> list[str]:
@@ -33,21 +35,21 @@ def command_lines():
                         yield os.path.relpath(path, ROOT), words
 
 
-PYTHON = code_blocks(os.path.join(ROOT, "README.md"), "python")
+PYTHON = [(os.path.relpath(path, ROOT), code) for path in RUNNABLE for code in code_blocks(path, "python")]
 COMMANDS = list(command_lines())
 
 
 def test_the_readme_has_code():
-    assert len(PYTHON) >= 2 and sum(path == "README.md" for path, _ in COMMANDS) >= 5
+    assert sum(path == "README.md" for path, _ in PYTHON) >= 2 and sum(path == "README.md" for path, _ in COMMANDS) >= 5
 
 
 @pytest.mark.slow  # a block trains a model
 @pytest.mark.filterwarnings("error::DeprecationWarning:readme")  # the README uses no deprecated name
-@pytest.mark.parametrize("code", PYTHON, ids=[f"block{i}" for i in range(len(PYTHON))])
-def test_python_blocks_run(code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path,code", PYTHON, ids=[f"{path}: block{i}" for i, (path, _) in enumerate(PYTHON)])
+def test_python_blocks_run(path, code, tmp_path, monkeypatch):
     (tmp_path / "data").symlink_to(os.path.join(ROOT, "data"))  # a fresh clone's data/; runs/ lands in tmp_path
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(code, path, "exec"), {"__name__": "readme"})
 
 
 @pytest.mark.parametrize("path,words", COMMANDS, ids=[f"{p}: {' '.join(w)[:60]}" for p, w in COMMANDS])
