@@ -30,13 +30,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from contextlib import contextmanager
 
 import numpy as np
-import torch
 
 from .checkpoint import LoadedModel, load_model
 from .data import name_problem
+from .device import torch_threads
 from .errors import DataError
 from .streaming import score_lines
 
@@ -51,17 +50,6 @@ def allotted_cpus() -> int | None:
         return None  # not in a Ray worker (e.g. the driver)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     return max(1, round(cpus)) if cpus else None
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block on ``n`` torch threads, then put the previous setting back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def is_null(value) -> bool:
@@ -98,7 +86,7 @@ class BatchScorer:
     def __call__(self, batch):
         names = column_values(batch, self.column)
         given = column_values(batch, "error") if "error" in columns(batch) else None
-        with torch_threads(self.threads or allotted_cpus() or 1):
+        with torch_threads(self.threads or allotted_cpus() or 1, "BatchScorer"):
             scores = self.score(names, given)
         return with_columns(batch, scores)
 
@@ -118,7 +106,7 @@ class BatchScorer:
                 errors[i] = name_problem(value.lower() if self.lowercase else value, vocab)
             lines.append("" if errors[i] else value)
         for part in score_lines(model, lines, vocab, chunk=max(n, 1), skip_invalid=True, lowercase=self.lowercase,
-                                per_char=self.per_char):
+                                per_char=self.per_char, threads=None):  # the threads __call__ set
             rows = np.asarray(part.lines, dtype=np.int64) - 1  # score_lines numbers lines from 1
             nats[rows], targets[rows] = part.scores.nll.numpy(), part.scores.n_targets.numpy()
             for line, problem in part.invalid:
