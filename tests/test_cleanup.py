@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import wavenet_conv.cli as cli_module
+import wavenet_conv.commands as commands_module
 import wavenet_conv.data as data_module
 import wavenet_conv.device as device_module
 import wavenet_conv.export as export_module
@@ -41,7 +42,7 @@ def test_score_closes_its_names_file_however_it_ends(ending, trained_run, tmp_pa
     """``wavenet-conv score`` opens the names file first (a missing file is the first error), then
     loads the run: the file is closed when the run does not load, when a line is not a name, and at
     the end."""
-    opened = record_opened(monkeypatch, cli_module)
+    opened = record_opened(monkeypatch, commands_module)
     names = tmp_path / "names.txt"
     names.write_text("anna\nBob\n" if ending == "a bad line" else "anna\n")
     run = tmp_path / "no-run" if ending == "the run does not load" else trained_run[0]

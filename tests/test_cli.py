@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import wavenet_conv.cli as cli_module
+import wavenet_conv.commands as commands_module
 import wavenet_conv.sampling as sampling_module
 import wavenet_conv.device as device_module
 from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names
@@ -327,7 +328,7 @@ def test_a_library_bug_is_not_reported_as_the_users_mistake(trained_run, monkeyp
     def broken(*a, **k):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(cli_module, "score_lines", broken)
+    monkeypatch.setattr(commands_module, "score_lines", broken)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"anna\n")))
     with pytest.raises(ValueError, match="internal"):
         main(["score", str(trained_run[0]), "-"])
@@ -428,8 +429,8 @@ def test_samples_cut_at_max_len_are_marked(trained_run, monkeypatch, capsys):
 
 @pytest.mark.parametrize("command", ["sample", "export"])
 def test_an_unfinished_run_says_so(command, stopped_run, trained_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_module, "export_onnx", lambda model, path: path)  # the note, not the export
-    monkeypatch.setattr(cli_module, "check_onnx_installed", lambda: None)
+    monkeypatch.setattr(commands_module, "export_onnx", lambda model, path: path)  # the note, not the export
+    monkeypatch.setattr(commands_module, "check_onnx_installed", lambda: None)
     extra = [tmp_path / "m.onnx"] if command == "export" else ["-n", 2]
     code, _, err = run_main([command, stopped_run, *extra], monkeypatch, capsys)
     assert code == 0 and err == (f"wavenet-conv {command}: note: {stopped_run} is an unfinished run (step 30 of 80); "
@@ -467,7 +468,7 @@ def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, m
         seen.update(model=model_config, config=config)
         raise KeyboardInterrupt  # stop before any work
 
-    monkeypatch.setattr(cli_module, "train", fake_train)
+    monkeypatch.setattr(commands_module, "train", fake_train)
     code, _, _ = run_main(["train", "--out", tmp_path / "r", *argv], monkeypatch, capsys)
     assert code == 130
     assert seen["model"].n_hidden == n_hidden and seen["config"].steps == steps and seen["config"].swa == swa
