@@ -152,6 +152,7 @@ def test_each_call_runs_its_threads_and_puts_the_callers_back(run, monkeypatch, 
         torch.set_num_threads(before)
 
 
+@cuda_only
 def test_the_scorer_on_cuda_gives_the_cpu_numbers(run):
     batch = pd.DataFrame({"name": LINES})
     cpu, cuda = BatchScorer(run)(batch), BatchScorer(run, device="cuda", per_char=True)(batch)
