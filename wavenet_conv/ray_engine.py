@@ -193,8 +193,8 @@ def read_input(ray, kind: str, files: list[tuple[str, str]], keys: list[str], na
         return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             text_blocks, fn_kwargs=dict(chars=vocab.chars, lowercase=lowercase, rows=rows), batch_size=1,
             batch_format="pyarrow", num_cpus=IO_CPUS)
-    ds = ray.data.read_parquet([uri for _, uri in files], columns=list(dict.fromkeys(keys + [name_column])),
-                               num_cpus=IO_CPUS)
+    ds = ray.data.read_parquet([uri for _, uri in files], num_cpus=IO_CPUS)
+    ds = ds.select_columns(list(dict.fromkeys(keys + [name_column])))
     return ds.rename_columns({name_column: "name"}) if name_column != "name" else ds
 
 
