@@ -104,6 +104,28 @@ def test_folded_logits_on_padded_blocks_equal_the_tree(variant, device):
         assert (logits[b.mask] - tree(X.to(device))).abs().max().item() <= 1e-10
 
 
+@pytest.mark.parametrize("extra", SEPARATE_WIDTHS.values(), ids=SEPARATE_WIDTHS.keys())
+def test_bucketed_separate_widths(extra):
+    tree, conv = make_pair(ModelConfig(**{"n_embd": 5, "n_hidden": 6, "n_layers": 3, **extra}), torch.float64, seed=1)
+    words = names_for(3)
+    ref = score_names(tree, words, VOCAB)
+    got = score_names(conv, words, VOCAB, method="bucketed")
+    assert (got.nll - ref.nll).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_bucketed_depths_and_a_single_name(depth):
+    tree, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=depth, activation="gated", residual=True),
+                           torch.float64, seed=depth)
+    for words in (names_for(depth), ["a"], ["m" * 70]):
+        ref = score_names(tree, words, VOCAB, per_char=True)
+        for model in (conv, tree):  # a TreeModel is folded the same way
+            got = score_names(model, words, VOCAB, method="bucketed", per_char=True)
+            assert (got.nll - ref.nll).abs().max().item() <= 1e-10
+            assert (got.char_nll - ref.char_nll).abs().max().item() <= 1e-10
+            assert torch.equal(got.n_targets, ref.n_targets) and got.mean_loss == pytest.approx(ref.mean_loss, rel=1e-12)
+
+
 # ------------------------------------------------------------------------------ precision
 
 
@@ -170,6 +192,62 @@ def test_choose_scoring_path():
         choose_scoring_path("cpu", "float16")
 
 
+def test_auto_asks_choose_scoring_path(monkeypatch):
+    """score_names and score_lines take a ConvModel's method from choose_scoring_path: told "bucketed",
+    they score through the bucketed scorer, with the same scores."""
+    tree, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3), torch.float64)
+    words = names_for(3)
+    ref = score_names(conv, words, VOCAB)
+    calls = []
+    real = bucketed.BucketedScorer.__call__
+    monkeypatch.setattr(bucketed.BucketedScorer, "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    assert not calls and score_names(conv, words, VOCAB).nll.equal(ref.nll) and not calls  # cpu: fast
+    monkeypatch.setattr(scoring, "choose_scoring_path", lambda device, precision="float32": bucketed_path(device))
+    got = score_names(conv, words, VOCAB)
+    assert calls and (got.nll - ref.nll).abs().max().item() <= 1e-10
+    parts = list(score_lines(conv, ["ann", "", "b0b", "eve"] * 3, VOCAB, chunk=5, skip_invalid=True))
+    fast = list(score_lines(conv, ["ann", "", "b0b", "eve"] * 3, VOCAB, chunk=5, skip_invalid=True, method="fast"))
+    assert [p.lines for p in parts] == [p.lines for p in fast] and [p.invalid for p in parts] == [p.invalid for p in fast]
+    assert all((p.scores.nll - q.scores.nll).abs().max() <= 1e-10 for p, q in zip(parts, fast))
+    assert score_names(tree, words, VOCAB).nll.equal(score_names(tree, words, VOCAB, method="contexts").nll)
+
+
+@pytest.mark.parametrize("words", [[], ["ann", ""], ["ann", "Bob"], ["a.b"]], ids=["empty-list", "empty-name", "upper", "dot"])
+def test_bad_input_raises_as_the_fast_path_does(words):
+    _, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64)
+    with pytest.raises(DataError) as fast:
+        score_names(conv, words, VOCAB, method="fast")
+    with pytest.raises(DataError) as got:
+        score_names(conv, words, VOCAB, method="bucketed")
+    assert str(got.value) == str(fast.value)
+
+
+def test_no_names_give_empty_scores():
+    _, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64)
+    nll, char_nll = BucketedScorer(conv)(torch.zeros(0, dtype=torch.long), np.zeros(0, dtype=np.int64), per_char=True)
+    assert nll.shape == (0,) and char_nll.shape == (0,)
+    parts = list(score_lines(conv, ["", "B"], VOCAB, skip_invalid=True, method="bucketed"))  # a chunk with no name
+    assert len(parts) == 1 and parts[0].scores.nll.shape == (0,) and parts[0].empty == 1
+
+
+def test_the_scorer_is_kept_until_the_model_changes():
+    _, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3), torch.float64)
+    words = names_for(3)
+    path = bucketed_path("cpu")
+    first = scorer_for(conv, path)
+    assert scorer_for(conv, path) is first
+    assert scorer_for(conv, ScoringPath("bucketed", precision="bfloat16")) is not first  # one per path
+    with torch.no_grad():
+        conv.blocks[1].mix.weight.data[0, 0] += 0.5  # through .data: no version counter moves
+    assert scorer_for(conv, path) is not first
+    assert (score_names(conv, words, VOCAB, method="bucketed").nll
+            - score_names(conv, words, VOCAB, method="fast").nll).abs().max().item() <= 1e-10
+    with torch.no_grad():
+        conv.blocks[0].norm.running_var.mul_(2)  # a buffer
+    assert (score_names(conv, words, VOCAB, method="bucketed").nll
+            - score_names(conv, words, VOCAB, method="fast").nll).abs().max().item() <= 1e-10
+
+
 def test_compiled_engine_equals_eager():
     """torch.compile of the folded engine's block (fullgraph, static shapes; on a GPU with CUDA
     graphs). One block shape, one compilation: names of up to 7 characters, blocks of 32 rows."""
@@ -209,3 +287,23 @@ def test_cuda_precision_within_its_bound(dev_split, precision):
         per_name, mean = ERROR_BOUNDS[precision]
         assert ((nll - ref.nll).abs() / ref.nll).max().item() <= per_name
         assert abs(nll.sum().item() / ref.n_targets.sum().item() - ref.mean_loss) <= mean * ref.mean_loss
+
+
+@cuda_only
+def test_score_names_on_cuda_replays_graphs_and_does_not_sync_inside():
+    _, conv = make_pair(ModelConfig(), torch.float32, device="cuda")
+    words = load_names(BUNDLED_NAMES)[:5000]
+    vocab = Vocab.from_words(words)
+    first = score_names(conv, words, vocab)
+    scorer = scorer_for(conv, choose_scoring_path("cuda"))
+    assert scorer.graphs and scorer.shapes  # the shapes were recorded
+    assert torch.equal(score_names(conv, words, vocab).nll, first.nll)  # replayed: the same numbers
+    tokens, lengths, _ = encode_names(words, vocab)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        scorer(tokens, lengths)  # pinned, asynchronous transfers, then replays: no wait for the device
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu = score_names(conv.cpu(), words, vocab, method="fast")
+    assert (first.nll - cpu.nll).abs().max().item() <= 1e-4

@@ -14,7 +14,9 @@ right padding, cut into chunks of at most ``chunk_positions`` positions (cache-s
 
 ``method="contexts"`` runs the model's own forward on the lecture's contexts (one per target): the
 reference, and the lecture's way. ``method="forward"`` runs ``ConvModel.forward`` on right-padded
-sequences.
+sequences. ``method="bucketed"`` (``bucketed.py``) runs the folded model on names bucketed by length
+into a few fixed (B, T) shapes, each a CUDA graph on a GPU. ``method="auto"`` asks
+``bucketed.choose_scoring_path`` for a ConvModel's: the fast path on a CPU, bucketed on a GPU.
 
 Mode: scoring is always done in eval mode (BatchNorm running statistics, never batch statistics).
 A model in training mode is switched to eval for the call and switched back afterwards.
@@ -33,12 +35,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import WaveNetCore
+from .bucketed import bucketed_path, choose_scoring_path, scorer_for
 from .data import IGNORE, Vocab, check_name, check_vocab, contexts, name_problem, sequences
 from .errors import ConfigError, DataError
 from .folded import FoldedModel, eval_mode, fold
 from .tree import FlatModel, TreeModel
 
-METHODS = ("auto", "fast", "contexts", "forward")
+METHODS = ("auto", "fast", "contexts", "forward", "bucketed")
 
 
 @dataclass
@@ -203,8 +206,8 @@ def _check_model_and_method(model: nn.Module, method: str, vocab: Vocab, who: st
     if method not in METHODS:
         raise ValueError(f"{who}: method must be one of {METHODS}, got {method!r}")
     if method == "auto":
-        method = "contexts" if isinstance(model, (TreeModel, FlatModel)) else "fast"
-    if method in ("fast", "forward") and not isinstance(model, WaveNetCore):
+        method = "contexts" if isinstance(model, (TreeModel, FlatModel)) else choose_scoring_path(_device_dtype(model)[0]).method
+    if method in ("fast", "forward", "bucketed") and not isinstance(model, WaveNetCore):
         raise ValueError(f"{who}: method={method!r} needs a ConvModel or TreeModel, got {type(model).__name__}")
     if method == "forward" and isinstance(model, TreeModel):
         raise ValueError(f"{who}: method='forward' needs a ConvModel (a TreeModel takes contexts)")
@@ -218,6 +221,8 @@ def _score(model, folded, method, names, tokens, lengths, vocab, per_char, chunk
         return ScoreResult.from_nll(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0) if per_char else None)
     if method == "fast":
         nll, char_nll = _score_fast(folded, tokens, lengths, chunk_positions, per_char)
+    elif method == "bucketed":
+        nll, char_nll = scorer_for(model, bucketed_path(_device_dtype(model)[0]))(tokens, lengths, per_char)
     elif method == "contexts":
         nll, char_nll = _score_contexts(model, names, vocab, lengths, batch)
     else:
@@ -236,9 +241,11 @@ def score_names(
 ) -> ScoreResult:
     """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result.
 
-    method: "auto" (fast for a ConvModel, "contexts" for a TreeModel or FlatModel), "fast" (any
-        TreeModel or ConvModel: the same parameters, the same function), "contexts" (the model's
-        forward on the lecture's contexts) or "forward" (ConvModel.forward on padded sequences).
+    method: "auto" (for a ConvModel ``choose_scoring_path``'s: fast on a CPU, bucketed on a GPU;
+        "contexts" for a TreeModel or FlatModel), "fast" (any TreeModel or ConvModel: the same
+        parameters, the same function), "contexts" (the model's forward on the lecture's contexts),
+        "forward" (ConvModel.forward on padded sequences) or "bucketed" (any TreeModel or ConvModel:
+        fixed (B, T) shapes, CUDA graphs on a GPU; ``bucketed.py``).
     chunk_positions: the fast path's positions per GEMM. batch: contexts/names per forward call.
     per_char: also return every target's NLL (``ScoreResult.char_nll``, ``chars(i)``), from the same
         pass (a flat tensor and offsets: no per-name Python objects).
