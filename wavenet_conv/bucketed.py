@@ -28,7 +28,7 @@ replayed, one launch a block:
   ``bfloat16`` computes in bfloat16 (the folded engine: the folded model cast to bfloat16 after
   folding in the model's dtype; the forward engine: autocast), accumulating in float32, and sums the
   losses in float64. The error bound of each against float64 is in ``ERROR_BOUNDS`` (tested): a name's
-  nats within 1e-5 (float32), 2e-3 (tf32), 1e-2 (bfloat16) relative; a list's mean within 1e-6,
+  nats within 1e-5 (float32), 5e-3 (tf32), 3e-2 (bfloat16) relative; a list's mean within 1e-6,
   2e-4, 1e-3.
 
 ``choose_scoring_path(device)`` is the one place that picks how ``score_names`` scores on a device;
@@ -58,12 +58,13 @@ BLOCK_POSITIONS = (1 << 11, 1 << 13, 1 << 15, 1 << 17)  # B * T of the block sha
 ENGINES = ("folded", "forward")
 PRECISIONS = ("float32", "tf32", "bfloat16")
 # the error of each precision against float64: (the largest relative error of a name's nats, the
-# relative error of the mean nats a target over a list), as tests/test_bucketed.py holds them. Measured
-# at the lecture's size on the bundled dev split (trained and random weights, CPU): float32 3e-7 and
-# 1e-8; bfloat16 3e-3 and 3e-5. tf32 rounds only the matmuls' inputs, to 10 bits of mantissa against
-# bfloat16's 7 (and layers 0-1 are a float32 lookup): its bound is bfloat16's over 5, to be measured
-# on a GPU (benchmarks/device_check.py)
-ERROR_BOUNDS = {"float32": (1e-5, 1e-6), "tf32": (2e-3, 2e-4), "bfloat16": (1e-2, 1e-3)}
+# relative error of the mean nats a target over a list), as tests/test_bucketed.py holds them.
+# Measured at the lecture's size on the bundled dev split on a CPU: float32 3e-7 and 1e-8 (trained
+# and random weights); bfloat16 3e-3 and 3e-5 (trained), 1.1e-2 and 9e-5 (random weights and
+# statistics, the output bias the names' unigram log-frequencies: short names of a few nats each).
+# tf32 rounds only the matmuls' inputs, to 10 bits of mantissa against bfloat16's 7 (and layers 0-1
+# are a float32 lookup): its bounds are bfloat16's over 6, to be measured on a GPU (device_check.py).
+ERROR_BOUNDS = {"float32": (1e-5, 1e-6), "tf32": (5e-3, 2e-4), "bfloat16": (3e-2, 1e-3)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,10 +169,10 @@ def padded_names(tokens: torch.Tensor, starts: torch.Tensor, lengths: torch.Tens
 
 
 def block_losses(logits: torch.Tensor, y: torch.Tensor):
-    """logits (B*T, V') (V' >= V: the extra columns -inf), y (B, T) -> (per-row NLL (B,) float64,
-    per-position NLL (B, T), 0 where y is IGNORE). The softmax in at least float32."""
-    B, T = y.shape
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    """logits (B, T, V), y (B, T) -> (per-row NLL (B,) float64, per-position NLL (B, T), 0 where y is
+    IGNORE). The softmax in at least float32."""
+    B, T, V = logits.shape
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(B * T, V)
     loss = F.cross_entropy(logits, y.reshape(-1), ignore_index=IGNORE, reduction="none").view(B, T)  # (B, T)
     return loss.sum(1, dtype=torch.float64), loss
 
@@ -210,9 +211,14 @@ class FoldedEngine:
     def workspace(self):
         return self.folded.workspace()
 
+    def logits(self, x: torch.Tensor, work=None) -> torch.Tensor:
+        """x (B, T) right-padded names -> logits (B, T, V)."""
+        B, T = x.shape
+        return self.folded.logits(x, work).view(B, T, -1)[..., : self.folded.head.vocab_size]  # (B, T, V)
+
     def losses(self, x: torch.Tensor, y: torch.Tensor, work=None):
         """x, y (B, T) -> (per-row NLL (B,) float64, per-position NLL (B, T))."""
-        return block_losses(self.folded.logits(x, work), y)  # logits (B*T, V_pad)
+        return block_losses(self.logits(x, work), y)
 
 
 class ForwardEngine:
@@ -228,10 +234,14 @@ class ForwardEngine:
     def workspace(self):
         return None
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, work=None):
+    def logits(self, x: torch.Tensor, work=None) -> torch.Tensor:
+        """x (B, T) right-padded names -> logits (B, T, V)."""
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model(x)  # (B, T, V)
-        return block_losses(logits.reshape(-1, logits.shape[-1]), y)
+            return self.model(x)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, work=None):
+        """x, y (B, T) -> (per-row NLL (B,) float64, per-position NLL (B, T))."""
+        return block_losses(self.logits(x), y)
 
 
 @contextmanager
