@@ -96,19 +96,21 @@ def encode_names(names: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
 
     ``tokens`` holds every name's characters back to back, without start/end tokens. ``ok`` is False
     for a name that cannot be scored: empty, or with a character outside ``vocab`` (which has no '.',
-    whitespace or control characters); its tokens are then meaningless.
+    whitespace or control characters); its tokens are then meaningless (-1 for such a character).
     """
     lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
-    # every character as a code point, looked up in a sorted table of the vocabulary's characters
+    # every character as a code point, looked up in a table indexed by code point (one gather; a
+    # binary search in the sorted characters took 3x as long): -1 for those outside the vocabulary,
+    # the last entry standing for every code point above the vocabulary's
     cps = np.frombuffer("".join(names).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    table = np.array(sorted(ord(c) for c in vocab.chars), dtype=np.uint32)
-    ids = np.array([vocab.stoi[chr(c)] for c in table], dtype=np.int64)
-    pos = np.searchsorted(table, cps).clip(max=len(table) - 1)
-    known = table[pos] == cps  # (sum of lengths,)
+    table = np.full(max(map(ord, vocab.chars)) + 2, -1, dtype=np.int64)
+    table[[ord(c) for c in vocab.chars]] = [vocab.stoi[c] for c in vocab.chars]
+    ids = table[np.minimum(cps, len(table) - 1)]  # (sum of lengths,)
     ok = lengths > 0
+    known = ids >= 0
     if not known.all():
         ok[np.repeat(np.arange(len(names)), lengths)[~known]] = False
-    return torch.from_numpy(ids[pos]), torch.from_numpy(lengths), ok
+    return torch.from_numpy(ids), torch.from_numpy(lengths), ok
 
 
 def check_names(names, what: str = "names") -> list[str]:
