@@ -28,6 +28,7 @@ compiling and capturing are the first call's, kept apart.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -54,9 +55,8 @@ from wavenet_conv import (ConvModel, ModelConfig, TreeModel, Vocab, contexts, le
                           recipe, sample_names, score_names, sequences, train)
 from wavenet_conv.bucketed import (BLOCK_POSITIONS, WIDTHS, BucketedScorer, block_rows, buckets,  # noqa: E402
                                    choose_scoring_path, matmul_precision, padded_names)
-from wavenet_conv.scoring import _score_fast, encode_names  # noqa: E402
+from wavenet_conv.scoring import _score_fast, check_names, encode_names  # noqa: E402
 from wavenet_conv.folded import fold  # noqa: E402
-from wavenet_conv.config import RECIPES  # noqa: E402
 from wavenet_conv.train import device_clock  # noqa: E402
 
 # An H200 to predict with off a GPU: the copy bandwidth measured on this workplace's H200s (4.3 TB/s);
@@ -288,37 +288,45 @@ def predict(ops: list, rates: dict, precision: str, graphed: bool) -> dict:
 
 def cost_model(check: Check) -> dict:
     """Count one block of each engine and one fast-path group on real names; predict each contender's
-    time for the dev split and the large list from this device's ceilings (and, off a GPU, from an
-    H200's too)."""
+    time for the dev split and the large list from this device's ceilings, and off a GPU also from an
+    H200's, with the GPU's op list counted on the meta device (shapes, no data)."""
     _, dev, vocab, model = check.data["split"]
-    rates = {"this device": check.data["ceilings"]}
+    cpu_fast = None
+    where = [("this device", check.data["ceilings"], check.device)]
     if check.device.type != "cuda":
-        rates["H200 (reference)"] = REFERENCE
-    rows, notes = [], [f"H200 (reference): {describe_rates(REFERENCE)}"] if len(rates) > 1 else []
-    notes.append(f"this device: {describe_rates(rates['this device'])}")
-    costs = contender_costs(model, dev, vocab)
-    for label, names in lists(check):
-        shape = list_shape(names)
-        notes.append(f"{label}: {len(names):,} names, {shape['targets'] / len(names):.3f} targets a name; bucketed: "
-                     f"{shape['positions'] / shape['targets']:.3f} positions a target (padding), {shape['blocks']} blocks; "
-                     f"fast path: {shape['groups']} length groups and chunks")
-        for name, ops_per, per_position, graphed, precision in costs:
-            fast = name == "fast"
-            scale, count = (shape["targets"], shape["groups"]) if fast else (shape["positions"], shape["blocks"])
-            ops = [(o, b / per_position * scale / count, m / per_position * scale / count) for o, b, m in ops_per] * count
-            row = {"list": label, "contender": name, "kernels": len(ops),
-                   "bytes/position": round(sum(b for _, b, _ in ops_per) / per_position),
-                   "MACs/position": round(sum(m for _, _, m in ops_per) / per_position)}
-            for where, r in rates.items():
-                p = predict(ops, r, precision, graphed)
-                row[f"predicted ms, {where}"] = round(1e3 * p["total_s"], 3)
-                row[f"launches ms, {where}"] = round(1e3 * p["launch_s"], 3)
-                row[f"names/s, {where}"] = f"{len(names) / p['total_s']:,.0f}"
-            rows.append(row)
-    check.data["predicted"] = {(r["list"], r["contender"]): r["predicted ms, this device"] for r in rows}
-    notes.append("launches are counted as if not overlapped with the work (the worst case); a graph's "
-                 "kernels at the graph's cost each; compiled contenders are not counted (inductor fuses)")
+        where.append(("H200 (reference)", REFERENCE, torch.device("meta")))
+    rows = []
+    notes = [f"{name}: {describe_rates(rates)}" for name, rates, _ in where]
+    for name, rates, device in where:
+        costs = contender_costs(model, dev, vocab, device)
+        cpu_fast = cpu_fast or next((c for c in costs if c[0] == "fast"), None)
+        costs = costs if any(c[0] == "fast" for c in costs) else costs + [cpu_fast]
+        for label, names in lists(check):
+            shape = list_shape(names)
+            if name == "this device":
+                notes.append(f"{label}: {len(names):,} names, {shape['targets'] / len(names):.3f} targets a name; bucketed: "
+                             f"{shape['positions'] / shape['targets']:.3f} positions a target (padding), {shape['blocks']} "
+                             f"blocks; fast path: {shape['groups']} length groups and chunks")
+            rows += [predicted_row(name, label, names, shape, cost, rates) for cost in costs]
+    check.data["predicted"] = {(r["list"], r["contender"]): r["predicted ms"] for r in rows if r["for"] == "this device"}
+    notes.append("launches are counted as if not overlapped with the work (the worst case), a graph's kernels at the "
+                 "graph's cost each; compiled contenders are not counted (inductor fuses); off a GPU the fast path's "
+                 "ops are the CPU's (4 elementwise kernels a group more than a GPU's)")
     return {"rows": rows, "notes": notes}
+
+
+def predicted_row(where: str, label: str, names, shape: dict, cost, rates: dict) -> dict:
+    """One contender's counts scaled from its counted block to the list, and its predicted time."""
+    name, ops_per, per_position, graphed, precision = cost
+    fast = name == "fast"
+    scale, count = (shape["targets"], shape["groups"]) if fast else (shape["positions"], shape["blocks"])
+    ops = [(o, b / per_position * scale / count, m / per_position * scale / count) for o, b, m in ops_per] * count
+    p = predict(ops, rates, precision, graphed)
+    return {"for": where, "list": label, "contender": name, "kernels": len(ops),
+            "bytes/position": round(sum(b for _, b, _ in ops_per) / per_position),
+            "MACs/position": round(sum(m for _, _, m in ops_per) / per_position),
+            "predicted ms": round(1e3 * p["total_s"], 3), "launches ms": round(1e3 * p["launch_s"], 3),
+            "names/s": f"{len(names) / p['total_s']:,.0f}"}
 
 
 def describe_rates(r: dict) -> str:
@@ -337,26 +345,26 @@ def list_shape(names) -> dict:
             "groups": sum(-(-c * (n + 1) // 8192) for n, c in enumerate(torch.bincount(lengths).tolist()) if c)}
 
 
-def contender_costs(model, dev, vocab):
-    """(contender, the ops of one block, its positions, graphed, precision) for the bucketed engines on
-    a (B, 8) block of real names and the fast path on a group of names of one length."""
+def contender_costs(model, dev, vocab, device):
+    """[(contender, the ops of one block, its positions, graphed, precision)]: the bucketed engines on a
+    (2048, 8) block of real names, and (not on meta: it reads lengths) the fast path on a group of
+    1,000 names of 6 characters, counted on ``device``."""
     words = [w for w in dev if len(w) <= 7]
     tokens, lengths, _ = encode_names(words, vocab)
     starts = torch.cumsum(lengths, 0) - lengths
-    d = next(model.parameters()).device
-    B = max(1, BLOCK_POSITIONS[-1] // 8 // 8)  # a block of 2,048 rows: large enough that the ops scale
-    x, y = padded_names(tokens.to(d), starts.to(d), lengths.to(d), 8, B)
-    out, cuda = [], d.type == "cuda"
-    for engine, precision, graphed in (("folded", "float32", cuda), ("folded", "bfloat16", cuda),
-                                       ("forward", "float32", False)):
+    B = BLOCK_POSITIONS[-1] // 8 // 8  # a block of 2,048 rows: large enough that the ops scale
+    x, y = (t.to(device) for t in padded_names(tokens, starts, lengths, 8, B))
+    model = model if device == next(model.parameters()).device else copy.deepcopy(model).to(device)
+    out, gpu = [], device.type != "cpu"
+    for engine, precision, graphed in (("folded", "float32", gpu), ("folded", "bfloat16", gpu), ("forward", "float32", False)):
         scorer = BucketedScorer(model, engine, precision)
         ops = tally(lambda: scorer.engine.losses(x, y, scorer.work))
         out.append((f"bucketed {engine} {precision}" + (" graphs" if graphed else " eager"), ops, B * 8, graphed, precision))
-    six = [w for w in dev if len(w) == 6][:1000]
-    t6, l6, _ = encode_names(six, vocab)
-    folded = fold(model)
-    ops = tally(lambda: _score_fast(folded, t6, l6, 8192))
-    out.append(("fast", ops, int(l6.sum()) + len(six), False, "float32"))
+    if device.type != "meta":
+        six = [w for w in dev if len(w) == 6][:1000]
+        t6, l6, _ = encode_names(six, vocab)
+        folded = fold(model)
+        out.append(("fast", tally(lambda: _score_fast(folded, t6, l6, 8192)), int(l6.sum()) + len(six), False, "float32"))
     return out
 
 
@@ -488,7 +496,7 @@ def scoring(check: Check) -> dict:
                         "predicted ms": check.data.get("predicted", {}).get((list_name, name))}
             big = len(names) > 10_000
             check.guarded(rows, {"list": list_name, "contender": name}, measure, needs=(60 if compiles else 20) if big else 5)
-        rows.append({"list": list_name, "contender": "(host: encode_names alone)", **host_encoding(names, vocab)})
+        rows.append({"list": list_name, "contender": "(host alone: check_names + encode_names)", **host_encoding(names, vocab)})
     chosen = choose_scoring_path(check.device)
     timed_rows = [r for r in rows if r.get("status") == "ok" and "first call s" in r and r["contender"] != "auto"]
     notes = [f"choose_scoring_path({check.device.type!r}) -> {chosen.method}, {chosen.engine}, graphs={chosen.graphs}: "
@@ -504,14 +512,15 @@ def scoring(check: Check) -> dict:
 
 
 def host_encoding(names, vocab) -> dict:
-    first, median = timed(lambda: encode_names(names, vocab), torch.device("cpu"), 3)
+    """The host's share of score_names before any device work: the checks and the encoding."""
+    first, median = timed(lambda: encode_names(check_names(names), vocab), torch.device("cpu"), 3)
     return {"median ms": round(1e3 * median, 3), "names/s": f"{len(names) / median:,.0f}", "status": "ok"}
 
 
 def training(check: Check) -> dict:
     """The default recipe and the gpu recipe on the bundled names (--quick: 30 steps each)."""
     rows = []
-    for name in [r for r in ("default", "gpu") if r in RECIPES]:
+    for name in ("default", "gpu"):
         def run(name=name):
             steps = {"steps": 30, "warmup": 5} if check.quick else {}
             tc = recipe(name, device=str(check.device), checkpoint_every=0, **steps)

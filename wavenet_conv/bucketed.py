@@ -236,7 +236,9 @@ class ForwardEngine:
 
     def logits(self, x: torch.Tensor, work=None) -> torch.Tensor:
         """x (B, T) right-padded names -> logits (B, T, V)."""
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        if not self.autocast:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return self.model(x)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, work=None):
