@@ -473,8 +473,9 @@ def scoring_contenders(check: Check, model, vocab):
     plans += [("folded", "float32", False, False), ("forward", "float32", False, False)]
     if d.type == "cuda" or not check.quick:  # compiling takes longer than the smoke test's minute on a CPU
         plans += [("folded", "float32", False, True), ("forward", "float32", False, True)]
-    for engine, precision, graphs, compiled in plans:
-        scorer = BucketedScorer(model, engine, precision, graphs=graphs, compile=compiled)
+    for engine, precision, graphs, compiled in plans:  # compiled: one block size a width, two compilations in all
+        sizes = BLOCK_POSITIONS[-1:] if compiled else BLOCK_POSITIONS
+        scorer = BucketedScorer(model, engine, precision, graphs=graphs, compile=compiled, block_positions=sizes)
         how = "graphs" if graphs else "compiled" if compiled else "eager"
         out.append((f"bucketed {engine} {precision} {how}", f"BucketedScorer({engine!r}, {precision!r}, {how})",
                     lambda names, s=scorer: s(*encode_names(names, vocab)[:2])[0].cpu(), compiled))

@@ -248,6 +248,23 @@ def test_the_scorer_is_kept_until_the_model_changes():
             - score_names(conv, words, VOCAB, method="fast").nll).abs().max().item() <= 1e-10
 
 
+def test_a_graph_that_cannot_be_recorded_falls_back_to_eager_with_a_warning(monkeypatch):
+    _, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3), torch.float64)
+    words = names_for(3)
+    scorer = BucketedScorer(conv)
+    scorer.graphs = True  # as on a GPU, where capturing then fails
+
+    def refuse(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(bucketed, "GraphedShape", refuse)
+    tokens, lengths, _ = encode_names(words, VOCAB)
+    with pytest.warns(UserWarning, match="scoring eagerly"):
+        nll, _ = scorer(tokens, lengths)
+    assert not scorer.graphs and not scorer.shapes
+    assert (nll - score_names(conv, words, VOCAB, method="fast").nll).abs().max().item() <= 1e-10
+
+
 def test_compiled_engine_equals_eager():
     """torch.compile of the folded engine's block (fullgraph, static shapes; on a GPU with CUDA
     graphs). One block shape, one compilation: names of up to 7 characters, blocks of 32 rows."""

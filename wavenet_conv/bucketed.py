@@ -39,6 +39,7 @@ when the model's parameters or buffers change.
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -338,7 +339,12 @@ class BucketedScorer:
             return self.engine.losses(x, y, self.work)
         shape = self.shapes.get(x.shape)
         if shape is None:
-            shape = self.shapes[x.shape] = GraphedShape(self.engine, *x.shape, self.device, self.graph_workspace())
+            try:
+                shape = self.shapes[x.shape] = GraphedShape(self.engine, *x.shape, self.device, self.graph_workspace())
+            except RuntimeError as e:  # scores stay right, eagerly; said once
+                warnings.warn(f"BucketedScorer: recording a CUDA graph failed ({str(e)[:200]}); scoring eagerly from now on")
+                self.graphs = False
+                return self.engine.losses(x, y, self.work)
         return shape(x, y)
 
     def graph_workspace(self):
