@@ -28,10 +28,13 @@ def names_for(depth: int):
 
 
 def scored(model, words, **kw):
-    """(per-name NLL, per-target NLL) of ``words`` through a ``BucketedScorer``, on the host."""
+    """(per-name NLL, per-target NLL) of ``words`` through a ``BucketedScorer``, on the host; with
+    ``graphs``, checked to have recorded them (no fallback to eager)."""
     tokens, lengths, ok = encode_names(words, VOCAB)
     assert ok.all()
-    nll, char_nll = BucketedScorer(model, **kw)(tokens, lengths, per_char=True)
+    scorer = BucketedScorer(model, **kw)
+    nll, char_nll = scorer(tokens, lengths, per_char=True)
+    assert scorer.graphs == kw.get("graphs", False) and (bool(scorer.shapes) == scorer.graphs)
     return nll.cpu(), char_nll.cpu()
 
 
@@ -300,7 +303,9 @@ def test_cuda_precision_within_its_bound(dev_split, precision):
     conv = copy.deepcopy(conv64).float().cuda()
     tokens, lengths, _ = encode_names(dev, vocab)
     for graphs in (False, True):
-        nll = BucketedScorer(conv, precision=precision, graphs=graphs)(tokens, lengths)[0].cpu()
+        scorer = BucketedScorer(conv, precision=precision, graphs=graphs)
+        nll = scorer(tokens, lengths)[0].cpu()
+        assert scorer.graphs == graphs and bool(scorer.shapes) == graphs  # recorded, not fallen back
         per_name, mean = ERROR_BOUNDS[precision]
         assert ((nll - ref.nll).abs() / ref.nll).max().item() <= per_name
         assert abs(nll.sum().item() / ref.n_targets.sum().item() - ref.mean_loss) <= mean * ref.mean_loss
@@ -324,3 +329,18 @@ def test_score_names_on_cuda_replays_graphs_and_does_not_sync_inside():
         torch.cuda.set_sync_debug_mode("default")
     cpu = score_names(conv.cpu(), words, vocab, method="fast")
     assert (first.nll - cpu.nll).abs().max().item() <= 1e-4
+
+
+@cuda_only
+def test_compiled_with_cuda_graphs_equals_eager_on_cuda():
+    """torch.compile in mode "reduce-overhead" (inductor's kernels in CUDA graphs), one block shape."""
+    _, conv = make_pair(ModelConfig(n_embd=8, n_hidden=16, n_layers=3, activation="gated", skip=True), torch.float32,
+                        device="cuda")
+    words = random_words(40, seed=2, max_len=7)
+    eager = scored(conv, words, block_positions=(256,))
+    tokens, lengths, _ = encode_names(words, VOCAB)
+    scorer = BucketedScorer(conv, compile=True, block_positions=(256,))
+    for _ in range(3):  # compiled and recorded, then replayed
+        nll, char_nll = scorer(tokens, lengths, per_char=True)
+        assert (eager[0] - nll.cpu()).abs().max().item() <= 1e-5
+        assert (eager[1] - char_nll.cpu()).abs().max().item() <= 1e-5
