@@ -319,7 +319,8 @@ class BucketedScorer:
         self.device = next(model.parameters()).device
         if graphs and (compile or self.device.type != "cuda"):
             raise ValueError("graphs=True needs a CUDA model and no compile (compile records its own graphs)")
-        self.precision, self.graphs, self.widths, self.block_positions = precision, graphs, widths, block_positions
+        self.precision, self.graphs = precision, graphs
+        self.widths, self.block_positions = tuple(sorted(widths)), tuple(sorted(block_positions))
         with torch.no_grad():
             self.engine = (FoldedEngine if engine == "folded" else ForwardEngine)(model, precision)
         self.work = self.engine.workspace()  # for eager blocks
