@@ -2,7 +2,7 @@
 
 The fast path (``scoring._score_fast``) groups names by their exact length and runs the folded model
 on each group: no padding, the least arithmetic, and the best a CPU core can do. On a GPU the same
-loop is a few thousand small kernels for a large list (about 20 per length group and chunk), each
+loop is tens of thousands of small kernels for a large list (32 per length group and chunk), each
 launched from Python: the GPU waits on the launches. Here names are put in buckets by length instead,
 right-padded to a few fixed widths T (8, 16, 32, 64), and cut into blocks of a few fixed row counts
 B, so that a whole list is a handful of (B, T) shapes, each recorded once as a CUDA graph and then
@@ -92,10 +92,11 @@ def choose_scoring_path(device, precision: str = "float32") -> ScoringPath:
     cpu, float32: the fast path. Measured on one CPU core (benchmarks/PERFORMANCE.md): it does the
         least work (36,864 multiply-adds a target, no padding), and launches cost nothing there.
     a GPU (cuda): bucketed, the folded engine, each block shape a CUDA graph. Chosen by the cost model
-        (PERFORMANCE.md, "On a GPU"), not yet by measurement: the fast path's launches (about 20 a
-        length group and chunk of 8,192 positions: some 22,000 for a million names) cost more than
-        the 29% of padding that the buckets add; the folded engine does half the multiply-adds and
-        fewer bytes than the Conv1d form, and a graph replays a block's kernels without Python.
+        (PERFORMANCE.md, "On a GPU"), not yet by measurement: the fast path's launches (32 a length
+        group and chunk of 8,192 positions: 28,000 for a million names, 140 ms at 5 us each) cost
+        more than the 30% of padding that the buckets add (a million names: 32 ms predicted on an
+        H200); the folded engine does half the multiply-adds and a third of the bytes of the Conv1d
+        form, and a graph replays a block's 16 kernels without Python.
         ``benchmarks/device_check.py`` times every contender; where it measures another one faster,
         that one belongs here.
     tf32, bfloat16: bucketed on any device (the one path that has them).
