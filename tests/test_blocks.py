@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from conftest import devices
 from wavenet_conv.blocks import activate
 from wavenet_conv.config import ACTIVATIONS
 from wavenet_conv.folded import sigmoid_tanh_
@@ -43,8 +44,10 @@ def test_activate_is_its_formula(a, activation):
     assert (got - expected).abs().max() <= 1e-12
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("doubled", [False, True])
-def test_the_fast_paths_tanh_is_tanh(a, doubled):
-    """tanh(x) = 2 sigmoid(2x) - 1, computed in place (from 2x already, when ``doubled``)."""
-    x = (2 * a if doubled else a).clone()
-    assert (sigmoid_tanh_(x, doubled) - tanh(a)).abs().max() <= 1e-12
+def test_the_fast_paths_tanh_is_tanh(a, doubled, device):
+    """tanh(x) = 2 sigmoid(2x) - 1, computed in place (from 2x already, when ``doubled``); off a CPU,
+    tanh_ itself (undoubled)."""
+    x = (2 * a if doubled else a).clone().to(device)
+    assert (sigmoid_tanh_(x, doubled).cpu() - tanh(a)).abs().max() <= 1e-12

@@ -460,6 +460,7 @@ def test_sample_streams_batches_of_bounded_memory(trained_run, monkeypatch, caps
     (["--recipe", "small"], 128, 6000, 0.25),
     (["--recipe", "best"], 384, 4000, 0.25),
     (["--recipe", "best", "--n-hidden", "64", "--steps", "10"], 64, 10, 0.25),
+    (["--recipe", "gpu"], 128, 400, 0.0),
 ])
 def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, monkeypatch, capsys, tmp_path):
     seen = {}

@@ -139,11 +139,15 @@ def lecture_init_(linear: nn.Linear, scale: float = 1.0) -> nn.Linear:
 
 class SigmoidTanh(torch.autograd.Function):
     """tanh(x) computed as 2 sigmoid(2x) - 1, the same function: on CPU ``torch.sigmoid`` is several
-    times faster than ``torch.tanh`` (benchmarks/PERFORMANCE.md). Backward from the output: (1 - y^2) g."""
+    times faster than ``torch.tanh`` (benchmarks/PERFORMANCE.md). Backward from the output: (1 - y^2) g.
+
+    The forward is out of place: torch 2.11's ``torch.compile`` saves a tensor as it was before the
+    in-place ops done on it afterwards in the same forward (here sigmoid(2x) instead of y), which gave
+    wrong compiled gradients."""
 
     @staticmethod
     def forward(ctx, x):
-        y = torch.sigmoid(2 * x).mul_(2).sub_(1)
+        y = 2 * torch.sigmoid(2 * x) - 1
         ctx.save_for_backward(y)
         return y
 

@@ -37,8 +37,9 @@ EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, o
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
 RECIPE_HELP = ("default: the lecture's model, conv form, 8 epochs of whole names, AdamW; small: the best found at the "
-               "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; lecture: the "
-               "lecture's own recipe, tree form, 200k SGD steps. Options given override the recipe's")
+               "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; gpu: the "
+               "default's model in 400 steps of 1,024 names, for a GPU; lecture: the lecture's own recipe, tree "
+               "form, 200k SGD steps. Options given override the recipe's")
 
 
 def threads_arg(s: str):

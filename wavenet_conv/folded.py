@@ -21,7 +21,8 @@ rounding: ≤ 1e-10 in float64, tested for every variant):
   holds it for all V² pairs, with its skip and layer 1's GEMM of it. A position (or a sampled
   character) then costs one row lookup for layers 0 and 1, and GEMMs from layer 2 on.
 * **tanh = 2σ(2x) − 1.** On CPU ``sigmoid`` is several times faster than ``tanh``; the factor 2 inside
-  is folded into the weights (``FoldedLayer.doubled``).
+  is folded into the weights (``FoldedLayer.doubled``). Elsewhere (a GPU) ``tanh_`` is one pass over
+  memory against three: no doubling there.
 * **A GEMM-friendly head.** The output layer is padded to a multiple of 16 columns, with -inf logits.
 
 ``fold(model)`` gives a ``FoldedModel``, the one engine under both fast paths: ``logits(x)`` scores
@@ -99,7 +100,7 @@ def fold_layers(model: WaveNetCore) -> list[FoldedLayer]:
             norm = block.norm
         if bias is None:
             bias = torch.zeros_like(w[:, 0])
-        doubled = norm is None and block.activation in ("tanh", "gated")
+        doubled = norm is None and block.activation in ("tanh", "gated") and w.device.type == "cpu"
         if doubled:  # rows feeding tanh, times 2
             k = torch.ones_like(bias)  # (C_act,)
             k[: len(k) if block.activation == "tanh" else len(k) // 2] = 2.0
@@ -143,7 +144,10 @@ def fold_head(model: WaveNetCore) -> FoldedHead:
 
 
 def sigmoid_tanh_(x: torch.Tensor, doubled: bool) -> torch.Tensor:
-    """tanh in place, as 2 sigmoid(2x) - 1 (``x`` already holds 2x when ``doubled``)."""
+    """tanh in place: on a CPU as 2 sigmoid(2x) - 1 (``x`` already holds 2x when ``doubled``), elsewhere
+    ``tanh_`` (one pass; a GPU's tanh is as fast as its sigmoid)."""
+    if x.device.type != "cpu" and not doubled:
+        return x.tanh_()
     return (x if doubled else x.mul_(2)).sigmoid_().mul_(2).sub_(1)
 
 
