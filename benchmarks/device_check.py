@@ -42,7 +42,6 @@ import traceback
 import xml.etree.ElementTree as ET
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,10 +50,11 @@ sys.path[:0] = [p for p in (ROOT, HERE) if p not in sys.path]
 
 from baselines import BUNDLED_NAMES, make_model  # noqa: E402
 from ratios import cpu_model  # noqa: E402
-from wavenet_conv import (ConvModel, ModelConfig, TreeModel, Vocab, contexts, lecture_split, load_names,  # noqa: E402
+from wavenet_conv import (TreeModel, Vocab, contexts, lecture_split, load_names,  # noqa: E402
                           recipe, sample_names, score_names, sequences, train)
-from wavenet_conv.bucketed import (BLOCK_POSITIONS, WIDTHS, BucketedScorer, block_rows, buckets,  # noqa: E402
-                                   choose_scoring_path, matmul_precision, padded_names)
+from wavenet_conv.bucketed import (BLOCK_POSITIONS, BucketedScorer, block_rows, buckets,  # noqa: E402
+                                   choose_scoring_path, padded_names)
+from wavenet_conv.engines import matmul_precision  # noqa: E402
 from wavenet_conv.scoring import _score_fast, encode_names  # noqa: E402
 from wavenet_conv.validate import string_list  # noqa: E402
 from wavenet_conv.folded import fold  # noqa: E402

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import devices
+from helpers import devices
 from wavenet_conv.blocks import activate
 from wavenet_conv.config import ACTIVATIONS
 from wavenet_conv.folded import sigmoid_tanh_

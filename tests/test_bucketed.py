@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (BUNDLED_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, cuda_only, devices, make_pair, random_words,
+from helpers import (BUNDLED_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, cuda_only, devices, make_pair, random_words,
                       variant_id)
 from wavenet_conv import DataError, ModelConfig, Vocab, contexts, lecture_split, load_names, score_names, sequences
-from wavenet_conv import bucketed, scoring
+from wavenet_conv import bucketed, engines, scoring
 from wavenet_conv.bucketed import (ERROR_BOUNDS, BucketedScorer, ScoringPath, block_rows, bucketed_path, buckets,
                                    choose_scoring_path, padded_names, scorer_for, width_of)
 from wavenet_conv.data import IGNORE
-from wavenet_conv.scoring import encode_names, score_lines
+from wavenet_conv.scoring import encode_names
+from wavenet_conv.streaming import score_lines
 
 SMALL_BLOCKS = (16, 64)  # block shapes of 16 and 64 positions: several blocks and a remainder per bucket
 
@@ -101,7 +102,7 @@ def test_folded_logits_on_padded_blocks_equal_the_tree(variant, device):
     words = random_words(9, seed=1, max_len=15)
     b = sequences(words, VOCAB, pad_to=16).to(device)
     X, _ = contexts(words, VOCAB, tree.block_size)
-    engine = bucketed.FoldedEngine(conv, "float32")
+    engine = engines.FoldedEngine(conv, "float32")
     with torch.no_grad():
         logits = engine.folded.logits(b.x).view(*b.x.shape, -1)[..., : conv.config.vocab_size]  # (B, T, V)
         assert (logits[b.mask] - tree(X.to(device))).abs().max().item() <= 1e-10

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import device_check  # noqa: E402
