@@ -32,21 +32,34 @@ class NameBatches:
         self.n, self.batch_size, self.seed = len(words), min(batch_size, len(words)), seed
         self.per_epoch = self.n // self.batch_size
         self.epoch, self.perm = -1, None
+        self.soft = None  # (P, V) or None: the teachers' distribution at each of the P positions (distillation)
 
     def __call__(self, step: int):
+        return self.take(self.names_at(step))
+
+    def names_at(self, step: int) -> torch.Tensor:
+        """The names (B,) of the batch of ``step``."""
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g)
-        return self.take(self.perm[k * self.batch_size : (k + 1) * self.batch_size])
+        return self.perm[k * self.batch_size : (k + 1) * self.batch_size]
 
-    def take(self, ix: torch.Tensor):
-        """Names ``ix`` (B,) packed: (x, y, pos), each (N,), N their targets in all."""
+    def positions(self, ix: torch.Tensor) -> torch.Tensor:
+        """The flat positions (N,) of names ``ix`` (B,), name after name, on the device."""
         lengths = self.lengths[ix]  # (B,)
         firsts = torch.cumsum(lengths, 0) - lengths  # where each name starts in the batch
         src = torch.arange(int(lengths.sum())) + torch.repeat_interleave(self.starts[ix] - firsts, lengths)  # (N,)
-        src = src.to(self.x.device)
+        return src.to(self.x.device)
+
+    def take(self, ix: torch.Tensor):
+        """Names ``ix`` (B,) packed: (x, y, pos), each (N,), N their targets in all."""
+        src = self.positions(ix)
         return self.x[src], self.y[src], self.pos[src]
+
+    def soft_at(self, step: int) -> torch.Tensor:
+        """The teachers' distributions (N, V) at the positions of the batch of ``step``, as it packs them."""
+        return self.soft[self.positions(self.names_at(step))]
 
     def in_order(self, size: int = 512):
         """The whole training set once, in order: (x, pos) chunks."""

@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import load_model
 from .compare import compare_forms, race_forms
-from .config import CHOICES, RECIPES, ModelConfig, TrainConfig, field_help, recipe, recipe_model
+from .config import CHOICES, RECIPES, ModelConfig, TrainConfig, field_help, recipe, recipe_model, recipe_teachers
 from .data import Vocab, lecture_split, load_names, open_names, read_lines, source_name
 from .device import DEVICES, resolve_device, torch_threads
 from .errors import ArgumentError, DataError, InputError, TrainingDiverged
@@ -40,6 +40,7 @@ from .paths import bundled_names
 from .run import CHANGEABLE_ON_RESUME, saved_config
 from .sampling import MAX_LEN, sample_batches, sample_names
 from .streaming import parse_shard, score_lines
+from .teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from .train import train
 from .tree import TreeModel
 from .validate import integer
@@ -49,7 +50,7 @@ PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
-FLAGS = {"n": "-n", "threads": "--threads"}  # a library argument's option, where it is not flag(argument)
+FLAGS = {"n": "-n", "threads": "--threads", "teachers": "--teacher"}  # a library argument's option, where it is not flag(argument)
 EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
@@ -142,6 +143,9 @@ def add_train(sub, common) -> None:
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
                    f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
     t.add_argument("--recipe", choices=list(RECIPES), help=RECIPE_HELP)
+    t.add_argument("--teacher", dest="teachers", action="append", metavar="RUN",
+                   help="a finished run on the same names file to distill from (repeatable), instead of the teachers "
+                        "the recipe trains; the loss mixes in their averaged distributions (--distill)")
     add_config_options(t.add_argument_group("model (default: the recipe's; the lecture's, 76,579 parameters, "
                                             "unless --recipe best)"), ModelConfig, MODEL_OPTIONS, show_default=True)
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
@@ -245,13 +249,25 @@ def cmd_train(args):
         model_options = list(given(args, MODEL_OPTIONS))
         if model_options:
             raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
-        run_config = saved_config(args.resume)
+        recipe_run = is_recipe_folder(args.resume)
+        if recipe_run and args.teachers:
+            raise ArgumentError(PROG, "teachers", "cannot be given with --resume: the recipe keeps its own teachers")
+        run_config = read_plan(args.resume).config if recipe_run else saved_config(args.resume)
         tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
-        result = train(config=tc, resume=args.resume, **kwargs)
+        if recipe_run:
+            result = resume_recipe(args.resume, tc, progress=not args.quiet, threads=None)
+        else:
+            result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
     else:
-        tc = recipe(args.recipe or "default", device=args.device, **options)
-        mc = recipe_model(args.recipe or "default", **given(args, MODEL_OPTIONS))
-        result = train(mc, tc, **{**kwargs, "out": Path(args.out) if args.out else default_run_dir(tc.form)})
+        name = args.recipe or "default"
+        tc = recipe(name, device=args.device, **options)
+        mc = recipe_model(name, **given(args, MODEL_OPTIONS))
+        out = Path(args.out) if args.out else default_run_dir(tc.form)
+        teachers = recipe_teachers(name, tc.seed, device=args.device) if tc.distill and args.teachers is None else []
+        if teachers:  # the recipe's own teachers first, into out/teacher-k
+            result = train_recipe(mc, tc, teachers, args.data, out, force=args.force, progress=not args.quiet, threads=None)
+        else:
+            result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
     print(f"run folder: {result.run_dir}")
     model = result.model.eval()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)

@@ -169,6 +169,8 @@ class TrainConfig(Config):
     swa: float = opt(0.0, "average the weights over this last fraction of the steps (0: off), then BatchNorm's statistics")
     swa_every: int = opt(10, "steps between the weights that the average takes")
     input_noise: float = opt(0.0, "chance that an input character is swapped for a random one (targets kept)")
+    distill: float = opt(0.0, "weight a of the teachers in the loss: (1 - a) CE(targets) + a CE(teachers' mean distribution)")
+    temperature: float = opt(1.0, "distillation temperature T: teachers and student at logits / T, that term scaled by T**2")
     beta2: float = opt(0.99, "AdamW's beta2")
     seed: int = opt(42, "torch.manual_seed before the model's init; also the batch order")
     device: str = opt("auto", "cpu, cuda, or auto: cuda when available")
@@ -194,6 +196,11 @@ class TrainConfig(Config):
         if self.weight_decay < 0:
             self._fail("weight_decay", "must be a finite number >= 0")
         self._check_range("input_noise", 0, 1, "[)")
+        self._check_range("distill", 0, 1)
+        if not self.temperature > 0:
+            self._fail("temperature", "must be a finite number > 0")
+        if self.distill and self.form != "conv":
+            self._fail("distill", "needs form 'conv' (the teachers' distributions are over whole names)")
         self._check_range("decay_at", 0, 1)
         self._check_range("lr_decay", 0, 1)
         self._check_range("swa", 0, 1, "[)")
@@ -212,17 +219,24 @@ RECIPES = {
     # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
     # weight decay, weights averaged over the last quarter
     "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
+    # the best model trained on the names alone (no teachers): 3 tanh layers 384 wide (621,603
+    # parameters), 20 epochs, strong weight decay, weights averaged over the last quarter
+    "wide": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
                     warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, precision="float32", checkpoint_every=20_000),
 }
 
 
-def recipe(name: str = "default", **overrides) -> TrainConfig:
-    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+def check_recipe(name: str) -> None:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
-    train = {k: v for k, v in RECIPES[name].items() if k != "model"}
+
+
+def recipe(name: str = "default", **overrides) -> TrainConfig:
+    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+    check_recipe(name)
+    train = {k: v for k, v in RECIPES[name].items() if k not in ("model", "teachers")}
     base = TrainConfig(recipe=name, **train).to_dict()
     return TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -230,10 +244,22 @@ def recipe(name: str = "default", **overrides) -> TrainConfig:
 def recipe_model(name: str = "default", **overrides) -> ModelConfig:
     """The ``ModelConfig`` of a named recipe (the lecture's model unless the recipe says otherwise),
     with ``overrides`` (None values are ignored)."""
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
+    check_recipe(name)
     model = RECIPES[name].get("model", {})
     return ModelConfig.from_dict({**ModelConfig().to_dict(), **model, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def recipe_teachers(name: str = "default", seed: int | None = None, **overrides) -> list[tuple[ModelConfig, TrainConfig]]:
+    """The teachers a named recipe trains before its student, as (ModelConfig, TrainConfig) pairs (none
+    for a recipe without ``teachers``): teacher k is the ``teachers["recipe"]`` recipe with the seed
+    ``seed + 1 + k`` (``seed``: the student's, default the recipe's), with ``overrides`` (e.g. device)."""
+    check_recipe(name)
+    spec = RECIPES[name].get("teachers")
+    if not spec:
+        return []
+    seed = recipe(name).seed if seed is None else seed
+    return [(recipe_model(spec["recipe"]), recipe(spec["recipe"], **{**overrides, "seed": (seed + 1 + k) % SEED_LIMIT}))
+            for k in range(spec["count"])]
 
 
 @dataclass
