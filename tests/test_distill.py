@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from wavenet_conv import ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split, load_names
 from wavenet_conv.batches import NameBatches
 from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.config import RECIPES, recipe
+from wavenet_conv.config import RECIPES, recipe, recipe_teachers
 from wavenet_conv.conv import ConvModel
 from wavenet_conv.data import Vocab, sequences
 from wavenet_conv.distill import soft_targets
@@ -160,6 +160,23 @@ def test_teachers_are_checked_before_any_work(teachers, small_names, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("fields,message", [
+    (dict(distill=1.5), r"TrainConfig.distill must be in \[0, 1\]"),
+    (dict(temperature=0.0), "TrainConfig.temperature must be a finite number > 0"),
+    (dict(distill=0.5, form="tree"), "TrainConfig.distill needs form 'conv'"),
+])
+def test_distillation_fields_are_checked(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        recipe("default", **fields)
+
+
+def test_the_recipes_teachers():
+    best, small = recipe_teachers("best"), recipe_teachers("small", seed=7, device="cpu")
+    assert [(m.n_hidden, t.recipe, t.seed) for m, t in best] == [(384, "wide", 43), (384, "wide", 44)]
+    assert [(t.seed, t.device) for _, t in small] == [(8, "cpu"), (9, "cpu")] and recipe("small").distill > 0
+    assert recipe_teachers("default") == [] and recipe_teachers("wide") == []
+
+
 @pytest.fixture
 def tiny_recipes(monkeypatch):
     """``best`` and ``small`` as recipes with two tiny teachers: a whole recipe in a second."""
@@ -169,6 +186,21 @@ def tiny_recipes(monkeypatch):
         monkeypatch.setitem(RECIPES, name, dict(model=dict(n_embd=4, n_hidden=6), steps=STEPS, batch_size=16, warmup=5,
                                                 precision="float32", checkpoint_every=5, distill=0.5, swa=0.5,
                                                 swa_every=2, teachers=dict(recipe="wide", count=2)))
+
+
+def test_the_cli_gives_the_teachers_the_device_and_precision(monkeypatch, capsys, tmp_path):
+    seen = {}
+
+    def fake_train_recipe(model_config, config, teachers, *args, **kw):
+        seen.update(config=config, teachers=teachers)
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(importlib.import_module("wavenet_conv.cli"), "train_recipe", fake_train_recipe)
+    code, _, _ = run_main(["train", "--recipe", "best", "--out", tmp_path / "r", "--precision", "float32", "--device", "cpu",
+                           "--steps", "10", "--seed", "5"], monkeypatch, capsys)
+    assert code == 130 and seen["config"].steps == 10
+    assert [(t.precision, t.device, t.seed, t.steps) for _, t in seen["teachers"]] == [("float32", "cpu", 6, 3000),
+                                                                                       ("float32", "cpu", 7, 3000)]
 
 
 def interrupt_on_call(monkeypatch, calls: int, also=None):

@@ -214,13 +214,16 @@ RECIPES = {
     # decay to 0 (its results: experiments/SEARCH.md)
     "default": {},
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
-    # decay, and the weights averaged over the last quarter
-    "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25),
+    # decay, the weights averaged over the last quarter, trained on the averaged distributions of two
+    # ``wide`` teachers (distill 1: the names' own next characters only through them)
+    "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=1.0, teachers=dict(recipe="wide", count=2)),
     # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
-    # weight decay, weights averaged over the last quarter
-    "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
-    # the best model trained on the names alone (no teachers): 3 tanh layers 384 wide (621,603
-    # parameters), 20 epochs, strong weight decay, weights averaged over the last quarter
+    # weight decay, weights averaged over the last quarter, distilled from two ``wide`` teachers of 15
+    # epochs (0.8 of the loss on their averaged distributions)
+    "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=0.8,
+                 teachers=dict(recipe="wide", count=2, steps=3000)),
+    # the best trained on the names alone (no teachers), and the teachers of small and best: 3 tanh
+    # layers 384 wide (621,603 parameters), 20 epochs, strong weight decay, weights averaged
     "wide": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
@@ -251,15 +254,17 @@ def recipe_model(name: str = "default", **overrides) -> ModelConfig:
 
 def recipe_teachers(name: str = "default", seed: int | None = None, **overrides) -> list[tuple[ModelConfig, TrainConfig]]:
     """The teachers a named recipe trains before its student, as (ModelConfig, TrainConfig) pairs (none
-    for a recipe without ``teachers``): teacher k is the ``teachers["recipe"]`` recipe with the seed
-    ``seed + 1 + k`` (``seed``: the student's, default the recipe's), with ``overrides`` (e.g. device)."""
+    for a recipe without ``teachers``). A recipe's ``teachers`` is ``dict(recipe=R, count=N, **fields)``:
+    teacher k is recipe R with those fields and the seed ``seed + 1 + k`` (``seed``: the student's,
+    default the recipe's), with ``overrides`` (e.g. the device)."""
     check_recipe(name)
-    spec = RECIPES[name].get("teachers")
+    spec = dict(RECIPES[name].get("teachers") or {})
     if not spec:
         return []
+    base, count = spec.pop("recipe"), spec.pop("count")
     seed = recipe(name).seed if seed is None else seed
-    return [(recipe_model(spec["recipe"]), recipe(spec["recipe"], **{**overrides, "seed": (seed + 1 + k) % SEED_LIMIT}))
-            for k in range(spec["count"])]
+    return [(recipe_model(base), recipe(base, **{**spec, **overrides, "seed": (seed + 1 + k) % SEED_LIMIT}))
+            for k in range(count)]
 
 
 @dataclass

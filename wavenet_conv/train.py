@@ -6,12 +6,15 @@ optimizer and the batches; or all of it from a checkpoint), then::
     train_steps(run, ...)     # the loop: lr, batch, loss, backward, optimizer step, now and then a checkpoint
     finish(run, ...)          # the averaged weights, split losses, metrics.json, loss.png, the last checkpoint
 
-Four recipes (``config.RECIPES``). ``lecture`` is the lecture's own: ``torch.manual_seed(seed)``
+Five recipes (``config.RECIPES``). ``lecture`` is the lecture's own: ``torch.manual_seed(seed)``
 before the model's init, the tree form, minibatches of 32 contexts drawn with ``torch.randint``, plain
-SGD, lr 0.1 then 0.01 after 75% of 200,000 steps. ``default``, ``small`` and ``best`` train the conv
-form on whole names packed end to end (``batches.NameBatches``, an epoch-wise shuffle), the loss the
-mean over every real position, with AdamW, a linear warmup and a linear decay (``optim.lr_at``);
-``small`` and ``best`` also average the weights over the last quarter (``TrainConfig.swa``).
+SGD, lr 0.1 then 0.01 after 75% of 200,000 steps. ``default``, ``wide``, ``small`` and ``best`` train
+the conv form on whole names packed end to end (``batches.NameBatches``, an epoch-wise shuffle), the
+loss the mean over every real position, with AdamW, a linear warmup and a linear decay
+(``optim.lr_at``); ``wide``, ``small`` and ``best`` also average the weights over the last quarter
+(``TrainConfig.swa``). ``small`` and ``best`` are distilled (``distill``): their loss mixes in the
+averaged distributions of two ``wide`` teachers, which the command line trains first
+(``teachers.train_recipe``); ``train`` takes finished teachers (``teachers=[runs]``).
 
 Resume is exact: the batches, the learning rate and the averaging are functions of the step, and the
 lecture recipe's ``torch.randint`` stream is restored from the saved RNG state, so a resumed run ends
