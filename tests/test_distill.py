@@ -244,6 +244,18 @@ def test_the_cli_recipe_trains_its_teachers_then_its_student(tiny_recipes, small
     assert code == 0 and "emma" in stdout
 
 
+def test_force_keeps_the_teachers_of_the_same_settings_and_refuses_others(tiny_recipes, small_names, tmp_path, monkeypatch,
+                                                                          capsys):
+    out, argv = tmp_path / "r", ["train", "--recipe", "best", "--data", small_names, "--quiet", "--samples", "0"]
+    assert run_main(argv + ["--out", out], monkeypatch, capsys)[0] == 0
+    code, stdout, err = run_main(argv + ["--out", out, "--force"], monkeypatch, capsys)
+    assert code == 0 and stdout.count("finished: reused") == 2, err
+    code, _, err = run_main(argv + ["--out", out, "--force", "--seed", "5"], monkeypatch, capsys)  # teachers of seed 6, 7
+    assert code == 2 and f"{out / 'teacher-0'}: holds another run than the recipe's teacher 0 (its seed differs)" in err
+    assert load_checkpoint(out / "teacher-0")["train_config"]["seed"] == 43 and not (out / "train.lock").exists()
+    assert load_checkpoint(out)["step"] == STEPS  # refused before --force removed anything
+
+
 def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_names, tmp_path, monkeypatch, capsys):
     argv = ["train", "--recipe", "best", "--data", small_names, "--quiet", "--samples", "0"]
     code, _, err = run_main(argv + ["--out", tmp_path / "full"], monkeypatch, capsys)

@@ -269,7 +269,7 @@ def cmd_train(args):
         where = dict(device=args.device, precision=options.get("precision"))  # where and how the teachers run too
         teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
         if teachers:  # the recipe's own teachers first, into out/teacher-k
-            result = train_recipe(mc, tc, teachers, args.data, out, force=args.force, progress=not args.quiet, threads=None)
+            result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, threads=None)
         else:
             result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
     print(f"run folder: {result.run_dir}")

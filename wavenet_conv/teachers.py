@@ -1,12 +1,14 @@
 """A recipe with teachers: the teachers trained first, each an ordinary run in ``OUT/teacher-k``, then
 the student, distilled from them (``distill``), in ``OUT``.
 
-``train_recipe`` checks the data, claims ``OUT`` once for the whole recipe (new or empty, as any run
-folder; with ``force`` a teacher already there with the same settings is kept), checks any teacher
-folders already there, writes the plan (``recipe.json``: the student's and each teacher's configs and
-the data file), then trains each teacher and the student. A finished teacher is reused and a stopped
-one resumed, so that after a Ctrl-C (or a crash) ``resume_recipe(OUT)`` (``--resume OUT``) goes on
-where the recipe stopped. Each teacher is a run like any other: it scores, samples and resumes alone.
+``train_recipe`` checks the data and any teacher folders already there (one that holds another run
+is refused, naming it), claims ``OUT`` once for the whole recipe (new or empty, as any run folder;
+with ``force`` a teacher already there with the same settings is kept), writes the plan
+(``recipe.json``: the student's and each teacher's configs and the data file), then trains each
+teacher and the student, which ``train`` gives the claimed folder. A finished teacher is reused and a
+stopped one resumed, so that after a Ctrl-C (or a crash) ``resume_recipe(OUT)`` (``--resume OUT``)
+goes on where the recipe stopped. Each teacher is a run like any other: it scores, samples and
+resumes alone.
 """
 
 from __future__ import annotations
@@ -109,8 +111,7 @@ def check_plan(plan: Plan) -> None:
 
 
 def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[tuple[ModelConfig, TrainConfig]],
-                 data=None, out="runs/recipe", force: bool = False, progress: bool = True, log=print,
-                 threads=1) -> TrainResult:
+                 out, data=None, force: bool = False, progress: bool = True, log=print, threads=1) -> TrainResult:
     """Train ``teachers`` ((ModelConfig, TrainConfig) pairs, e.g. ``config.recipe_teachers``) into
     ``out/teacher-k``, then the student (``model_config``, ``config``, with ``config.distill`` > 0)
     distilled from them into ``out``; returns the student's ``TrainResult``. ``out`` must be new or
@@ -138,11 +139,19 @@ def resume_recipe(out, config: TrainConfig | None = None, progress: bool = True,
         return run_plan(plan, RunFolder(out, own_run=True), progress, log)
 
 
+def teacher_states(plan: Plan, out: Path) -> list[str]:
+    """What each teacher's folder holds (``teacher_state``)."""
+    return [teacher_state(teacher_folder(out, k), k, m, t, plan.data) for k, (m, t) in enumerate(plan.teachers)]
+
+
 def run_plan(plan: Plan, folder: RunFolder, progress: bool, log) -> TrainResult:
-    """Claim the folder, check its teachers' folders, write the plan, train what is left."""
+    """Check the teachers' folders, claim the folder, check them again under its lock, write the plan,
+    train what is left. (The first check refuses a foreign teacher folder before ``force`` removes
+    anything.)"""
+    teacher_states(plan, folder.path)
     folder.claim()
     try:
-        states = [teacher_state(teacher_folder(folder.path, k), k, m, t, plan.data) for k, (m, t) in enumerate(plan.teachers)]
+        states = teacher_states(plan, folder.path)
         write_plan(plan, folder.path)
         paths = [train_teacher(plan, folder.path, k, state, progress, log) for k, state in enumerate(states)]
         log(f"student: {folder.path}, distilled from {len(paths)} teacher(s)")
