@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavenet_conv import ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split, load_names
+from wavenet_conv import (ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split,
+                          load_names, score_names)
 from wavenet_conv.batches import NameBatches
 from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.config import RECIPES, recipe, recipe_teachers
@@ -239,9 +240,12 @@ def test_the_cli_recipe_trains_its_teachers_then_its_student(tiny_recipes, small
                              "--samples", "0", "--teacher", teachers[0], "--teacher", teachers[1]], monkeypatch, capsys)
     assert code == 0, err
     assert not (tmp_path / "small" / "teacher-0").exists() and len(load_checkpoint(tmp_path / "small")["teachers"]) == 2
-    # the student scores like any run
+    # the student scores like any run, and its tree form is the same model
     code, stdout, err = run_main(["score", out, "-", "--format", "tsv"], monkeypatch, capsys, stdin="emma\n")
     assert code == 0 and "emma" in stdout
+    (conv, vocab, _), tree = load_model(out), load_model(out, form="tree").model
+    val = lecture_split(load_names(small_names))[1]
+    assert score_names(tree, val, vocab).mean_loss == pytest.approx(score_names(conv, val, vocab).mean_loss, abs=1e-5)
 
 
 def test_force_keeps_the_teachers_of_the_same_settings_and_refuses_others(tiny_recipes, small_names, tmp_path, monkeypatch,

@@ -19,7 +19,9 @@ class NameBatches:
     back, their targets ``[c1..cn, 0]``, and each position's index in its name (``ConvModel.packed``).
 
     The names live on the device; their lengths and the batch order stay on the host, so that a
-    batch's size is known without reading anything back from the device.
+    batch's size is known without reading anything back from the device. A distilled run's teachers'
+    distributions (``soft``, one row a position, in the same flat order) are gathered for a batch by
+    the same positions (``soft_at``).
     """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
