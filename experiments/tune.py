@@ -8,6 +8,10 @@ The list is a JSON file: ``[{"name": ..., <ModelConfig fields>, <TrainConfig fie
 ``{"base": {...}, "runs": [...]}`` applies ``base`` to every run. Only the dev ("val") split is
 evaluated: tune on dev, report test once for the final choice (``--test``). Rows are written as they
 finish, so an interrupted search keeps its results; the same rows go to ``<out>.jsonl``.
+
+Distillation: a run's ``"teachers"`` key lists the runs it is distilled from, by name (runs of the
+list, kept under ``--runs-dir``, which it then needs) or by path. A run whose folder under
+``--runs-dir`` holds a finished run is not trained again: its row is read from its metrics.json.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
@@ -37,15 +42,34 @@ def load_runs(path: str) -> list[dict]:
     return spec
 
 
-def split_run(run: dict) -> tuple[str, ModelConfig, TrainConfig]:
-    """A run's dict -> (name, model config, train config); unknown keys are an error."""
-    unknown = set(run) - MODEL_KEYS - TRAIN_KEYS - {"name", "recipe"}
+def split_run(run: dict) -> tuple[str, ModelConfig, TrainConfig, list]:
+    """A run's dict -> (name, model config, train config, teachers); unknown keys are an error."""
+    unknown = set(run) - MODEL_KEYS - TRAIN_KEYS - {"name", "recipe", "teachers"}
     if unknown:
         raise ValueError(f"run {run.get('name', run)!r}: unknown keys {sorted(unknown)}")
     model = ModelConfig(**{k: v for k, v in run.items() if k in MODEL_KEYS})
     tc = recipe(run.get("recipe", "default"), **{k: v for k, v in run.items() if k in TRAIN_KEYS})
     name = run.get("name") or ", ".join(f"{k}={v}" for k, v in run.items())
-    return name, model, tc
+    return name, model, tc, run.get("teachers", [])
+
+
+def teacher_paths(teachers: list, runs_dir: str | None) -> list[str]:
+    """Each teacher as a path: a name of a run kept under ``runs_dir``, or a path as it is."""
+    if teachers and not runs_dir and not all(os.path.isdir(t) for t in teachers):
+        raise ValueError(f"teachers {teachers}: runs named in the list need --runs-dir")
+    return [t if os.path.isdir(t) or not runs_dir else os.path.join(runs_dir, t) for t in teachers]
+
+
+def run_once(name, model, tc, teachers, data, runs_dir) -> dict:
+    """Train one run (or read a finished one's metrics from its folder) and return its metrics."""
+    out = os.path.join(runs_dir, name) if runs_dir else None
+    if out and os.path.exists(os.path.join(out, "metrics.json")):
+        print(f"== {name}: finished in {out}, not trained again", flush=True)
+        with open(os.path.join(out, "metrics.json")) as f:
+            return json.load(f)
+    print(f"== {name}: {describe(model, tc)}" + (f"; teachers {', '.join(teachers)}" if teachers else ""), flush=True)
+    return train(model, tc, data=data, out=out, progress=False, threads=None,
+                 teachers=teacher_paths(teachers, runs_dir) or None).metrics
 
 
 def describe(model: ModelConfig, tc: TrainConfig) -> str:
@@ -54,6 +78,8 @@ def describe(model: ModelConfig, tc: TrainConfig) -> str:
     base_m, base_t = ModelConfig(), recipe(tc.recipe)
     m = [f"{k}={v}" for k, v in model.to_dict().items() if v != getattr(base_m, k)]
     main = ("steps", "batch_size", "lr", "weight_decay")
+    if tc.distill:
+        main += ("distill", "temperature")
     skip = main + ("eval_test", "eval_every", "checkpoint_every", "form", "recipe")
     t = [f"{k}={getattr(tc, k)}" for k in main]
     t += [f"{k}={v}" for k, v in tc.to_dict().items() if v != getattr(base_t, k) and k not in skip]
@@ -65,7 +91,8 @@ def row(name: str, m: dict) -> str:
     model = ModelConfig.from_dict(m["model_config"])
     tc = TrainConfig.from_dict(m["train_config"])
     test = f"{m['test_loss']:.4f}" if m.get("test_loss") is not None else "–"
-    return (f"| {name} | {describe(model, tc)} | {m['params']:,} | {m['steps']:,} | {m['train_loss']:.4f} | "
+    taught = "; teachers " + ", ".join(Path(t["path"]).parent.name for t in m["teachers"]) if m.get("teachers") else ""
+    return (f"| {name} | {describe(model, tc)}{taught} | {m['params']:,} | {m['steps']:,} | {m['train_loss']:.4f} | "
             f"{m['val_loss']:.4f} | {test} | {m['train_seconds']:.0f} s |\n")
 
 
@@ -106,11 +133,9 @@ def main(argv=None):
                 f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
         f.write(HEADER)
     open(os.path.splitext(args.out)[0] + ".jsonl", "w").close()
-    for name, model, tc in runs:
+    for name, model, tc, teachers in runs:
         tc = TrainConfig.from_dict({**tc.to_dict(), "eval_test": args.test, "checkpoint_every": 0 if not args.runs_dir else tc.checkpoint_every})
-        out = os.path.join(args.runs_dir, name) if args.runs_dir else None
-        print(f"== {name}: {describe(model, tc)}", flush=True)
-        m = train(model, tc, data=args.data, out=out, progress=False, threads=None).metrics
+        m = run_once(name, model, tc, teachers, args.data, args.runs_dir)
         with open(args.out, "a") as f:
             f.write(row(name, m))
         with open(os.path.splitext(args.out)[0] + ".jsonl", "a") as f:

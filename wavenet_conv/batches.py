@@ -19,7 +19,9 @@ class NameBatches:
     back, their targets ``[c1..cn, 0]``, and each position's index in its name (``ConvModel.packed``).
 
     The names live on the device; their lengths and the batch order stay on the host, so that a
-    batch's size is known without reading anything back from the device.
+    batch's size is known without reading anything back from the device. A distilled run's teachers'
+    distributions (``soft``, one row a position, in the same flat order) are gathered for a batch by
+    the same positions (``soft_at``).
     """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
@@ -32,21 +34,34 @@ class NameBatches:
         self.n, self.batch_size, self.seed = len(words), min(batch_size, len(words)), seed
         self.per_epoch = self.n // self.batch_size
         self.epoch, self.perm = -1, None
+        self.soft = None  # (P, V) or None: the teachers' distribution at each of the P positions (distillation)
 
     def __call__(self, step: int):
+        return self.take(self.names_at(step))
+
+    def names_at(self, step: int) -> torch.Tensor:
+        """The names (B,) of the batch of ``step``."""
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g)
-        return self.take(self.perm[k * self.batch_size : (k + 1) * self.batch_size])
+        return self.perm[k * self.batch_size : (k + 1) * self.batch_size]
 
-    def take(self, ix: torch.Tensor):
-        """Names ``ix`` (B,) packed: (x, y, pos), each (N,), N their targets in all."""
+    def positions(self, ix: torch.Tensor) -> torch.Tensor:
+        """The flat positions (N,) of names ``ix`` (B,), name after name, on the device."""
         lengths = self.lengths[ix]  # (B,)
         firsts = torch.cumsum(lengths, 0) - lengths  # where each name starts in the batch
         src = torch.arange(int(lengths.sum())) + torch.repeat_interleave(self.starts[ix] - firsts, lengths)  # (N,)
-        src = src.to(self.x.device)
+        return src.to(self.x.device)
+
+    def take(self, ix: torch.Tensor):
+        """Names ``ix`` (B,) packed: (x, y, pos), each (N,), N their targets in all."""
+        src = self.positions(ix)
         return self.x[src], self.y[src], self.pos[src]
+
+    def soft_at(self, step: int) -> torch.Tensor:
+        """The teachers' distributions (N, V) at the positions of the batch of ``step``, as it packs them."""
+        return self.soft[self.positions(self.names_at(step))]
 
     def in_order(self, size: int = 512):
         """The whole training set once, in order: (x, pos) chunks."""

@@ -22,6 +22,7 @@ these keys, each of them (a test holds this list to what is written)::
     data            {"path", "sha256", "n_words"}: the names file
     swa             the running average of the weights (``TrainConfig.swa``), or None
     swa_count       how many steps' weights ``swa`` averages
+    teachers        [{"path", "sha256"}]: the teachers' checkpoints of a distilled run (``distill``), or []
     metrics         the run's metrics (None until the end)
 
 Runs written by wavenet_conv 0.2 name ``train_hashes`` ``train_words``; both are read.

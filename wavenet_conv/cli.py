@@ -37,9 +37,11 @@ EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, o
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
 RECIPE_HELP = ("default: the lecture's model, conv form, 8 epochs of whole names, AdamW; small: the best found at the "
-               "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; gpu: the "
-               "default's model in 400 steps of 1,024 names, for a GPU; lecture: the lecture's own recipe, tree "
-               "form, 200k SGD steps. Options given override the recipe's")
+               "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; small and best "
+               "first train two wide teachers (OUT/teacher-0, OUT/teacher-1) and distill from them; wide: the best "
+               "trained on the names alone, 621,603 parameters; gpu: the default's model in 400 steps of 1,024 names, "
+               "for a GPU; lecture: the lecture's own recipe, tree form, 200k SGD steps. Options given override the "
+               "recipe's: the student's (--device and --precision also the teachers')")
 
 
 def threads_arg(s: str):
@@ -119,10 +121,14 @@ def add_train(sub, common) -> None:
     t.add_argument("--force", action="store_true", help="train into an --out that holds a run or other files "
                    "(the earlier run's checkpoint.pt, metrics.json and loss.png are removed first)")
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
-                   f"own settings; only {', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
+                   f"own settings (a recipe's folder: its teachers, then its student); only "
+                   f"{', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
     t.add_argument("--recipe", choices=list(RECIPES), help=RECIPE_HELP)
+    t.add_argument("--teacher", dest="teachers", action="append", metavar="RUN",
+                   help="a finished run on the same names file to distill from (repeatable), instead of the teachers "
+                        "the recipe trains; the loss mixes in their averaged distributions (--distill)")
     add_config_options(t.add_argument_group("model (default: the recipe's; the lecture's, 76,579 parameters, "
-                                            "unless --recipe best)"), ModelConfig, MODEL_OPTIONS, show_default=True)
+                                            "unless --recipe best or wide)"), ModelConfig, MODEL_OPTIONS, show_default=True)
     add_config_options(t.add_argument_group("training (default: the recipe's)"), TrainConfig, TRAIN_OPTIONS,
                        show_default=False)
     t.add_argument("--samples", type=int, default=20, help="names to sample at the end, with the run's seed (20)")

@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import load_model
 from .compare import compare_forms, race_forms
-from .config import ModelConfig, TrainConfig, recipe, recipe_model
+from .config import ModelConfig, TrainConfig, recipe, recipe_model, recipe_teachers
 from .data import Vocab, lecture_split, load_names, open_names, read_lines, source_name
 from .device import resolve_device
 from .errors import ArgumentError, DataError
@@ -23,6 +23,7 @@ from .ray_engine import check_engine_options, score_job  # Ray itself is importe
 from .run import saved_config
 from .sampling import MAX_LEN, sample_batches, sample_names
 from .streaming import score_lines
+from .teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from .train import train
 from .tree import TreeModel
 from .validate import integer
@@ -31,7 +32,7 @@ PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
 ALIASES = {"n_layers": ("--depth",)}
-FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads"}  # a library argument's option, where it is not flag(argument)
+FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads", "teachers": "--teacher"}  # a library argument's option, where it is not flag(argument)
 
 
 def flag(name: str) -> str:
@@ -72,13 +73,26 @@ def cmd_train(args):
         model_options = list(given(args, MODEL_OPTIONS))
         if model_options:
             raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
-        run_config = saved_config(args.resume)
+        recipe_run = is_recipe_folder(args.resume)
+        if recipe_run and args.teachers:
+            raise ArgumentError(PROG, "teachers", "cannot be given with --resume: the recipe keeps its own teachers")
+        run_config = read_plan(args.resume).config if recipe_run else saved_config(args.resume)
         tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
-        result = train(config=tc, resume=args.resume, **kwargs)
+        if recipe_run:
+            result = resume_recipe(args.resume, tc, progress=not args.quiet, threads=None)
+        else:
+            result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
     else:
-        tc = recipe(args.recipe or "default", device=args.device, **options)
-        mc = recipe_model(args.recipe or "default", **given(args, MODEL_OPTIONS))
-        result = train(mc, tc, **{**kwargs, "out": Path(args.out) if args.out else default_run_dir(tc.form)})
+        name = args.recipe or "default"
+        tc = recipe(name, device=args.device, **options)
+        mc = recipe_model(name, **given(args, MODEL_OPTIONS))
+        out = Path(args.out) if args.out else default_run_dir(tc.form)
+        where = dict(device=args.device, precision=options.get("precision"))  # where and how the teachers run too
+        teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
+        if teachers:  # the recipe's own teachers first, into out/teacher-k
+            result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, threads=None)
+        else:
+            result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
     print(f"run folder: {result.run_dir}")
     model = result.model.eval()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)

@@ -169,6 +169,8 @@ class TrainConfig(Config):
     swa: float = opt(0.0, "average the weights over this last fraction of the steps (0: off), then BatchNorm's statistics")
     swa_every: int = opt(10, "steps between the weights that the average takes")
     input_noise: float = opt(0.0, "chance that an input character is swapped for a random one (targets kept)")
+    distill: float = opt(0.0, "weight a of the teachers in the loss: (1 - a) CE(targets) + a CE(teachers' mean distribution)")
+    temperature: float = opt(1.0, "distillation temperature T: teachers and student at logits / T, that term scaled by T**2")
     beta2: float = opt(0.99, "AdamW's beta2")
     seed: int = opt(42, "torch.manual_seed before the model's init; also the batch order")
     device: str = opt("auto", "cpu, cuda, or auto: cuda when available")
@@ -194,6 +196,11 @@ class TrainConfig(Config):
         if self.weight_decay < 0:
             self._fail("weight_decay", "must be a finite number >= 0")
         self._check_range("input_noise", 0, 1, "[)")
+        self._check_range("distill", 0, 1)
+        if not self.temperature > 0:
+            self._fail("temperature", "must be a finite number > 0")
+        if self.distill and self.form != "conv":
+            self._fail("distill", "needs form 'conv' (the teachers' distributions are over whole names)")
         self._check_range("decay_at", 0, 1)
         self._check_range("lr_decay", 0, 1)
         self._check_range("swa", 0, 1, "[)")
@@ -207,14 +214,19 @@ RECIPES = {
     # decay to 0 (its results: experiments/SEARCH.md)
     "default": {},
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
-    # decay, and the weights averaged over the last quarter
-    "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25),
+    # decay, the weights averaged over the last quarter, trained on the averaged distributions of two
+    # ``wide`` teachers (distill 1: the names' own next characters only through them)
+    "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=1.0, teachers=dict(recipe="wide", count=2)),
     # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
-    # weight decay, weights averaged over the last quarter
-    "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
-    # for a GPU, where a step of 128 names is all kernel launches: the lecture's model, 1,024 names a step,
-    # 16 epochs in 400 steps, lr 3e-2, weight decay 0.3; val 1.976 on the lecture's names (measured on a
-    # CPU in bfloat16; the default's 1.983), in a quarter of the default's steps
+    # weight decay, weights averaged over the last quarter, distilled from two ``wide`` teachers of 15
+    # epochs (0.8 of the loss on their averaged distributions)
+    "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=0.8,
+                 teachers=dict(recipe="wide", count=2, steps=3000)),
+    # the best trained on the names alone (no teachers), and the teachers of small and best: 3 tanh
+    # layers 384 wide (621,603 parameters), 20 epochs, strong weight decay, weights averaged
+    "wide": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
+    # for a GPU, where a step of 128 names is all kernel launches: the lecture's model, 1,024 names a
+    # step, 16 epochs in 400 steps, lr 3e-2, weight decay 0.3 (its val: benchmarks/PERFORMANCE.md)
     "gpu": dict(batch_size=1024, steps=400, lr=3e-2, warmup=25, weight_decay=0.3),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
@@ -222,11 +234,15 @@ RECIPES = {
 }
 
 
-def recipe(name: str = "default", **overrides) -> TrainConfig:
-    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+def check_recipe(name: str) -> None:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
-    train = {k: v for k, v in RECIPES[name].items() if k != "model"}
+
+
+def recipe(name: str = "default", **overrides) -> TrainConfig:
+    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+    check_recipe(name)
+    train = {k: v for k, v in RECIPES[name].items() if k not in ("model", "teachers")}
     base = TrainConfig(recipe=name, **train).to_dict()
     return TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -234,10 +250,24 @@ def recipe(name: str = "default", **overrides) -> TrainConfig:
 def recipe_model(name: str = "default", **overrides) -> ModelConfig:
     """The ``ModelConfig`` of a named recipe (the lecture's model unless the recipe says otherwise),
     with ``overrides`` (None values are ignored)."""
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r} (expected one of {sorted(RECIPES)})")
+    check_recipe(name)
     model = RECIPES[name].get("model", {})
     return ModelConfig.from_dict({**ModelConfig().to_dict(), **model, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def recipe_teachers(name: str = "default", seed: int | None = None, **overrides) -> list[tuple[ModelConfig, TrainConfig]]:
+    """The teachers a named recipe trains before its student, as (ModelConfig, TrainConfig) pairs (none
+    for a recipe without ``teachers``). A recipe's ``teachers`` is ``dict(recipe=R, count=N, **fields)``:
+    teacher k is recipe R with those fields and the seed ``seed + 1 + k`` (``seed``: the student's,
+    default the recipe's), with ``overrides`` (e.g. the device)."""
+    check_recipe(name)
+    spec = dict(RECIPES[name].get("teachers") or {})
+    if not spec:
+        return []
+    base, count = spec.pop("recipe"), spec.pop("count")
+    seed = recipe(name).seed if seed is None else seed
+    return [(recipe_model(base), recipe(base, **{**spec, **overrides, "seed": (seed + 1 + k) % SEED_LIMIT}))
+            for k in range(count)]
 
 
 @dataclass

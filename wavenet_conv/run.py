@@ -22,6 +22,7 @@ from .config import ModelConfig, TrainConfig
 from .conv import ConvModel
 from .data import Vocab, lecture_split, load_names, sha256_file
 from .device import resolve_device, resolve_precision
+from .distill import check_distill, check_unchanged, load_teachers, soft_targets
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .optim import make_optimizer, rng_state, set_rng_state
 from .paths import bundled_names
@@ -57,6 +58,7 @@ class Run:
     val_curve: list = field(default_factory=list)  # [(step, val loss)] along the way
     swa: list | None = None  # the running average of the weights (``TrainConfig.swa``), one tensor a parameter
     swa_count: int = 0  # how many steps' weights it averages
+    teachers: list = field(default_factory=list)  # [{"path", "sha256"}]: the checkpoints it is distilled from
     saved_step: int | None = None  # the step of the checkpoint on disk
     verified: int = 0  # the steps whose losses have been checked finite
 
@@ -111,11 +113,14 @@ def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> R
                train_hashes=word_hashes(train_words), losses=torch.zeros(tc.steps, device=device))
 
 
-def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None) -> Run:
-    """Set up a fresh run: the data, the run folder claimed, then ``torch.manual_seed(tc.seed)`` and the
-    model, as the lecture."""
+def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None,
+            teachers=()) -> Run:
+    """Set up a fresh run: the data and the teachers checked, the run folder claimed, then
+    ``torch.manual_seed(tc.seed)`` and the model, as the lecture; then the teachers' distributions."""
     words, vocab, data_info = read_data(data)
     check_split(words, data_info)
+    check_distill(tc, teachers)
+    models, records = load_teachers(teachers, vocab, data_info)
     if folder is not None:
         folder.claim()
     torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
@@ -124,7 +129,15 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
     else:  # the vocabulary size is the data's
         mc = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(), "vocab_size": len(vocab)})
         model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
-    return build_run(tc, model, vocab, words, data_info, folder and folder.path)
+    return teach(build_run(tc, model, vocab, words, data_info, folder and folder.path), models, records)
+
+
+def teach(run: Run, models: list, records: list[dict]) -> Run:
+    """The teachers' averaged distributions at every training position, for the batches to gather."""
+    if models:
+        run.batches.soft = soft_targets(models, run.batches, run.config.temperature)
+        run.teachers = records
+    return run
 
 
 # what a field added since wavenet_conv 0.1 was for a run saved without it: its value then
@@ -165,10 +178,12 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
         raise ConfigError("a resumed run keeps its model: pass no model_config (or the run's own)")
     vocab = Vocab.from_dict(ckpt["vocab"])
     words, vocab, data_info = read_data(data or ckpt["data"]["path"], vocab, ckpt["data"]["sha256"])
+    records = ckpt.get("teachers") or []
+    models, _ = load_teachers(check_unchanged(records, path), vocab, data_info)
     folder.claim()
     torch.manual_seed(tc.seed)
     model, _ = model_from_checkpoint(ckpt, str(path))
-    run = build_run(tc, model, vocab, words, data_info, folder.path)
+    run = teach(build_run(tc, model, vocab, words, data_info, folder.path), models, records)
     run.step = run.verified = ckpt["step"]  # a checkpoint holds nothing non-finite
     run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
     run.losses[: run.step] = ckpt["losses"].to(run.device)
@@ -230,6 +245,7 @@ def save(run: Run, metrics: dict | None = None) -> None:
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, metrics=metrics,
         swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
+        teachers=run.teachers,
     )
     path = run.run_dir / CHECKPOINT_NAME
     try:
@@ -241,7 +257,10 @@ def save(run: Run, metrics: dict | None = None) -> None:
 
 
 def run_folder(out, resume, force: bool) -> RunFolder | None:
-    """The folder ``train`` writes in, unclaimed: ``out``, or the resumed run's own folder."""
+    """The folder ``train`` writes in, unclaimed: ``out``, or the resumed run's own folder; ``out`` as
+    it is when it is a ``RunFolder`` (one a recipe holds for its student)."""
+    if isinstance(out, RunFolder):
+        return out
     if resume is None:
         return None if out is None else RunFolder(out, force=force)
     own = resolve(resume).parent

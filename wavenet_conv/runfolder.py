@@ -10,7 +10,10 @@ with the folder shows before the first step:
   refused, naming the host and PID (delete ``train.lock`` once that training is gone).
 * a new run (``own_run`` False) needs a new or empty folder: one that holds a run (``checkpoint.pt``)
   or other files is refused, unless ``force``, which removes the earlier run's own files
-  (``checkpoint.pt``, ``metrics.json``, ``loss.png``) so that two runs never mix; other files stay.
+  (``checkpoint.pt``, ``metrics.json``, ``loss.png``, a recipe's ``recipe.json``) so that two runs
+  never mix; other files stay (a recipe's teachers' folders too: see ``teachers``).
+* a claim is made once: a folder already held (a recipe's, claimed for its teachers and then its
+  student) stays held by the same ``RunFolder``, which ``train`` then does not release.
 * it removes the temporary files of checkpoint writes that were killed (``.checkpoint.pt.tmp*``).
 
 ``release()`` removes the lock (and the folders the claim created, when nothing was written in
@@ -33,7 +36,8 @@ from .checkpoint import CHECKPOINT_NAME
 from .errors import RunFolderError
 
 LOCK_NAME = "train.lock"
-RUN_FILES = (CHECKPOINT_NAME, "metrics.json", "loss.png")  # what a run writes in its folder
+PLAN_NAME = "recipe.json"  # a recipe with teachers: its plan (``teachers.py``), beside its teachers' folders
+RUN_FILES = (CHECKPOINT_NAME, "metrics.json", "loss.png", PLAN_NAME)  # what a run writes in its folder
 LEFTOVER = f".{CHECKPOINT_NAME}.tmp"  # the prefix of save_checkpoint's temporary files
 
 
@@ -108,6 +112,9 @@ class RunFolder:
         return self.path / LOCK_NAME
 
     def claim(self) -> "RunFolder":
+        """Claim the folder (see the module's docstring); a folder this object holds already stays held."""
+        if self.held:
+            return self
         # the folders this claim makes (the run folder and its missing parents), deepest first
         self.created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
@@ -163,8 +170,9 @@ class RunFolder:
             return
         others = [n for n in names if n != LOCK_NAME and not n.startswith(LEFTOVER)]
         if not self.force:
-            if CHECKPOINT_NAME in others:
-                raise RunFolderError(f"{self.path} holds a run (its {CHECKPOINT_NAME}): resume it (--resume), replace "
+            held = next((n for n in (CHECKPOINT_NAME, PLAN_NAME) if n in others), None)
+            if held:
+                raise RunFolderError(f"{self.path} holds a run (its {held}): resume it (--resume), replace "
                                      "it (--force) or train into another folder (--out)")
             if others:
                 shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

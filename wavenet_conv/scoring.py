@@ -143,7 +143,7 @@ def misplaced_spaces(cps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # the fast path: whole names grouped by length, through the folded model
 
 
-def _length_groups(lengths: torch.Tensor, chunk_positions: int):
+def length_groups(lengths: torch.Tensor, chunk_positions: int):
     """Yield (index of the names (G,), n) for names of exactly n characters, at most
     ``chunk_positions`` positions per group."""
     order = torch.argsort(lengths, stable=True)
@@ -169,7 +169,7 @@ def _score_fast(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tensor
     nll = torch.empty(len(lengths), dtype=torch.float64, device=device)
     char_nll = torch.empty(int(lengths.sum()) + len(lengths), dtype=torch.float64, device=device) if per_char else None
     work = folded.workspace()
-    for idx, n in _length_groups(lengths.cpu(), chunk_positions):
+    for idx, n in length_groups(lengths.cpu(), chunk_positions):
         idx = idx.to(device)
         chars = tokens[offsets[idx, None] + torch.arange(n, device=device)]  # (G, n)
         zero = torch.zeros(len(idx), 1, dtype=torch.long, device=device)

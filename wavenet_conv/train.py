@@ -6,12 +6,15 @@ optimizer and the batches; or all of it from a checkpoint), then::
     train_steps(run, ...)     # the loop: lr, batch, loss, backward, optimizer step, now and then a checkpoint
     finish(run, ...)          # the averaged weights, split losses, metrics.json, loss.png, the last checkpoint
 
-Four recipes (``config.RECIPES``). ``lecture`` is the lecture's own: ``torch.manual_seed(seed)``
+Five recipes (``config.RECIPES``). ``lecture`` is the lecture's own: ``torch.manual_seed(seed)``
 before the model's init, the tree form, minibatches of 32 contexts drawn with ``torch.randint``, plain
-SGD, lr 0.1 then 0.01 after 75% of 200,000 steps. ``default``, ``small`` and ``best`` train the conv
-form on whole names packed end to end (``batches.NameBatches``, an epoch-wise shuffle), the loss the
-mean over every real position, with AdamW, a linear warmup and a linear decay (``optim.lr_at``);
-``small`` and ``best`` also average the weights over the last quarter (``TrainConfig.swa``).
+SGD, lr 0.1 then 0.01 after 75% of 200,000 steps. ``default``, ``wide``, ``small`` and ``best`` train
+the conv form on whole names packed end to end (``batches.NameBatches``, an epoch-wise shuffle), the
+loss the mean over every real position, with AdamW, a linear warmup and a linear decay
+(``optim.lr_at``); ``wide``, ``small`` and ``best`` also average the weights over the last quarter
+(``TrainConfig.swa``). ``small`` and ``best`` are distilled (``distill``): their loss mixes in the
+averaged distributions of two ``wide`` teachers, which the command line trains first
+(``teachers.train_recipe``); ``train`` takes finished teachers (``teachers=[runs]``).
 
 Resume is exact: the batches, the learning rate and the averaging are functions of the step, and the
 lecture recipe's ``torch.randint`` stream is restored from the saved RNG state, so a resumed run ends
@@ -38,7 +41,8 @@ from .checkpoint import model_kind
 from .config import ModelConfig, TrainConfig, recipe
 from .data import Vocab
 from .device import device_clock, torch_threads
-from .errors import ConfigError
+from .distill import distill_loss
+from .errors import ArgumentError, ConfigError
 from .optim import average_weights, averaging, lr_at
 from .progress import DeferredInterrupt, Progress, plot_losses
 from .run import Run, kept, new_run, resume_run, run_folder, save, verify_finite
@@ -71,6 +75,7 @@ def train(
     log=print,
     force: bool = False,
     threads=1,
+    teachers=None,
 ) -> TrainResult:
     """Train a model on a names file with the lecture's split and return it with its metrics.
 
@@ -79,7 +84,8 @@ def train(
     data: names file (default: the bundled data/names.txt); it needs at least ``run.MIN_NAMES`` names.
     out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing). It must be new or
         empty (``RunFolderError`` otherwise), and is claimed with a lock file, ``train.lock``, for the
-        length of the call: a second training on it refuses at once (see ``runfolder``).
+        length of the call: a second training on it refuses at once (see ``runfolder``). A
+        ``RunFolder`` is used as it is (claimed here unless already held) and left to its caller.
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
         same folder) with its own model, data file and ``TrainConfig``, and ends where an
         uninterrupted run ends. A ``config`` may change only ``run.CHANGEABLE_ON_RESUME`` (a
@@ -97,6 +103,9 @@ def train(
         default, N, "auto" (the free CPUs) or None (torch's setting). The weights depend on the thread
         count in their last bits (the backward pass's sums are split among the threads), so a resumed
         run ends bit for bit where an uninterrupted one ends when both run with the same count.
+    teachers: finished runs (folders or checkpoints) on the same data file to distill from, with
+        ``config.distill`` > 0 (see ``distill``); the checkpoint records them (path, sha256), and a
+        resume takes them from it (refused when one is gone or changed).
 
     Every check -- options, data, run folder -- is done before the model is built. A loss that
     becomes non-finite raises ``TrainingDiverged`` (naming the step; the last good checkpoint stays).
@@ -106,6 +115,9 @@ def train(
     log = log or (lambda *a, **k: None)
     if resume is not None and make_model is not None:
         raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
+    if resume is not None and teachers:
+        raise ArgumentError("train", "teachers", "cannot be given with resume: a resumed run keeps the teachers it "
+                            "started with (its checkpoint's)")
     with torch_threads(threads, "train"):
         folder = run_folder(out, resume, force)
         try:
@@ -113,10 +125,10 @@ def train(
                 run = resume_run(resume, config, model_config, data, folder)
                 log(f"resuming {resume} at step {run.step}/{run.config.steps}")
             else:
-                run = new_run(model_config, config or recipe("default"), data, folder, make_model)
+                run = new_run(model_config, config or recipe("default"), data, folder, make_model, teachers or ())
             return train_run(run, stop_at, progress is not False, log)
         finally:
-            if folder is not None:
+            if folder is not None and folder is not out:  # a RunFolder passed in stays its caller's
                 folder.release()
 
 
@@ -158,7 +170,8 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         x, y, pos = run.batches(run.step)  # packed names (N,) x3, or contexts (B, 2**L), targets (B,), None
         if tc.input_noise:
             x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
-        loss = batch_loss(run.forward, x, y, pos, run.dtype)
+        soft = run.batches.soft_at(run.step) if tc.distill else None  # the teachers' distributions (N, V)
+        loss = batch_loss(run.forward, x, y, pos, run.dtype, soft, tc)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -183,13 +196,14 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
     run.train_seconds += device_clock(run.device) - t0
 
 
-def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32, soft=None, tc: TrainConfig | None = None):
     """Mean cross-entropy over the batch's targets: contexts (B, 2**L) with ``pos`` None (the tree
     form's forward), or names packed end to end (``ConvModel.packed``). ``dtype``: the matmuls' (a
-    bfloat16 autocast: weights, statistics and the loss stay float32)."""
+    bfloat16 autocast: weights, statistics and the loss stay float32). ``soft``: the teachers'
+    distributions (N, V) at the targets, mixed in as ``tc`` says (``distill.distill_loss``)."""
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
-    return F.cross_entropy(logits.float(), y)
+    return F.cross_entropy(logits.float(), y) if soft is None else distill_loss(logits.float(), y, soft, tc)
 
 
 def due(every: int, step: int, before: int) -> bool:
@@ -254,6 +268,7 @@ def run_metrics(run: Run) -> dict:
         model_config=model.config.to_dict(),
         train_config=tc.to_dict(),
         data=run.data,
+        teachers=run.teachers,
         split={name: len(words) for name, words in zip(("train", "val", "test"), run.splits)},
         val_curve=run.val_curve,
         device=str(run.device),
