@@ -22,7 +22,7 @@ from wavenet_conv.optim import lr_at, make_optimizer
 from wavenet_conv.runfolder import RunFolder
 from wavenet_conv.train import train
 
-from conftest import run_main
+from helpers import run_main
 
 TINY = ModelConfig(n_embd=4, n_hidden=8)
 STEPS = 20
@@ -196,7 +196,7 @@ def test_the_cli_gives_the_teachers_the_device_and_precision(monkeypatch, capsys
         seen.update(config=config, teachers=teachers)
         raise KeyboardInterrupt  # stop before any work
 
-    monkeypatch.setattr(importlib.import_module("wavenet_conv.cli"), "train_recipe", fake_train_recipe)
+    monkeypatch.setattr(importlib.import_module("wavenet_conv.commands"), "train_recipe", fake_train_recipe)
     code, _, _ = run_main(["train", "--recipe", "best", "--out", tmp_path / "r", "--precision", "float32", "--device", "cpu",
                            "--steps", "10", "--seed", "5"], monkeypatch, capsys)
     assert code == 130 and seen["config"].steps == 10

@@ -93,19 +93,15 @@ def train(
     make_model: a function of the vocabulary size returning the model to train instead of one built
         from ``model_config`` (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``);
         called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
-    stop_at: stop after this step as if interrupted (a checkpoint is written); the result has
-        ``metrics["stopped_at"]``.
-    progress: report progress on stderr (a ``\\r`` line on a terminal, a line every few seconds
-        elsewhere); False: none.
+    stop_at: stop after this step as if interrupted (a checkpoint is written; ``metrics["stopped_at"]``).
+    progress: report progress on stderr (a line redrawn on a terminal, else one every few seconds).
     log: called with each line of the run's report (``print`` by default; ``None`` for silence).
     force: train into an ``out`` that holds a run or other files; the earlier run's files go first.
-    threads: torch CPU threads for the call (the caller's setting is restored afterwards): 1 by
-        default, N, "auto" (the free CPUs) or None (torch's setting). The weights depend on the thread
-        count in their last bits (the backward pass's sums are split among the threads), so a resumed
-        run ends bit for bit where an uninterrupted one ends when both run with the same count.
-    teachers: finished runs (folders or checkpoints) on the same data file to distill from, with
-        ``config.distill`` > 0 (see ``distill``); the checkpoint records them (path, sha256), and a
-        resume takes them from it (refused when one is gone or changed).
+    threads: torch CPU threads for the call (the caller's restored afterwards): 1, N, "auto" (the free
+        CPUs) or None (torch's). The weights depend on the count in their last bits, so a resumed run
+        ends bit for bit where an uninterrupted one ends when both run with the same count.
+    teachers: finished runs on the same data file to distill from, with ``config.distill`` > 0 (see
+        ``distill``); the checkpoint records them (path, sha256) for a resume, which refuses a changed one.
 
     Every check -- options, data, run folder -- is done before the model is built. A loss that
     becomes non-finite raises ``TrainingDiverged`` (naming the step; the last good checkpoint stays).
@@ -113,11 +109,8 @@ def train(
     a second one raises at once and writes nothing (the last checkpoint stays).
     """
     log = log or (lambda *a, **k: None)
-    if resume is not None and make_model is not None:
-        raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
-    if resume is not None and teachers:
-        raise ArgumentError("train", "teachers", "cannot be given with resume: a resumed run keeps the teachers it "
-                            "started with (its checkpoint's)")
+    if resume is not None:
+        refuse_with_resume(make_model, teachers)
     with torch_threads(threads, "train"):
         folder = run_folder(out, resume, force)
         try:
@@ -130,6 +123,15 @@ def train(
         finally:
             if folder is not None and folder is not out:  # a RunFolder passed in stays its caller's
                 folder.release()
+
+
+def refuse_with_resume(make_model, teachers) -> None:
+    """A resumed run keeps its model and its teachers (its checkpoint's): neither may be given."""
+    if make_model is not None:
+        raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
+    if teachers:
+        raise ArgumentError("train", "teachers", "cannot be given with resume: a resumed run keeps the teachers it "
+                            "started with (its checkpoint's)")
 
 
 def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
