@@ -218,10 +218,10 @@ RECIPES = {
     # ``wide`` teachers (distill 1: the names' own next characters only through them)
     "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=1.0, teachers=dict(recipe="wide", count=2)),
     # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
-    # weight decay, weights averaged over the last quarter, distilled from two ``wide`` teachers of 15
-    # epochs (0.8 of the loss on their averaged distributions)
+    # weight decay, weights averaged over the last quarter, distilled from two ``wide`` teachers of
+    # 12.5 epochs (0.8 of the loss on their averaged distributions)
     "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=0.8,
-                 teachers=dict(recipe="wide", count=2, steps=3000)),
+                 teachers=dict(recipe="wide", count=2, steps=2500)),
     # the best trained on the names alone (no teachers), and the teachers of small and best: 3 tanh
     # layers 384 wide (621,603 parameters), 20 epochs, strong weight decay, weights averaged
     "wide": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
