@@ -35,27 +35,41 @@ def fake_proc(monkeypatch, path: str, reads):
     monkeypatch.setattr(builtins, "open", fake_open)
 
 
-def stat(running: int) -> bytes:
-    """/proc/stat with ``running`` threads running (the reader itself among them)."""
-    return (b"cpu  10 0 10 1000 0 0 0 0 0 0\nctxt 100\nbtime 1700000000\nprocesses 99\n"
-            b"procs_running %d\nprocs_blocked 0\n" % running)
-
-
 @pytest.mark.parametrize("reads,threads", [
-    ([stat(1)], 4),  # idle: only the reader runs
-    ([stat(2)], 3),  # one other thread busy
-    ([stat(4)], 1),  # three busy
-    ([stat(9)], 1),  # more busy than there are CPUs: still one
-    ([stat(5), stat(2), stat(5)], 3),  # the least of a few reads: a burst is not the load
-    ([OSError(2, "No such file or directory")], 1),  # no /proc: one thread
-    ([b"cpu  1 2 3\n"], 1),  # no procs_running line
-    ([b"procs_running lots\n"], 1),  # unreadable
-], ids=["idle", "one-busy", "three-busy", "overloaded", "burst", "unreadable", "no-line", "garbled"])
+    ([(1, 1)], 4),  # idle: only the reader runs
+    ([(3, 2)], 3),  # one other thread busy; this process's own spinning worker is not load
+    ([(2, 1)], 3),  # one other thread busy
+    ([(4, 1)], 1),  # three busy
+    ([(9, 1)], 1),  # more busy than there are CPUs: still one
+    ([(5, 1), (2, 1), (5, 1)], 3),  # the least of a few reads: a burst is not the load
+    ([(None, 1)], 1),  # no /proc/loadavg: one thread
+], ids=["idle", "own-worker", "one-busy", "three-busy", "overloaded", "burst", "unreadable"])
 def test_auto_threads_are_the_usable_cpus_no_one_else_runs_on(reads, threads, monkeypatch):
+    """(the machine's running threads, this process's own) at each read -> the threads "auto" picks
+    of 4 usable CPUs."""
     monkeypatch.setattr(device_module, "usable_cpus", lambda: 4)
-    fake_proc(monkeypatch, "/proc/stat", reads)
+    machine, own = itertools.cycle(r[0] for r in reads), itertools.cycle(r[1] for r in reads)
+    monkeypatch.setattr(device_module, "running_threads", lambda: next(machine))
+    monkeypatch.setattr(device_module, "own_running_threads", lambda: next(own))
     assert auto_threads() == threads
     assert check_threads("auto", "f") == threads
+
+
+@pytest.mark.parametrize("loadavg,running", [
+    ([b"0.52 0.63 0.82 3/78 17743\n"], 3),
+    ([OSError(2, "No such file or directory")], None),
+    ([b"0.52 0.63\n"], None),
+    ([b"0.52 0.63 0.82 lots/78 1\n"], None),
+], ids=["read", "no-file", "short", "garbled"])
+def test_running_threads_are_read_from_loadavg(loadavg, running, monkeypatch):
+    fake_proc(monkeypatch, "/proc/loadavg", loadavg)
+    assert device_module.running_threads() == running
+
+
+def test_own_running_threads_count_this_process_at_least():
+    """On Linux the caller itself is running when it counts; elsewhere the count is 1."""
+    assert 1 <= device_module.own_running_threads() <= len(os.listdir("/proc/self/task")) if os.path.isdir(
+        "/proc/self/task") else device_module.own_running_threads() == 1
 
 
 def test_usable_cpus_are_the_affinity_mask_or_the_cpu_count(monkeypatch):

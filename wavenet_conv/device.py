@@ -81,18 +81,44 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cpus(reads: int = 3) -> int | None:
-    """Other processes' threads running right now (Linux's ``procs_running``, less this reader itself),
-    the least of a few reads; None where it cannot be read."""
+def running_threads() -> int | None:
+    """Threads running or ready to run on the whole machine now (Linux's /proc/loadavg), None where it
+    cannot be read."""
     try:
-        counts = []
-        for _ in range(reads):
-            with open("/proc/stat", "rb") as f:
-                line = next(ln for ln in f if ln.startswith(b"procs_running"))
-            counts.append(int(line.split()[1]))
-    except (OSError, StopIteration, ValueError, IndexError):
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
         return None
-    return max(0, min(counts) - 1)
+
+
+def own_running_threads() -> int:
+    """This process's threads running or ready to run now (/proc/self/task), the caller among them:
+    torch's own worker threads spin for a while after a parallel op, and are not someone else's load."""
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread has ended
+            continue
+        running += stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R"
+    return max(running, 1)
+
+
+def busy_cpus(reads: int = 3) -> int | None:
+    """Other processes' threads running right now: the machine's, less this process's own, the least of
+    a few reads (a burst is not the load); None where the machine's count cannot be read."""
+    counts = []
+    for _ in range(reads):
+        machine = running_threads()
+        if machine is None:
+            return None
+        counts.append(machine - own_running_threads())
+    return max(0, min(counts))
 
 
 def auto_threads() -> int:
