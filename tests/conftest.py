@@ -16,12 +16,18 @@ from wavenet_conv.config import recipe
 
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
-    """One torch thread: on a small shared CPU, more threads than free cores slow these tiny models
-    down by an order of magnitude (the results do not depend on it)."""
-    n = torch.get_num_threads()
+    """One torch thread, "auto" included (OMP_NUM_THREADS caps it, here and in the subprocesses): on a
+    small shared CPU more threads than free cores slow these tiny models down by an order of magnitude,
+    and float32 scores differ in their last bit from one thread count to another."""
+    n, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(n)
+    if omp is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
 
 
 @pytest.fixture(scope="session")

@@ -47,12 +47,25 @@ def fake_proc(monkeypatch, path: str, reads):
 def test_auto_threads_are_the_usable_cpus_no_one_else_runs_on(reads, threads, monkeypatch):
     """(the machine's running threads, this process's own) at each read -> the threads "auto" picks
     of 4 usable CPUs."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device_module, "usable_cpus", lambda: 4)
     machine, own = itertools.cycle(r[0] for r in reads), itertools.cycle(r[1] for r in reads)
     monkeypatch.setattr(device_module, "running_threads", lambda: next(machine))
     monkeypatch.setattr(device_module, "own_running_threads", lambda: next(own))
     assert auto_threads() == threads
     assert check_threads("auto", "f") == threads
+
+
+@pytest.mark.parametrize("omp,threads", [
+    ("1", 1), ("2", 2), ("8", 3), (" 2 ", 2), ("0", 3), ("-1", 3), ("two", 3), ("", 3),
+])
+def test_auto_threads_stay_within_omp_num_threads(omp, threads, monkeypatch):
+    """3 free CPUs of 4; OMP_NUM_THREADS, where it is a positive integer, caps "auto"."""
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(device_module, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(device_module, "running_threads", lambda: 2)
+    monkeypatch.setattr(device_module, "own_running_threads", lambda: 1)
+    assert auto_threads() == threads
 
 
 @pytest.mark.parametrize("loadavg,running", [

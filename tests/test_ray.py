@@ -74,11 +74,12 @@ def names_file(tmp_path_factory):
 
 
 def local_scores(run, path, chunk: int = 65536) -> tuple[dict, dict]:
-    """What the local command gets for the file (with ``--chunk``): {line: nats}, {line: reason}."""
+    """What the local command gets for the file (with ``--chunk``) at one thread, as each worker runs:
+    {line: nats}, {line: reason}."""
     model, vocab, _ = load_model(run)
     nats, reasons = {}, {}
     with open(path, "rb") as f:
-        for part in score_lines(model, read_lines(f), vocab, chunk=chunk, skip_invalid=True):
+        for part in score_lines(model, read_lines(f), vocab, chunk=chunk, skip_invalid=True, threads=1):
             nats.update(zip(part.lines, part.scores.nll.tolist()))
             reasons.update(part.invalid)
     return nats, reasons

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # every subcommand computes
     common.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
     common.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
-                        help="torch CPU threads; auto: the CPUs no other process is running on now, at least 1 "
+                        help="torch CPU threads; auto: the CPUs no other process is running on now, at least 1, at most "
+                             "OMP_NUM_THREADS if set "
                              "(default: 1 for train and check, auto for score, sample and export)")
     for add in (add_train, add_score, add_sample, add_check, add_export):
         add(sub, common)

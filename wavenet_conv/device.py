@@ -3,13 +3,15 @@
 Threads. torch's default is one thread per core, which on a small CPU shared with other work is many
 times slower for this model's small GEMMs (OpenMP's threads spin waiting for cores that are busy).
 Every entry point (``score_names``, ``score_lines``, ``sample_names``, ``train`` and the command line)
-takes ``threads``: "auto" picks the CPUs that are free right now, at least one (see ``auto_threads``);
-an integer is that many; None leaves torch's setting alone. The caller's setting is restored when the
-call returns (``torch_threads``). Scoring and sampling default to "auto" (their results do not depend
-on the thread count); training defaults to 1: a training step gains little from a second thread on
-an idle CPU, and its weights depend on the thread count in their last bits, so a fixed count keeps
-resume exact whatever else the machine runs. benchmarks/PERFORMANCE.md ("Threads") has the
-measurements behind the policy.
+takes ``threads``: "auto" picks the CPUs that are free right now, at least one and at most
+``OMP_NUM_THREADS`` where that is set (see ``auto_threads``); an integer is that many; None leaves
+torch's setting alone. The caller's setting is restored when the call returns (``torch_threads``).
+Scoring and sampling default to "auto"; training defaults to 1: a training step gains little from a
+second thread on an idle CPU, and its weights depend on the thread count in their last bits, so a
+fixed count keeps resume exact whatever else the machine runs. Scores depend on it too, in float32's
+last bit (a GEMM's kernel differs with the thread count: about one name in 5,000 moves by 2e-7 nats):
+at one thread count they are the same bits run after run; pass an integer where that matters.
+benchmarks/PERFORMANCE.md ("Threads") has the measurements behind the policy.
 """
 
 from __future__ import annotations
@@ -121,13 +123,23 @@ def busy_cpus(reads: int = 3) -> int | None:
     return max(0, min(counts))
 
 
+def thread_cap() -> int | None:
+    """``OMP_NUM_THREADS`` as a positive integer (the user's own limit, which torch's default follows
+    too), None where it is unset or not one."""
+    try:
+        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return cap if cap >= 1 else None
+
+
 def auto_threads() -> int:
     """The threads for "auto": the usable CPUs that no other process is running on now, at least 1 (1
-    where the load cannot be read)."""
+    where the load cannot be read), at most ``OMP_NUM_THREADS`` where that is set."""
     busy = busy_cpus()
-    if busy is None:
-        return 1
-    return max(1, usable_cpus() - busy)
+    free = 1 if busy is None else max(1, usable_cpus() - busy)
+    cap = thread_cap()
+    return free if cap is None else min(free, cap)
 
 
 def check_threads(threads, who: str) -> int | None:
