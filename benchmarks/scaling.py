@@ -43,7 +43,6 @@ import math
 import os
 import random
 import statistics
-import sys
 import textwrap
 import time
 

@@ -14,7 +14,7 @@ from wavenet_conv.checkpoint import save_checkpoint
 from helpers import randomize_
 
 SPACED = Vocab(string.ascii_lowercase + " ")
-BAD = ["x1", "Emma", "j.r", "zoë", "ann ", " ann", "mary  ann", "a\tb", "\ufffd", "  ", "bad\x07"]  # not names
+BAD = ["x1", "Emma", "j.r", "zoë", "ann\u00a0lee", " ann\x0blee", "mary  ann", "a\tb", "\ufffd", "ann.\t", "bad\x07"]  # not names
 
 
 def random_run(path, vocab: Vocab = SPACED, seed: int = 0) -> str:
@@ -27,13 +27,16 @@ def random_run(path, vocab: Vocab = SPACED, seed: int = 0) -> str:
 
 
 def mixed_lines(n: int, names: list[str], every: int = 50) -> list[str]:
-    """``n`` lines of ``names`` repeated, every ``every``-th a bad line and every ``every``-th + 7 empty."""
+    """``n`` lines of ``names`` repeated, every ``every``-th a bad line, every ``every``-th + 7 empty and
+    every ``every``-th + 13 a name with whitespace at either end (a name all the same)."""
     lines = []
     for i in range(n):
         if i % every == every - 1:
             lines.append(BAD[(i // every) % len(BAD)])
         elif i % every == 7:
             lines.append("")
+        elif i % every == 13:
+            lines.append(f" {names[i % len(names)]}\t")
         else:
             lines.append(names[i % len(names)])
     return lines

@@ -61,8 +61,8 @@ def test_every_row_gets_score_lines_numbers_or_the_reason(run, kind):
     for i, line in enumerate(lines):
         if i in nats:
             assert abs(got_nats[i] - nats[i]) <= 1e-9 and errors[i] is None
-            assert got_targets[i] == len(line) + 1
-            assert column(out, "nats_per_char")[i] == pytest.approx(nats[i] / (len(line) + 1), abs=1e-12)
+            assert got_targets[i] == len(line.strip()) + 1
+            assert column(out, "nats_per_char")[i] == pytest.approx(nats[i] / (len(line.strip()) + 1), abs=1e-12)
         else:
             assert got_nats[i] is None and column(out, "nats_per_char")[i] is None
             assert got_targets[i] == (0 if kind == "numpy" else None)
@@ -108,10 +108,14 @@ def test_a_row_with_an_error_of_its_own_keeps_it_unscored(run):
     assert out["nats"].notna().tolist() == [True, False, True]
 
 
-def test_lowercase_and_a_value_with_a_line_end(run):
-    out = BatchScorer(run, lowercase=True)(pd.DataFrame({"name": ["Emma", "emma", "emma\n"]}))
-    assert out["nats"][0] == out["nats"][1] and column(out, "error")[:2] == [None, None]
-    assert np.isnan(out["nats"][2]) and out["error"][2] == "character 5 '\\n' in 'emma\\n' is whitespace"
+def test_lowercase_and_whitespace_at_either_end(run):
+    """A value is scored as a line is: case folded with lowercase, whitespace at its ends stripped
+    (the name column left as it came); whitespace inside it is still a reason; blank is empty."""
+    names = ["Emma", "emma", "emma\n", " emma\t", "em\tma", "  "]
+    out = BatchScorer(run, lowercase=True)(pd.DataFrame({"name": names}))
+    assert out["nats"][:4].tolist() == [out["nats"][0]] * 4 and column(out, "error")[:4] == [None] * 4
+    assert out["name"].tolist() == names
+    assert column(out, "error")[4:] == ["character 3 '\\t' in 'em\\tma' is whitespace", "empty name"]
 
 
 @pytest.mark.parametrize("batch,match", [

@@ -228,17 +228,14 @@ def scorable(name: str) -> bool:
 
 
 def expected_names(text: str, bom_stripped: bool):
-    """What the reader must return: the non-blank lines when every one is a name the vocabulary
-    covers; None when it must refuse; "either" where the rules may fairly differ (CRs other than one
-    line ending, whitespace-only lines, a leading BOM where the reader does not promise to strip it)."""
+    """What the reader must return: the lines without whitespace at either end, blank ones left out,
+    when every one is a name the vocabulary covers; None when it must refuse; "either" for a leading
+    BOM where the reader does not promise to strip it."""
     if text.startswith("\ufeff"):
         if not bom_stripped:
             return "either"
         text = text[1:]
-    lines = text.split("\n")
-    if any("\r" in line[:-1] for line in lines) or any(line.strip() == "" and line not in ("", "\r") for line in lines):
-        return "either"
-    names = [line[:-1] if line.endswith("\r") else line for line in lines]
+    names = [line.strip() for line in text.split("\n")]
     names = [n for n in names if n]
     return names if names and all(map(scorable, names)) else None
 

@@ -63,11 +63,11 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def names_file(tmp_path_factory):
-    """About 20,000 lines: names (some with spaces), lines that are not names, empty lines, and a line
-    whose bytes are not UTF-8."""
+    """About 20,000 lines: names (some with spaces inside, some at either end), lines that are not
+    names, empty lines, a line of whitespace, and a line whose bytes are not UTF-8."""
     words = load_names(BUNDLED_NAMES)
     words = [f"{a} {b}" if i % 7 == 0 else a for i, (a, b) in enumerate(zip(words, words[1:]))]
-    data = "\n".join(mixed_lines(20_000, words)).encode() + b"\nann\xffe\n\nlast\n"
+    data = "\n".join(mixed_lines(20_000, words)).encode() + b"\nann\xffe\n\n \t \nlast\n"
     path = tmp_path_factory.mktemp("input") / "names.txt"
     path.write_bytes(data)
     return path
@@ -107,7 +107,7 @@ def test_a_text_file_gets_one_row_per_non_empty_line_with_the_local_numbers(clus
     assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_char", "error"]
     check_rows(table, names_file, run)
     nats, reasons = local_scores(run, names_file)
-    assert (counts.names, counts.invalid, counts.empty, counts.rows) == (len(nats), len(reasons), 401, table.num_rows)
+    assert (counts.names, counts.invalid, counts.empty, counts.rows) == (len(nats), len(reasons), 402, table.num_rows)
     assert counts.nats == pytest.approx(sum(nats.values()), rel=1e-12)
     assert reasons[20_001] == "not valid UTF-8 (byte 0xff at character 4)"
     assert table.filter(pa.compute.equal(table["line"], 20_001))["name"].to_pylist() == ["ann\ufffde"]

@@ -63,10 +63,19 @@ def test_score_lines_skips_and_reports_and_equals_score_names(conv, chunk):
     lines, names, nll, invalid, empty = collect(score_lines(conv, LINES, VOCAB, chunk=chunk, skip_invalid=True))
     assert lines == [1, 5, 6, 9, 11] and names == ["anna", "cy", "dee", "gus", "h"]
     assert nll == pytest.approx(score_names(conv, names, VOCAB).nll.tolist(), abs=1e-12)
-    assert [line for line, _ in invalid] == [3, 4, 7, 8] and empty == 2
+    assert [line for line, _ in invalid] == [3, 4, 8] and empty == 3  # line 7, whitespace, is blank
     assert len(lines) + len(invalid) + empty == len(LINES)
     assert "'B' in 'Bob' is not in the vocabulary" in invalid[0][1]
-    assert "whitespace" in invalid[2][1] and "start/end token" in invalid[3][1]
+    assert "start/end token" in invalid[2][1]
+
+
+def test_score_lines_strips_whitespace_at_either_end_of_a_line(conv):
+    """A name is its line without whitespace at either end; a line of whitespace is blank."""
+    lines = [" anna", "cy \t", "\u3000dee\r\n", " \t ", "b ob"]
+    got = collect(score_lines(conv, lines, VOCAB, skip_invalid=True))
+    assert got[:2] == ([1, 2, 3], ["anna", "cy", "dee"]) and got[4] == 1
+    assert got[2] == pytest.approx(score_names(conv, ["anna", "cy", "dee"], VOCAB).nll.tolist(), abs=1e-12)
+    assert got[3] == [(5, "character 2 ' ' in 'b ob' is not in the vocabulary 'abcdefghijklmnopqrstuvwxyz'")]
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 100])

@@ -14,7 +14,8 @@ comes back of the same kind with the columns added, a row per row, in order:
                     prints after ``FILE:LINE:`` ("empty name" for "", "null" for a missing value)
     char_nats       (with ``per_char``) list of float64: the nats of each character, then the end's
 
-A row that is not a name keeps its place: its scores are null (NaN in a float column of pandas or
+A value is scored as a line of a list is: without whitespace at either end ("emma\n" is "emma"; the
+``name`` column is left as it came). A row that is not a name keeps its place: its scores are null (NaN in a float column of pandas or
 numpy, 0 ``targets`` in numpy, which has no null integers) and ``error`` says why; a scored row has
 a null ``error``. A batch may come with an ``error`` column of its own (a reader's, e.g. for a line
 that was not UTF-8, which Arrow cannot hold as a string): a row with an error there keeps it and is
@@ -98,12 +99,10 @@ class BatchScorer:
         nats, targets = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
         errors = np.array([None if is_null(e) else e for e in given] if given else [None] * n, dtype=object)
         chars = np.full(n, None, dtype=object)
-        lines = []  # what score_lines sees: "" (not scored) for a null, or a value it would cut at "\n"
+        lines = []  # what score_lines sees: "" (not scored) for a null or a row with an error
         for i, value in enumerate(names):
             if errors[i] is None and is_null(value):
                 errors[i] = NULL
-            elif errors[i] is None and value.endswith("\n"):  # score_lines would cut it as a line end
-                errors[i] = name_problem(value.lower() if self.lowercase else value, vocab)
             lines.append("" if errors[i] else value)
         for part in score_lines(model, lines, vocab, chunk=max(n, 1), skip_invalid=True, lowercase=self.lowercase,
                                 per_char=self.per_char, threads=None):  # the threads __call__ set

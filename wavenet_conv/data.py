@@ -206,14 +206,21 @@ def source_name(path: str | os.PathLike) -> str:
     return "<stdin>" if os.fspath(path) == "-" else os.fspath(path)
 
 
+def line_name(line: str) -> str:
+    """The name on a line of a list: the line without whitespace at either end (its line end too); ""
+    for a blank line."""
+    return line.strip()
+
+
 def collect_names(lines: Iterable[str], source: str, vocab: Vocab | None = None) -> list[str]:
-    """The names among ``lines`` (numbered from 1); blank lines are skipped. The first bad line is a
-    ``DataError`` ``"{source}:{line}: {problem}"``; no name at all is one too."""
+    """The names among ``lines`` (numbered from 1; ``line_name``'s of each); blank lines are skipped.
+    The first bad line is a ``DataError`` ``"{source}:{line}: {problem}"``; no name at all is one too."""
     words = []
     for lineno, line in enumerate(lines, start=1):
-        if line:
-            check_name(line, vocab, f"{source}:{lineno}")
-            words.append(line)
+        name = line_name(line)
+        if name:
+            check_name(name, vocab, f"{source}:{lineno}")
+            words.append(name)
     if not words:
         raise DataError(f"{source}: no names in it")
     return words
@@ -226,11 +233,12 @@ def parse_names(text: str, source: str = "<input>", vocab: Vocab | None = None) 
 
 
 def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]:
-    """Read a names file (``"-"``: stdin): UTF-8, one name per line, blank lines skipped.
+    """Read a names file (``"-"``: stdin): UTF-8, one name per line, whitespace at either end of a line
+    stripped, blank lines skipped.
 
     Raises ``DataError`` (a ``ValueError``) naming the file and line (``FILE:LINE: problem``) for: a
-    missing or empty file, bytes that are not UTF-8, a name with whitespace (but a single space between
-    two other characters, as in "mary ann"), ``.``, a control character or a character outside ``vocab``.
+    missing or empty file, bytes that are not UTF-8, a name with whitespace inside it (but a single
+    space, as in "mary ann"), ``.``, a control character or a character outside ``vocab``.
     """
     f = open_names(path)
     try:

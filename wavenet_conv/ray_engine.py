@@ -14,11 +14,13 @@ a Parquet dataset, a file per write task, with one row per non-empty input line 
     <id column>     Parquet input: the column named by ``id_column``, carried through as the key
     name, nats, targets, nats_per_char, error (and char_nats): as ``BatchScorer`` gives them
 
-Rows come in no particular order: join on the key. Empty lines of text input are counted, not
-written (the local command skips them too); a line that is not a name is a row with its reason in
-``error``. The scorer takes a text file in blocks of ``batch_size`` lines from its first line, as the
-local command takes ``--chunk`` lines (65,536 both by default), so its numbers are the local
-command's to the last bit (other blocks may change a few float32 sums in their last bits, ~1e-7).
+Rows come in no particular order: join on the key. A name is its line without whitespace at either
+end; blank lines of text input are counted, not written (the local command skips them too); a line
+that is not a name is a row with its reason in ``error``. The scorer takes a text file in blocks of
+``batch_size`` lines from its first line, as the local command takes ``--chunk`` lines (65,536 both by
+default), so at the same thread count (``--threads``: 1 per worker by default) its numbers are the
+local command's to the last bit (other blocks or thread counts may change a few float32 sums in their
+last bits, ~1e-7).
 
 Faults: a scoring actor that dies (killed, out of memory, its node lost) is restarted and its batches
 retried, and so are read and write tasks: Ray Data's own defaults for a pool of actors
@@ -47,7 +49,7 @@ from typing import Iterator
 
 from .batch import BatchScorer
 from .checkpoint import load_model
-from .data import Vocab, name_problem, read_lines
+from .data import Vocab, line_name, name_problem, read_lines
 from .errors import ConfigError, DataError, MissingExtraError
 from .validate import integer, positive_number
 
@@ -164,12 +166,13 @@ def utf8(line: str) -> bool:
 
 
 def lines_table(path: str, first: int, lines: list[str], vocab: Vocab, lowercase: bool):
-    """(path, line, name, error) of ``lines`` numbered from ``first``. Arrow holds UTF-8 only, so a line
+    """(path, line, name, error) of ``lines`` numbered from ``first``, each name its line's ``line_name``
+    (a blank line's is "", which the writer counts and drops). Arrow holds UTF-8 only, so a line
     that was not UTF-8 gets its reason in ``error`` here (the local command's: the same vocabulary and
     case folding) and U+FFFD for each bad byte in ``name``; the scorer keeps that error."""
     import pyarrow as pa
 
-    errors = [None] * len(lines)
+    lines, errors = [line_name(line) for line in lines], [None] * len(lines)  # a blank line's name is ""
     try:
         names = pa.array(lines, pa.string())
     except UnicodeEncodeError:  # some line was not UTF-8

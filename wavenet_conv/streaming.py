@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import Vocab, name_problem
+from .data import Vocab, line_name, name_problem
 from .device import check_threads, torch_threads
 from .errors import ArgumentError, DataError
 from .folded import eval_mode, fold
@@ -77,11 +77,12 @@ def score_lines(
     """Score a stream of lines, ``chunk`` lines at a time, yielding a ``LineScores`` per chunk: memory
     stays flat however long the stream (a file, ``read_lines(stdin)``, a generator).
 
-    lines: an iterable of str, line 1 first; a trailing LF/CRLF on a line is dropped. Blank lines are
-    skipped (counted in ``LineScores.empty``). A line that is not a name (whitespace, '.', a control
-    character, a character outside ``vocab``, bytes that were not UTF-8) is a ``DataError``
-    ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been yielded; with
-    ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
+    lines: an iterable of str, line 1 first; whitespace at either end of a line (its LF/CRLF too) is
+    stripped (``line_name``), and ``LineScores.names`` are the stripped names. Blank lines are skipped
+    (counted in ``LineScores.empty``). A line that is not a name (whitespace inside it but a single
+    space, '.', a control character, a character outside ``vocab``, bytes that were not UTF-8) is a
+    ``DataError`` ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been
+    yielded; with ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
     lowercase: fold case before checking (for lists like "Emma"). per_char: every target's NLL too.
     shard: (K, N): score only the lines with ``(line - 1) % N == K``, line numbers kept, so that N
         processes (or machines) split one list; the other lines are not even checked.
@@ -107,7 +108,7 @@ def score_lines(
 
 
 def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
-    """(line numbers, lines without their LF/CRLF) of up to ``chunk`` lines at a time (of the shard's
+    """(line numbers, the lines' names (``line_name``)) of up to ``chunk`` lines at a time (of the shard's
     lines only, with ``shard`` (K, N))."""
     k, n_shards = shard if shard is not None else (0, 1)
     lines, first = iter(lines), 1  # ``first``: the line number of the next line read
@@ -120,7 +121,7 @@ def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
         if n_shards > 1:
             start = (k - (numbers.start - 1)) % n_shards
             block, numbers = block[start::n_shards], numbers[start::n_shards]
-        yield numbers, [line.rstrip("\r\n") if line.endswith("\n") else line for line in block]
+        yield numbers, [line_name(line) for line in block]
 
 
 def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
