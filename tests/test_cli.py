@@ -153,6 +153,17 @@ def test_version_is_the_packages(monkeypatch, capsys):
     assert run_main(["--version"], monkeypatch, capsys)[1] == f"wavenet-conv {__version__}\n"
 
 
+def test_the_torch_the_package_accepts_is_the_one_ci_tests():
+    """pyproject's minimum torch is the version .ci/run installs, and the README says so."""
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        minimum = re.search(r'"torch>=([0-9.]+)"', f.read())[1]
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        tested = re.search(r"torch==([0-9.]+)", f.read())[1]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert tested.startswith(minimum + ".") and f"`torch>={minimum}`" in readme and f"torch=={tested}" in readme
+
+
 @pytest.mark.slow
 def test_the_entry_points_are_main():
     """A subprocess: the entry points themselves. The console script is ``cli:main``, and
