@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from wavenet_conv import ConvModel, ModelConfig, Vocab
+from wavenet_conv import ConvModel, DataError, ModelConfig, Vocab
 from wavenet_conv.batch import BatchScorer
 from wavenet_conv.checkpoint import save_checkpoint
 
@@ -58,6 +58,20 @@ class SlowScorer(BatchScorer):
             f.write(f"{os.getpid()}\n")
         time.sleep(self.pause)
         return super().__call__(batch)
+
+
+class FailingScorer(BatchScorer):
+    """A ``BatchScorer`` whose every call raises ``DataError(message)``, as a bad batch would."""
+
+    def __init__(self, run, message: str = "boom", **kwargs):
+        super().__init__(run, **kwargs)
+        self.message = message
+
+    def kwargs(self) -> dict:
+        return {**super().kwargs(), "message": self.message}
+
+    def __call__(self, batch):
+        raise DataError(self.message)
 
 
 class ThreadsScorer(BatchScorer):

@@ -214,6 +214,17 @@ def test_resume_applies_what_can_change_and_samples_with_the_run_seed(stopped_ru
     assert code == 0 and samples == sampled  # the run's seed, not the command line's default
 
 
+def test_resume_keeps_the_runs_device_unless_given(stopped_run, monkeypatch, capsys):
+    """A run trained with --device cpu resumes on the cpu (the default, auto, would take a GPU)."""
+    ckpt = load_checkpoint(stopped_run)
+    assert ckpt["train_config"]["device"] == "auto"
+    code, _, err = run_main(["train", "--resume", stopped_run, "--device", "cpu", "--quiet", "--samples", 0,
+                             "--checkpoint-every", 40], monkeypatch, capsys)
+    assert code == 0, err
+    code, _, err = run_main(["train", "--resume", stopped_run, "--quiet", "--samples", 0], monkeypatch, capsys)
+    assert code == 0 and load_checkpoint(stopped_run)["train_config"]["device"] == "cpu", err
+
+
 @pytest.mark.parametrize("option", ["seed", "steps", "lr", "recipe"] + list(MODEL_OPTIONS))
 def test_resume_refuses_options_that_change_the_run(stopped_run, option, monkeypatch, capsys):
     value = {"recipe": "lecture", "activation": "gated", "norm": "layer", "residual_input": "none", "lr": "0.5"}.get(option, "7")
@@ -275,7 +286,7 @@ ERRORS = [
     (["sample", "{run}", "-n", "-1"], "-n must be an integer >= 0, got -1"),
     (["train", "--samples", "-1", "--steps", "1"], "--samples must be an integer >= 0, got -1"),
     (["score", "{run}", "--chunk", "0"], "--chunk must be an integer >= 1, got 0"),
-    (["score", "{run}", "--threads", "0"], "--threads must be 'auto' or an integer >= 1"),
+    (["score", "{run}", "--threads", "0"], "--threads must be 'auto' or an integer from 1 to 4,096"),
     (["score", "{run}", "--shard", "3/3"], "0 <= K < N"),
     (["sample", "{run}", "--temperature", "inf"], "finite"),
     (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len must be an integer >= 4, got 3"),
@@ -291,6 +302,12 @@ ERRORS = [
     (["train", "--out", "{run}"], "holds a run (its checkpoint.pt): resume it (--resume), replace it (--force)"),
     (["sample", "{run}", "--seed", "99999999999999999999999"], "must be an integer in [-2**63, 2**64) (a 64-bit torch seed)"),
     (["check", "--seed", "-99999999999999999999999"], "64-bit torch seed"),
+    (["train", "--resume", ""], "--resume is an empty path"),
+    (["train", "--out", "", "--steps", "1"], "--out is an empty path"),
+    (["train", "--data", "", "--steps", "1"], "--data is an empty path"),
+    (["train", "--recipe", "small", "--out", "", "--steps", "1"], "--out is an empty path"),
+    (["sample", ""], "an empty path is not a run folder or checkpoint file"),
+    (["sample", "{run}", "--threads", "99999999999999999999"], "--threads must be 'auto' or an integer from 1 to 4,096"),
 ]
 
 

@@ -57,7 +57,7 @@ def test_auto_threads_are_the_usable_cpus_no_one_else_runs_on(reads, threads, mo
 
 
 @pytest.mark.parametrize("omp,threads", [
-    ("1", 1), ("2", 2), ("8", 3), (" 2 ", 2), ("0", 3), ("-1", 3), ("two", 3), ("", 3),
+    ("1", 1), ("2", 2), ("8", 3), (" 2 ", 2), ("0", 3), ("-1", 3), ("two", 3), ("", 3), ("2,1", 2), ("8,2", 3),
 ])
 def test_auto_threads_stay_within_omp_num_threads(omp, threads, monkeypatch):
     """3 free CPUs of 4; OMP_NUM_THREADS, where it is a positive integer, caps "auto"."""
@@ -95,14 +95,14 @@ def test_usable_cpus_are_the_affinity_mask_or_the_cpu_count(monkeypatch):
     assert usable_cpus() == 1
 
 
-@pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2", "all", [2]])
+@pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2", "all", [2], 4097, 10**20])
 def test_check_threads_refuses_what_is_not_a_thread_count(threads):
     """An ``ArgumentError`` (an ``InputError``: the command line's exit status 2) naming the function
     and ``threads``; ``torch_threads`` refuses it before it changes anything."""
     with pytest.raises(ArgumentError) as e:
         check_threads(threads, "score_names")
     assert isinstance(e.value, InputError) and (e.value.who, e.value.argument) == ("score_names", "threads")
-    assert e.value.problem.startswith("must be 'auto' or an integer >= 1") and repr(threads) in e.value.problem
+    assert e.value.problem.startswith("must be 'auto' or an integer from 1 to 4,096") and repr(threads) in e.value.problem
     with threads_set_to(2):
         with pytest.raises(ArgumentError):
             with torch_threads(threads, "score_names"):

@@ -277,6 +277,9 @@ def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_name
     assert not (out / "checkpoint.pt").exists() and not (out / "train.lock").exists()
     code, _, err = run_main(argv + ["--out", out], monkeypatch, capsys)  # a new run there: refused
     assert code == 2 and "holds a run (its recipe.json)" in err
+    for option in (["--out", tmp_path / "elsewhere"], ["--data", small_names]):  # the recipe's own folder and names
+        code, _, err = run_main(["train", "--resume", out, *option], monkeypatch, capsys)
+        assert code == 2 and f"{option[0]} cannot be given with --resume of a recipe" in err, err
     monkeypatch.undo()  # the resume needs only the plan, recipe.json
     interrupt_on_call(monkeypatch, (STEPS - 8) + 10)  # the rest of teacher 2, then the student's step 9
     code, stdout, _ = run_main(["train", "--resume", out, "--quiet", "--samples", "0"], monkeypatch, capsys)

@@ -15,9 +15,9 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
-from batch_helpers import SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
+from batch_helpers import FailingScorer, SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
 from helpers import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
-from wavenet_conv import ConfigError, load_model, load_names, read_lines, score_lines  # noqa: E402
+from wavenet_conv import ConfigError, DataError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.batch import BatchScorer  # noqa: E402
 from wavenet_conv.ray_engine import score_dataset, score_files  # noqa: E402
 
@@ -171,7 +171,7 @@ def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_p
     try:
         with time_limit():
             score_files(SlowScorer(run, str(pid_file), pause=0.1), str(names_file), str(tmp_path / "out"),
-                        workers=1, batch_size=500)
+                        workers=1, chunk=500)
     finally:
         killer.join()
     pids = pid_file.read_text().split()
@@ -192,7 +192,7 @@ def parquet_input(folder, values: list, id_column: str, name_column: str) -> dic
 
 @pytest.mark.parametrize("id_column,name_column", [("uid", "name"), ("uid", "username"), ("username", "username")])
 def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_column):
-    values = mixed_lines(3000, ["emma", "mary ann", "olivia"], every=20) + [None]
+    values = mixed_lines(3000, ["emma", "mary ann", "olivia"], every=20) + [None, " \t "]
     if id_column == name_column:  # the names are the key: unique ones
         values = list(dict.fromkeys(values))
     by_id = parquet_input(tmp_path / "in", values, id_column, name_column)
@@ -204,6 +204,7 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_c
     assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_char", "error"]
     got = {r[key]: r for r in table.to_pylist()}
     assert len(got) == table.num_rows == len(by_id) == counts.rows  # every row once, empty and null names too
+    assert counts.empty == sum(v is not None and not v.strip() for v in by_id.values()) > 1  # "" and " \t "
     expected = BatchScorer(run)(pa.table({"name": list(by_id.values())})).to_pylist()
     for (id_, value), e in zip(by_id.items(), expected):
         row = got[value if key == "name" else id_]
@@ -211,10 +212,16 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_c
         assert row["nats"] == e["nats"] or abs(row["nats"] - e["nats"]) <= 1e-9
 
 
+def test_a_workers_input_error_is_the_libraries_not_rays(cluster, run, names_file, tmp_path):
+    """A bad batch raises in a worker; the job raises that DataError, not Ray's wrapper of it."""
+    with time_limit(), pytest.raises(DataError, match="^column 'name', row 3: a bad batch$"):
+        score_files(FailingScorer(run, "column 'name', row 3: a bad batch"), str(names_file), str(tmp_path / "out"))
+
+
 def test_score_dataset_from_python(cluster, run):
     ds = ray.data.from_items([{"name": n, "n": i} for i, n in enumerate(["emma", "x1", "mary ann", ""] * 50)])
     with time_limit():
-        rows = sorted(score_dataset(ds, BatchScorer(run, per_char=True), workers=1, batch_size=64).take_all(),
+        rows = sorted(score_dataset(ds, BatchScorer(run, per_char=True), workers=1, chunk=64).take_all(),
                       key=lambda r: r["n"])
     expected = BatchScorer(run, per_char=True)(pa.table({"name": [r["name"] for r in rows]})).to_pylist()
     assert [r["error"] for r in rows] == [e["error"] for e in expected] and len(rows) == 200

@@ -7,6 +7,8 @@ import pytest
 
 from batch_helpers import random_run
 from helpers import cli, run_main
+from wavenet_conv import CheckpointError, ConfigError, DataError
+from wavenet_conv.ray_engine import input_error
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[data] (the ray extra)")
 
@@ -27,6 +29,7 @@ def inputs(tmp_path_factory):
         (d / "parquet").mkdir()
         pq.write_table(pa.table({"uid": [1, 2], "name": ["emma", "x1"]}), d / "parquet" / "a.parquet")
         pq.write_table(pa.table({"uid": [1, 2], "name": [3, 4]}), d / "numbers.parquet")
+        pq.write_table(pa.table({"error": ["k1", "k2"], "name": ["emma", "ava"]}), d / "keyed.parquet")
         (d / "mixed").mkdir()
         pq.write_table(pa.table({"name": ["emma"]}), d / "mixed" / "a.parquet")
         (d / "mixed" / "b.txt").write_text("emma\n")
@@ -52,6 +55,11 @@ MISTAKES = [
     (["{d}/numbers.parquet", *RAY, "--id-column", "uid"], "column 'name' holds int64, not strings"),
     (["{d}/names.txt", "--engine", "ray", "--output", "{d}/full"], "full: not empty: give a new or empty folder"),
     (["{d}/names.txt", "--engine", "ray", "--output", "{d}/names.txt"], "names.txt: is a file, not a folder"),
+    (["{d}/keyed.parquet", *RAY, "--id-column", "error"], "--id-column error: the output has a column 'error' of its own"),
+    (["{d}/names.txt", *RAY, "--chunk", "0"], "--chunk must be an integer >= 1, got 0"),
+    (["", *RAY], "the input is an empty path: give a file, folder, glob or URI"),
+    (["{d}/names.txt", *RAY, "--address", "nowhere"], "--address must be auto, HOST:PORT or ray://HOST:PORT, got 'nowhere'"),
+    (["{d}/names.txt", *RAY, "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
 ]
 
 
@@ -65,6 +73,36 @@ def test_a_mistake_is_one_line_and_exit_2_before_any_cluster(inputs, monkeypatch
     code, out, err = run_main(argv, monkeypatch, capsys)
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert err.startswith("wavenet-conv score: error: ") and message in err
+
+
+class Wrapper(Exception):  # as Ray's RayTaskError: the worker's error in ``cause``
+    def __init__(self, cause):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def test_input_error_finds_the_libraries_error_behind_rays_wrappers():
+    error = DataError("x.txt:3: bad")
+    try:
+        try:
+            raise error
+        except DataError as e:
+            raise RuntimeError("UDF failed") from e
+    except RuntimeError as chained:
+        assert input_error(Wrapper(chained)) is error and input_error(chained) is error
+    assert input_error(Wrapper(RuntimeError("a bug"))) is None and input_error(ValueError("x")) is None
+
+
+@pytest.mark.parametrize("line,kind", [
+    ("wavenet_conv.errors.CheckpointError: runs/x: no checkpoint.pt in it", CheckpointError),
+    ("wavenet_conv.errors.ArgumentError: score_lines: chunk must be an integer >= 1, got 0", ConfigError),
+])
+def test_input_error_reads_a_workers_error_from_its_traceback_text(line, kind):
+    """Ray Data keeps only the text of a worker's traceback: the last line names the error."""
+    text = f"UDF failed to process a data block.\nTraceback (most recent call last):\n  File ...\n{line}\n"
+    found = input_error(Wrapper(RuntimeError(text)))
+    assert type(found) is kind and str(found) == line.split(": ", 1)[1]
+    assert input_error(RuntimeError("Traceback:\nwavenet_conv.errors.TrainingDiverged: step 3")) is None  # not a mistake
 
 
 @needs_ray

@@ -92,6 +92,7 @@ def test_temperature_and_top_k():
     _, conv = ending_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2))
     greedy = sample(conv, temperature=1e-3, n=30)
     assert len(set(greedy)) == 1  # near-zero temperature: the argmax every step
+    assert sample(conv, temperature=1e-320, n=30) == greedy  # logits / T overflow: still the argmax
     with torch.no_grad():
         first = torch.softmax(conv(torch.zeros(1, 1, dtype=torch.long))[0, 0], 0)
     top3 = {VOCAB.itos[i] for i in torch.topk(first, 3).indices.tolist()}
@@ -171,7 +172,7 @@ BAD_ARGUMENTS = [
     (dict(temperature=True), ValueError, "temperature"),
     (dict(n=True), ValueError, "n must be"),
     (dict(top_k=np.float32(2)), ValueError, "top_k"),
-    (dict(threads=0), ArgumentError, "threads must be 'auto' or an integer >= 1"),
+    (dict(threads=0), ArgumentError, "threads must be 'auto' or an integer from 1 to 4,096"),
 ]
 BAD_IDS = ["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix",
            "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float", "threads"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from helpers import VARIANTS, VOCAB, make_pair, random_words, variant_id
 from wavenet_conv import DataError, FlatConfig, FlatModel, ModelConfig, contexts, score_names
 from wavenet_conv.streaming import parse_shard, score_lines
+from wavenet_conv.data import fold_case
 
 METHODS = ["fast", "forward", "contexts"]
 
@@ -67,6 +68,15 @@ def test_score_lines_skips_and_reports_and_equals_score_names(conv, chunk):
     assert len(lines) + len(invalid) + empty == len(LINES)
     assert "'B' in 'Bob' is not in the vocabulary" in invalid[0][1]
     assert "start/end token" in invalid[2][1]
+
+
+def test_lowercase_folds_a_character_at_a_time_and_names_the_inputs_own(conv):
+    """'İ' lower-cases to two characters: it stays, and the reason names it at its place."""
+    got = collect(score_lines(conv, ["İvy", "ZOE", "Ωmega"], VOCAB, skip_invalid=True, lowercase=True))
+    assert got[1] == ["zoe"] and [line for line, _ in got[3]] == [1, 3]
+    assert got[3][0][1].startswith("character 1 'İ' in 'İvy' is not in the vocabulary")
+    assert got[3][1][1].startswith("character 1 'ω' in 'ωmega' is not in the vocabulary")
+    assert fold_case("İvY") == "İvy" and fold_case("ÀB") == "àb"
 
 
 def test_score_lines_strips_whitespace_at_either_end_of_a_line(conv):

@@ -201,6 +201,56 @@ def test_resume_applies_how_the_run_is_carried_out(stopped_run):
     assert r.metrics["test_loss"] is None and r.config.seed == 5
 
 
+def test_resume_refuses_to_change_compile_which_changes_the_weights(stopped_run):
+    tc = run_module.saved_config(stopped_run)
+    with pytest.raises(ConfigError, match=r"TrainConfig\.compile is False in the run being resumed, not True"):
+        train(config=replace(tc, compile=True), resume=stopped_run, log=None)
+
+
+def test_resuming_a_finished_run_writes_nothing(finished_run, tmp_path):
+    """Its checkpoint stays the same bytes (a student distilled from it checks its sha256); with a
+    changed report (eval_test) the end is done again and saved."""
+    before = (finished_run / "checkpoint.pt").read_bytes()
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    lines = []
+    r = train(resume=finished_run, log=lines.append)
+    assert (finished_run / "checkpoint.pt").read_bytes() == before and r.metrics == load_checkpoint(finished_run)["metrics"]
+    assert r.metrics["val_loss"] == metrics["val_loss"] and lines[-1].endswith("nothing to do")
+    assert same_weights(r.model, load_model(finished_run).model)
+    tc = run_module.saved_config(finished_run)
+    again = train(config=replace(tc, eval_test=True), resume=finished_run, log=None)
+    assert again.metrics["test_loss"] is not None and again.metrics["val_loss"] == metrics["val_loss"]
+    assert load_checkpoint(finished_run)["metrics"]["test_loss"] == again.metrics["test_loss"]
+
+
+def test_a_checkpoint_copied_into_another_runs_folder_does_not_overwrite_that_run(finished_run, stopped_run, tmp_path):
+    """Resuming ``victim/snapshot.pt`` would have written ``victim/checkpoint.pt``, the other run's."""
+    snapshot = finished_run / "snapshot.pt"
+    snapshot.write_bytes((stopped_run / "checkpoint.pt").read_bytes())
+    before = (finished_run / "checkpoint.pt").read_bytes()
+    for out in (None, finished_run):
+        with pytest.raises(ConfigError, match=r"snapshot\.pt: not its folder's own checkpoint\.pt: resume it into a new"):
+            train(resume=snapshot, out=out, log=None)
+    assert (finished_run / "checkpoint.pt").read_bytes() == before
+    r = train(resume=snapshot, out=tmp_path / "resumed", log=None, stop_at=40)
+    assert r.run_dir == tmp_path / "resumed" and load_checkpoint(tmp_path / "resumed")["step"] == 40
+
+
+def test_the_last_step_is_saved_before_the_ends_evaluation(stopped_run, monkeypatch):
+    """A Ctrl-C while the splits are evaluated at the end loses no step: resume only finishes."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "split_loss", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(resume=stopped_run, log=None)
+    ckpt = load_checkpoint(stopped_run)
+    assert ckpt["step"] == 80 and ckpt["metrics"] is None
+    r = train(resume=stopped_run, log=None)
+    assert r.metrics["steps"] == 80 and load_checkpoint(stopped_run)["metrics"]["val_loss"] == r.metrics["val_loss"]
+
+
 def test_train_seconds_are_the_steps_alone(small_names, tmp_path, monkeypatch):
     """Evaluations and checkpoint writes are timed apart from the training steps."""
     def slow(f):

@@ -134,6 +134,9 @@ def column_values(batch, column: str) -> list:
     return values
 
 
+SCORE_COLUMNS = ("nats", "targets", "nats_per_char", "error", "char_nats")  # what a call adds (or replaces)
+
+
 def with_columns(batch, scores: dict[str, np.ndarray]):
     """``batch`` (a pyarrow Table, pandas DataFrame or dict of numpy arrays) with ``scores`` added,
     nulls where not scored in Arrow and pandas."""

@@ -81,6 +81,8 @@ def in_word_hashes(word: str, hashes: torch.Tensor) -> bool:
 
 def resolve(path_or_run: str | os.PathLike) -> Path:
     """The checkpoint file of a run folder, or the file itself."""
+    if os.fspath(path_or_run) == "":  # Path("") would be the current folder
+        raise CheckpointError("an empty path is not a run folder or checkpoint file")
     p = Path(path_or_run)
     if p.is_dir():
         p = p / CHECKPOINT_NAME

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
     common = argparse.ArgumentParser(add_help=False)  # every subcommand computes
-    common.add_argument("--device", choices=DEVICES, default="auto", help="cpu, cuda, or auto: cuda when available (auto)")
+    common.add_argument("--device", choices=DEVICES, help="cpu, cuda, or auto: cuda when available (default: auto; "
+                        "with --resume, the run's own)")
     common.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
                         help="torch CPU threads; auto: the CPUs no other process is running on now, at least 1, at most "
                              "OMP_NUM_THREADS if set "
@@ -155,7 +156,7 @@ def add_score(sub, common) -> None:
                    "token: bits in a table, nats in tsv/jsonl (char_nats)")
     s.add_argument("--skip-invalid", action="store_true", help="report a line that is not a name on stderr "
                    "(FILE:LINE: reason) and go on; without it, the first such line stops the job (exit 2) after "
-                   "the rows of the lines before it")
+                   "the rows of the lines before it (--engine ray: always a row, its reason in error)")
     s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma')")
     s.add_argument("--shard", metavar="K/N", type=shard_arg, help="score only the lines i with (i - 1) mod N == K "
                    "(line numbers kept): N jobs split one list, their rows joined by line number")

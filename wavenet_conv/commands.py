@@ -26,7 +26,7 @@ from .streaming import score_lines
 from .teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from .train import train
 from .tree import TreeModel
-from .validate import integer
+from .validate import integer, paths
 
 PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
@@ -57,7 +57,7 @@ def default_run_dir(form: str) -> Path:
 def load_run(args):
     """``load_model(args.run)`` on ``args.device`` for a command that uses a trained run; one note on
     stderr when the run is unfinished (its checkpoint's step is short of its steps)."""
-    loaded = load_model(args.run, device=args.device)
+    loaded = load_model(args.run, device=args.device or "auto")
     step, steps = loaded.meta.get("step"), (loaded.meta.get("train_config") or {}).get("steps")
     if isinstance(step, int) and isinstance(steps, int) and step < steps:
         print(f"{PROG} {args.command}: note: {args.run} is an unfinished run (step {step:,} of {steps:,}); "
@@ -69,25 +69,30 @@ def cmd_train(args):
     integer(PROG, "samples", args.samples, 0)  # before training: the samples come after it
     options = given(args, TRAIN_OPTIONS)
     kwargs = dict(data=args.data, out=args.out, progress=not args.quiet, force=args.force, threads=None)
-    if args.resume:
+    if args.resume is not None:
+        paths(PROG, resume=args.resume)  # before the run's own config is read from it
         model_options = list(given(args, MODEL_OPTIONS))
         if model_options:
             raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
         recipe_run = is_recipe_folder(args.resume)
         if recipe_run and args.teachers:
             raise ArgumentError(PROG, "teachers", "cannot be given with --resume: the recipe keeps its own teachers")
+        if recipe_run and (args.out is not None or args.data is not None):
+            raise ArgumentError(PROG, "out" if args.out is not None else "data",
+                                "cannot be given with --resume of a recipe: it goes on in its folder, on its names file")
         run_config = read_plan(args.resume).config if recipe_run else saved_config(args.resume)
-        tc = replace(run_config, device=args.device, recipe=args.recipe or run_config.recipe, **options)
+        tc = replace(run_config, device=args.device or run_config.device, recipe=args.recipe or run_config.recipe,
+                     **options)
         if recipe_run:
             result = resume_recipe(args.resume, tc, progress=not args.quiet, threads=None)
         else:
             result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
     else:
         name = args.recipe or "default"
-        tc = recipe(name, device=args.device, **options)
+        tc = recipe(name, device=args.device or "auto", **options)
         mc = recipe_model(name, **given(args, MODEL_OPTIONS))
-        out = Path(args.out) if args.out else default_run_dir(tc.form)
-        where = dict(device=args.device, precision=options.get("precision"))  # where and how the teachers run too
+        out = args.out if args.out is not None else default_run_dir(tc.form)
+        where = dict(device=args.device or "auto", precision=options.get("precision"))  # where and how the teachers run too
         teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
         if teachers:  # the recipe's own teachers first, into out/teacher-k
             result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, threads=None)
@@ -147,7 +152,7 @@ def cmd_sample(args):
 
 
 def cmd_check(args):
-    device = resolve_device(args.device)
+    device = resolve_device(args.device or "auto")
     path = args.data or bundled_names()
     words = load_names(path)
     vocab = Vocab.from_words(words)

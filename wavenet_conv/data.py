@@ -212,6 +212,15 @@ def line_name(line: str) -> str:
     return line.strip()
 
 
+def fold_case(name: str) -> str:
+    """``name`` lower-cased character by character: a character whose lower case is more than one
+    character ('İ') stays as it is, so that a reason names the input's own character at its place."""
+    low = name.lower()
+    if len(low) == len(name):
+        return low
+    return "".join(low_c if len(low_c := c.lower()) == 1 else c for c in name)
+
+
 def collect_names(lines: Iterable[str], source: str, vocab: Vocab | None = None) -> list[str]:
     """The names among ``lines`` (numbered from 1; ``line_name``'s of each); blank lines are skipped.
     The first bad line is a ``DataError`` ``"{source}:{line}: {problem}"``; no name at all is one too."""

@@ -26,6 +26,7 @@ import torch
 from .errors import ArgumentError, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_THREADS = 4096  # far more than any CPU here has: a larger count is a typo (torch overflows past 2**63)
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -125,9 +126,9 @@ def busy_cpus(reads: int = 3) -> int | None:
 
 def thread_cap() -> int | None:
     """``OMP_NUM_THREADS`` as a positive integer (the user's own limit, which torch's default follows
-    too), None where it is unset or not one."""
+    too; of a nested list "4,2", the first), None where it is unset or not one."""
     try:
-        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+        cap = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
     except ValueError:
         return None
     return cap if cap >= 1 else None
@@ -152,8 +153,9 @@ def check_threads(threads, who: str) -> int | None:
         n = operator.index(threads)  # numpy's integers too
     except TypeError:
         n = None
-    if n is None or isinstance(threads, bool) or n < 1:
-        raise ArgumentError(who, "threads", f"must be 'auto' or an integer >= 1 (None: torch's setting), got {threads!r}")
+    if n is None or isinstance(threads, bool) or not 1 <= n <= MAX_THREADS:
+        raise ArgumentError(who, "threads", f"must be 'auto' or an integer from 1 to {MAX_THREADS:,} (None: torch's "
+                            f"setting), got {threads!r}")
     return n
 
 

@@ -12,7 +12,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-OUTPUT = ("name", "nats", "targets", "nats_per_char", "error", "char_nats")
+from .batch import SCORE_COLUMNS
+from .data import name_problem
+
+OUTPUT = ("name", *SCORE_COLUMNS)
 ROWS_PER_FILE = 1_000_000  # at least, but in the last file of the job: a write task's rows
 
 
@@ -32,9 +35,9 @@ class Counts:
 
 
 def count(table: pa.Table, drop_empty: bool) -> tuple[pa.Table, Counts]:
-    """(the rows to write, their counts): rows of empty names dropped with ``drop_empty`` (text input,
-    whose empty lines the local command skips too), counted either way."""
-    empty = pc.fill_null(pc.equal(table["name"], ""), False)
+    """(the rows to write, their counts): rows of empty names (blank, or whitespace only) dropped with
+    ``drop_empty`` (text input, whose blank lines the local command skips too), counted either way."""
+    empty = pc.fill_null(pc.equal(table["error"], name_problem("", None)), False)  # "empty name"
     n_empty = pc.sum(empty).as_py() or 0
     if drop_empty:
         table = table.filter(pc.invert(empty))

@@ -31,8 +31,9 @@ from .tree import TreeModel
 
 # what a checkpoint needs beyond the model to be resumed (``save`` writes them all)
 RESUME_KEYS = ("train_config", "data", "optimizer", "step", "rng", "losses")
-# what a resumed run may do differently: how it runs and reports, not what it computes
-CHANGEABLE_ON_RESUME = ("device", "compile", "checkpoint_every", "eval_every", "eval_test", "loss_block")
+# what a resumed run may do differently: where it runs and what it reports (a device of another kind
+# changes the weights' last bits; --compile would too, so it stays as the run began)
+CHANGEABLE_ON_RESUME = ("device", "checkpoint_every", "eval_every", "eval_test", "loss_block")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Run:
     teachers: list = field(default_factory=list)  # [{"path", "sha256"}]: the checkpoints it is distilled from
     saved_step: int | None = None  # the step of the checkpoint on disk
     verified: int = 0  # the steps whose losses have been checked finite
+    done: dict | None = None  # a finished run resumed as it ended: its metrics (nothing left to do or write)
 
 
 def read_data(path, vocab: Vocab | None = None, sha256: str | None = None):
@@ -186,6 +188,8 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     run = teach(build_run(tc, model, vocab, words, data_info, folder.path), models, records)
     run.step = run.verified = ckpt["step"]  # a checkpoint holds nothing non-finite
     run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
+    if folder.own_run and ckpt.get("metrics") and run.step == tc.steps and ckpt["train_config"] == tc.to_dict():
+        run.done = ckpt["metrics"]
     run.losses[: run.step] = ckpt["losses"].to(run.device)
     run.train_seconds, run.eval_seconds = ckpt.get("train_seconds", 0.0), ckpt.get("eval_seconds", 0.0)
     run.val_curve = [tuple(v) for v in ckpt.get("val_curve", [])]
@@ -263,7 +267,11 @@ def run_folder(out, resume, force: bool) -> RunFolder | None:
         return out
     if resume is None:
         return None if out is None else RunFolder(out, force=force)
-    own = resolve(resume).parent
+    checkpoint = resolve(resume)
+    own = checkpoint.parent
     if out is None or Path(out).resolve() == own.resolve():
+        if checkpoint.name != CHECKPOINT_NAME:  # a copy: its folder's checkpoint.pt may be another run's
+            raise ConfigError(f"{resume}: not its folder's own {CHECKPOINT_NAME}: resume it into a new run "
+                              "folder (out, --out)")
         return RunFolder(own, own_run=True)
     return RunFolder(out, force=force)

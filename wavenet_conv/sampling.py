@@ -78,7 +78,8 @@ class WindowStepper:
 
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
     """Inverse-CDF sampling: logits (B, V), uniforms u (B,) in [0, 1) -> tokens (B,) long."""
-    logits = logits.double() / temperature  # (B, V)
+    logits = logits.double()  # (B, V)
+    logits = (logits - logits.amax(1, keepdim=True)) / temperature  # <= 0: a tiny temperature overflows to -inf, not inf
     if top_k is not None and top_k < logits.shape[1]:
         kth = torch.topk(logits, top_k, dim=1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import Vocab, line_name, name_problem
+from .data import Vocab, fold_case, line_name, name_problem
 from .device import check_threads, torch_threads
 from .errors import ArgumentError, DataError
 from .folded import eval_mode, fold
@@ -83,7 +83,7 @@ def score_lines(
     space, '.', a control character, a character outside ``vocab``, bytes that were not UTF-8) is a
     ``DataError`` ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been
     yielded; with ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
-    lowercase: fold case before checking (for lists like "Emma"). per_char: every target's NLL too.
+    lowercase: fold case before checking (for lists like "Emma"; ``fold_case``). per_char: every target's NLL too.
     shard: (K, N): score only the lines with ``(line - 1) % N == K``, line numbers kept, so that N
         processes (or machines) split one list; the other lines are not even checked.
     method, chunk_positions: as in ``score_names``.
@@ -97,7 +97,7 @@ def score_lines(
         folded = fold(model) if method == "fast" else None
         for numbers, block in line_chunks(lines, chunk, shard):
             if lowercase:
-                block = [line.lower() for line in block]
+                block = [fold_case(line) for line in block]
             part, tokens, lengths, stop = check_chunk(block, numbers, vocab, skip_invalid)
             with torch_threads(threads, "score_lines"):
                 part.scores = score_encoded(model, folded, method, part.names, tokens, lengths, vocab, per_char,

@@ -25,6 +25,7 @@ from .errors import CheckpointError, ConfigError, RunFolderError
 from .run import CHANGEABLE_ON_RESUME, check_split, read_data, resumed_config
 from .runfolder import LEFTOVER, LOCK_NAME, PLAN_NAME, RunFolder
 from .train import TrainResult, train
+from .validate import paths
 
 TEACHER_PREFIX = "teacher-"
 PLAN_FORMAT = "wavenet_conv.recipe"
@@ -118,6 +119,7 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     empty (``force``: see ``train``; teachers already there with the same settings are kept). The other
     arguments are ``train``'s."""
     log = log or (lambda *a, **k: None)
+    paths("train_recipe", out=out, data=data)
     with torch_threads(threads, "train"):
         words, _, data_info = read_data(data)
         check_split(words, data_info)

@@ -47,6 +47,7 @@ from .optim import average_weights, averaging, lr_at
 from .progress import DeferredInterrupt, Progress, plot_losses
 from .run import Run, kept, new_run, resume_run, run_folder, save, verify_finite
 from .scoring import score_names
+from .validate import paths
 from .version import __version__
 
 
@@ -109,6 +110,7 @@ def train(
     a second one raises at once and writes nothing (the last checkpoint stays).
     """
     log = log or (lambda *a, **k: None)
+    paths("train", out=out, resume=resume, data=data)
     if resume is not None:
         refuse_with_resume(make_model, teachers)
     with torch_threads(threads, "train"):
@@ -154,8 +156,9 @@ def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult
         saved = f"checkpoint saved: resume with --resume {run.run_dir}" if run.run_dir else "nothing saved (no run folder)"
         log(f"interrupted at step {run.step}; {saved}")
         raise KeyboardInterrupt
-    if run.step < run.config.steps:  # stopped early on purpose
-        save(run)
+    if run.step < run.config.steps or run.saved_step != run.step:  # stopped early on purpose, or at the end:
+        save(run)  # the last step is on disk before the end's evaluation, which a Ctrl-C may cut short
+    if run.step < run.config.steps:
         metrics = {"stopped_at": run.step, "train_seconds": run.train_seconds}
         return TrainResult(run.model, run.vocab, metrics, run.run_dir, run.splits[0], run.config)
     return finish(run, log)
@@ -227,8 +230,12 @@ def evaluate_val(run: Run, log) -> None:
 
 def finish(run: Run, log) -> TrainResult:
     """The end of a run: the averaged weights (and BatchNorm's statistics for them), split losses in
-    eval mode, the last checkpoint, metrics.json and loss.png."""
+    eval mode, the last checkpoint, metrics.json and loss.png; for a finished run resumed as it ended,
+    its own metrics, and nothing is written."""
     tc, model = run.config, run.model
+    if run.done is not None:
+        log(f"the run is finished: train {run.done['train_loss']:.4f}  val {run.done['val_loss']:.4f}; nothing to do")
+        return TrainResult(model.eval(), run.vocab, run.done, run.run_dir, run.splits[0], tc)
     verify_finite(run)
     if run.swa is not None:
         with torch.no_grad():

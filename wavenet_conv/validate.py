@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
 
 from .data import Vocab
 from .errors import ArgumentError
@@ -55,6 +56,14 @@ def vocab_of(who: str, vocab, vocab_size: int) -> Vocab:
     if len(vocab) != vocab_size:
         raise ArgumentError(who, "vocab", f"has {len(vocab)} tokens but the model's vocab_size is {vocab_size}")
     return vocab
+
+
+def paths(who: str, **given) -> None:
+    """An ``ArgumentError`` for a path given as "" (``Path("")`` is the current folder, not a mistake's
+    "nothing"); None and any other path pass."""
+    for name, path in given.items():
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == "":
+            raise ArgumentError(who, name, "is an empty path")
 
 
 def string_list(who: str, name: str, items) -> list[str]:
