@@ -269,7 +269,10 @@ ERRORS = [
     (["train", "--data", "{bad}/binary.txt"], "binary.txt:2: not valid UTF-8 (byte 0xff at character 1)"),
     (["train", "--data", "{bad}/empty.txt"], "no names"),
     (["train", "--form", "lstm"], "invalid choice"),
-    (["train", "--steps", "0"], "--steps must be an integer >= 1, got 0"),
+    (["train", "--steps", "0"], "--steps must be an integer from 1 to 100,000,000, got 0"),
+    (["train", "--steps", "100000000000"], "--steps must be an integer from 1 to 100,000,000, got 100000000000"),
+    (["train", "--n-layers", "40"], "--n-layers must be an integer from 1 to 16, got 40"),
+    (["train", "--form", "tree", "--batch-size", "100000000000"], "--batch-size must be an integer from 1 to 1,000,000"),
     (["train", "--n-embd", "0"], "--n-embd must be an integer >= 1"),
     (["train", "--activation", "relu"], "invalid choice"),
     (["train", "--residual-input", "identity", "--residual"], "identity"),
@@ -307,6 +310,9 @@ ERRORS = [
     (["train", "--data", "", "--steps", "1"], "--data is an empty path"),
     (["train", "--recipe", "small", "--out", "", "--steps", "1"], "--out is an empty path"),
     (["sample", ""], "an empty path is not a run folder or checkpoint file"),
+    (["check", "--data", "{bad}/three.txt"], "three.txt: 3 name(s) are too few for the lecture's 80/10/10 split"),
+    (["export", "{run}", "{bad}"], ": is a folder, not an ONNX file to write"),
+    (["export", "{run}", "{bad}/nowhere/model.onnx"], "model.onnx: no folder"),
     (["sample", "{run}", "--threads", "99999999999999999999"], "--threads must be 'auto' or an integer from 1 to 4,096"),
 ]
 
@@ -505,3 +511,28 @@ def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, t
     assert code == 130
     assert seen["model"].n_hidden == n_hidden and seen["config"].steps == steps and seen["config"].swa == swa
     assert len(seen["teachers"]) == teachers
+
+
+@pytest.mark.parametrize("error,shown", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 400000000000000 bytes. Error code 12"), "400000000000000 bytes asked for at once"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0)"), "20.00 GiB asked for at once"),
+    (MemoryError(), "MemoryError"),
+])
+def test_out_of_memory_is_one_line_not_a_traceback(error, shown, trained_run, monkeypatch, capsys):
+    def too_big(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(commands_module, "sample_batches", too_big)
+    code, _, err = run_main(["sample", trained_run[0], "-n", 5], monkeypatch, capsys)
+    assert code == 2 and err == f"wavenet-conv sample: error: out of memory ({shown}): ask for less (a smaller model, " \
+                                 "batch, list or sample)\n"
+
+
+def test_another_runtime_error_is_a_bug_with_its_traceback(trained_run, monkeypatch, capsys):
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(commands_module, "sample_batches", bug)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(["sample", str(trained_run[0]), "-n", "5"])

@@ -88,7 +88,8 @@ def test_conv_training_uses_real_positions_only():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        (dict(n_layers=0), r"n_layers must be an integer >= 1, got 0"),
+        (dict(n_layers=0), r"n_layers must be an integer from 1 to 16, got 0"),
+        (dict(n_layers=17), r"n_layers must be an integer from 1 to 16, got 17"),
         (dict(activation="relu"), r"activation must be one of .*'relu'"),
         (dict(norm="group"), r"norm must be one of"),
         (dict(residual=True, residual_input="identity"), r"residual_input='identity'.*n_embd=24.*n_hidden=128"),

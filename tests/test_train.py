@@ -355,7 +355,7 @@ def test_a_second_ctrl_c_writes_nothing(small_names, tmp_path, monkeypatch):
 def test_train_config_validates():
     with pytest.raises(ConfigError, match="form"):
         TrainConfig(form="lstm")
-    with pytest.raises(ConfigError, match=r"TrainConfig\.steps must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"TrainConfig\.steps must be an integer from 1 to 100,000,000, got 0"):
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="recipe"):
         recipe("fast")

@@ -218,6 +218,15 @@ def in_our_words(e: Exception) -> str:
     return " ".join(msg.splitlines()) or type(e).__name__  # one line; a quoted name's spaces as they are
 
 
+def out_of_memory(e: BaseException) -> str:
+    """What ran out, where ``e`` is an allocation that failed (torch's CPU or CUDA allocator, Python's
+    MemoryError); "" for any other error."""
+    if isinstance(e, MemoryError):
+        return "MemoryError"
+    asked = re.search(r"(?:can't allocate memory: you tried to allocate|Tried to allocate) ([\d.]+ ?\w*)", str(e))
+    return f"{asked[1]} asked for at once" if asked else ""
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -234,6 +243,12 @@ def main(argv=None) -> int:
         return 3
     except (InputError, OSError) as e:  # the user's input; anything else is a bug: its traceback shows
         print(f"{PROG} {args.command}: error: {in_our_words(e)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # out of memory: the size asked for, not a bug (anything else is one)
+        if not out_of_memory(e):
+            raise
+        print(f"{PROG} {args.command}: error: out of memory ({out_of_memory(e)}): ask for less (a smaller model, "
+              "batch, list or sample)", file=sys.stderr)
         return 2
     return 0
 

@@ -20,8 +20,8 @@ from .export import check_onnx_installed, export_onnx
 from .output import closing_count, format_rows, header, sample_lines
 from .paths import bundled_names
 from .ray_engine import check_engine_options, score_job  # Ray itself is imported only by a job on it
-from .run import saved_config
-from .sampling import MAX_LEN, sample_batches, sample_names
+from .run import check_split, saved_config
+from .sampling import MAX_LEN, sample_batches
 from .streaming import score_lines
 from .teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from .train import train
@@ -101,11 +101,12 @@ def cmd_train(args):
     print(f"run folder: {result.run_dir}")
     model = result.model.eval()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)
-    words = sample_names(model, args.samples, result.vocab, generator=gen, threads=None)
-    if words:
-        train_set = set(result.train_words)
+    train_set = set(result.train_words)
+    if args.samples:
         print(f"{args.samples} samples:")
+    for words in sample_batches(model, args.samples, result.vocab, generator=gen, threads=None):  # as `sample` draws
         sys.stdout.write(sample_lines(words, [w in train_set for w in words], MAX_LEN))
+        sys.stdout.flush()
 
 
 def cmd_score(args):
@@ -156,6 +157,7 @@ def cmd_check(args):
     path = args.data or bundled_names()
     words = load_names(path)
     vocab = Vocab.from_words(words)
+    check_split(words, {"path": path})  # a dev split to compare the forms on
     _, dev, _ = lecture_split(words)
     torch.manual_seed(args.seed)
     tree = TreeModel(ModelConfig(vocab_size=len(vocab), n_layers=args.n_layers)).to(device).eval()

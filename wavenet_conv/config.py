@@ -89,11 +89,16 @@ class Config:
         if not (low <= v if closed[0] == "[" else low < v) or not (v <= high if closed[1] == "]" else v < high):
             self._fail(name, f"must be in {closed[0]}{low:g}, {high:g}{closed[1]}")
 
-    def _check_int(self, name: str, low: int, optional: bool = False) -> None:
+    def _check_int(self, name: str, low: int, optional: bool = False, high: int | None = None) -> None:
         v = getattr(self, name)  # an int or None by now (_check_types)
-        if v is not None and v < low:
-            self._fail(name, f"must be an integer >= {low}" + (" or None" if optional else ""))
+        if v is not None and not (low <= v and (high is None or v <= high)):
+            allowed = f">= {low}" if high is None else f"from {low} to {high:,}"
+            self._fail(name, f"must be an integer {allowed}" + (" or None" if optional else ""))
 
+
+MAX_LAYERS = 16  # a receptive field of 65,536 characters: far past any name; deeper ones only exhaust memory
+MAX_STEPS = 100_000_000  # the run keeps every step's loss (4 bytes each)
+MAX_BATCH = 1_000_000  # names (or contexts) a step
 
 @dataclass
 class ModelConfig(Config):
@@ -115,8 +120,9 @@ class ModelConfig(Config):
     def __post_init__(self):
         self._check_types()
         self._check_int("vocab_size", 2)  # '.' and at least one character
-        for name in ("n_embd", "n_hidden", "n_layers"):
+        for name in ("n_embd", "n_hidden"):
             self._check_int(name, 1)
+        self._check_int("n_layers", 1, high=MAX_LAYERS)
         for name in ("n_inner", "n_skip", "n_head"):
             self._check_int(name, 1, optional=True)
         if not self.residual and self.n_inner not in (None, self.n_hidden):
@@ -185,8 +191,9 @@ class TrainConfig(Config):
         self._check_types()
         if self.recipe not in RECIPES:
             self._fail("recipe", f"must be one of {tuple(RECIPES)}")
-        for name in ("steps", "batch_size", "swa_every"):
-            self._check_int(name, 1)
+        self._check_int("steps", 1, high=MAX_STEPS)
+        self._check_int("batch_size", 1, high=MAX_BATCH)
+        self._check_int("swa_every", 1)
         for name in ("warmup", "checkpoint_every", "eval_every", "loss_block"):
             self._check_int(name, 0)
         if not 0 <= self.seed < SEED_LIMIT:

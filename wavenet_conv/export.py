@@ -20,7 +20,7 @@ import torch
 
 from .blocks import WaveNetCore
 from .conv import ConvModel
-from .errors import MissingExtraError
+from .errors import DataError, MissingExtraError
 
 ONNX_PACKAGES = ("onnx", "onnxscript")
 INSTALL_HINT = "pip install 'wavenet_conv[onnx]'"
@@ -42,13 +42,17 @@ def export_onnx(model: WaveNetCore, path: str | os.PathLike) -> Path:
     if not isinstance(model, WaveNetCore):
         raise TypeError(f"export_onnx: expected a ConvModel or TreeModel, got {type(model).__name__}")
     check_onnx_installed()
+    path = Path(path)
+    if path.is_dir():  # before the export's seconds of work
+        raise DataError(f"{path}: is a folder, not an ONNX file to write")
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: no folder {path.parent} to write it in")
     conv = ConvModel(model.config)
     conv.load_state_dict(copy.deepcopy(model.state_dict()))
     conv = conv.to("cpu", torch.float32).eval()
     tokens = torch.zeros(2, 3, dtype=torch.long)  # (B, T): an example; the graph is traced for any B and T
     tokens[:, 1:] = 1
     dims = {0: torch.export.Dim("B"), 1: torch.export.Dim("T")}
-    path = Path(path)
     exporter_log = logging.getLogger("torch.onnx")  # it logs the optional ops it skips (torchvision's)
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)

@@ -117,11 +117,11 @@ def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, devi
         logits = stepper.feed(torch.full((n,), tok, dtype=torch.long, device=device))  # (n, V)
     rand_device = generator.device if generator is not None else device
     rows = torch.arange(n, device=device)  # the stepper's rows -> sample rows
-    out = torch.zeros(n, max_len - len(prefix_ids), dtype=torch.long, device=device)  # 0 after the end
-    for i in range(out.shape[1]):
+    columns = []  # a column a step, as long as the longest name drawn (not max_len up front)
+    for _ in range(max_len - len(prefix_ids)):
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=rand_device).to(device)  # (n,)
         tok = draw(logits, u.index_select(0, rows), temperature, top_k)  # (B,)
-        out[rows, i] = tok
+        columns.append(torch.zeros(n, dtype=torch.long, device=device).index_copy_(0, rows, tok))  # (n,): 0 after the end
         keep = tok.nonzero().squeeze(1)  # the rows that go on
         if len(keep) == 0:
             break
@@ -129,7 +129,7 @@ def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, devi
             stepper.select(keep)
             rows, tok = rows.index_select(0, keep), tok.index_select(0, keep)
         logits = stepper.feed(tok)
-    return out
+    return torch.stack(columns, 1) if columns else torch.zeros(n, 0, dtype=torch.long, device=device)  # (n, steps)
 
 
 def sample_names(
