@@ -88,8 +88,9 @@ def train(
         length of the call: a second training on it refuses at once (see ``runfolder``). A
         ``RunFolder`` is used as it is (claimed here unless already held) and left to its caller.
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
-        same folder) with its own model, data file and ``TrainConfig``, and ends where an
-        uninterrupted run ends. A ``config`` may change only ``run.CHANGEABLE_ON_RESUME`` (a
+        same folder; a checkpoint file there must be its ``checkpoint.pt``) with its own model, data
+        file and ``TrainConfig``, and ends where an uninterrupted run ends (a finished one, settings
+        unchanged, is returned as it is). A ``config`` may change only ``run.CHANGEABLE_ON_RESUME`` (a
         ``ConfigError`` names any other field that differs); a ``model_config`` must be the run's.
     make_model: a function of the vocabulary size returning the model to train instead of one built
         from ``model_config`` (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``);
@@ -110,9 +111,7 @@ def train(
     a second one raises at once and writes nothing (the last checkpoint stays).
     """
     log = log or (lambda *a, **k: None)
-    paths("train", out=out, resume=resume, data=data)
-    if resume is not None:
-        refuse_with_resume(make_model, teachers)
+    check_arguments(data, out, resume, make_model, teachers)
     with torch_threads(threads, "train"):
         folder = run_folder(out, resume, force)
         try:
@@ -127,8 +126,12 @@ def train(
                 folder.release()
 
 
-def refuse_with_resume(make_model, teachers) -> None:
-    """A resumed run keeps its model and its teachers (its checkpoint's): neither may be given."""
+def check_arguments(data, out, resume, make_model, teachers) -> None:
+    """No path given as "" (``Path("")`` is the current folder); a resumed run keeps its model and its
+    teachers (its checkpoint's): neither may be given."""
+    paths("train", data=data, out=out, resume=resume)
+    if resume is None:
+        return
     if make_model is not None:
         raise ConfigError("make_model: a resumed run keeps its model (the checkpoint's)")
     if teachers:
