@@ -35,8 +35,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_units() -> str:
+    """The widest vector instructions the CPU has, as the kernels see them: "AVX-512 with BF16",
+    "AVX-512", "AVX2", or torch's own word for it where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "avx512f" in flags:
+        return "AVX-512 with BF16" if "avx512_bf16" in flags or "amx_bf16" in flags else "AVX-512, no BF16"
+    if "avx2" in flags:
+        return "AVX2, no AVX-512"
+    return f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+
+
 def machine_line() -> str:
-    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores", f"torch {torch.__version__}",
+    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores, {vector_units()}", f"torch {torch.__version__}",
              f"{torch.get_num_threads()} threads"]
     omp = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
     if omp:
