@@ -161,6 +161,18 @@ def test_teachers_are_checked_before_any_work(teachers, small_names, tmp_path):
     assert not out.exists()
 
 
+def test_a_teacher_cannot_be_the_run_that_force_replaces(teachers, small_names, tmp_path):
+    """``--out X --force --teacher X`` would delete the teacher's checkpoint under its own student."""
+    run = tmp_path / "t"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((teachers[0] / "checkpoint.pt").read_bytes())
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="is the run in .*, which this run would replace: train into another folder"):
+        train(TINY, quick(distill=0.5), data=small_names, out=run, force=True, log=None, progress=False,
+              teachers=[run, teachers[1]])
+    assert (run / "checkpoint.pt").read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+
+
 @pytest.mark.parametrize("fields,message", [
     (dict(distill=1.5), r"TrainConfig.distill must be in \[0, 1\]"),
     (dict(temperature=0.0), "TrainConfig.temperature must be a finite number > 0"),

@@ -124,6 +124,10 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
     check_distill(tc, teachers)
     models, records = load_teachers(teachers, vocab, data_info)
     if folder is not None:
+        for r in records:  # --force would remove it, and a resume would then find its teacher gone
+            if Path(r["path"]) == (folder.path / CHECKPOINT_NAME).resolve():
+                raise ConfigError(f"teacher {r['path']} is the run in {folder.path}, which this run would replace: "
+                                  "train into another folder")
         folder.claim()
     torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
     if make_model is not None:
