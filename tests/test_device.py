@@ -2,6 +2,7 @@
 count) and the training steps' precision. Putting the caller's count back: test_cleanup.py."""
 
 import builtins
+import contextlib
 import io
 import itertools
 import os
@@ -108,6 +109,19 @@ def test_check_threads_refuses_what_is_not_a_thread_count(threads):
             with torch_threads(threads, "score_names"):
                 pass  # pragma: no cover
         assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["returns", "raises"])
+def test_torch_threads_sets_the_count_then_puts_the_callers_back(raises):
+    with threads_set_to(3):
+        with pytest.raises(KeyError) if raises else contextlib.nullcontext():
+            with torch_threads(1, "f"):
+                assert torch.get_num_threads() == 1
+                if raises:
+                    raise KeyError("in the block")
+        assert torch.get_num_threads() == 3
+        with torch_threads(None, "f"):  # None: torch's setting, untouched
+            assert torch.get_num_threads() == 3
 
 
 @pytest.mark.parametrize("threads,count", [(None, None), (1, 1), (12, 12), (np.int64(3), 3)],

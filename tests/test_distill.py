@@ -17,7 +17,7 @@ from wavenet_conv.checkpoint import load_checkpoint, load_model
 from wavenet_conv.config import RECIPES, recipe, recipe_teachers
 from wavenet_conv.conv import ConvModel
 from wavenet_conv.data import Vocab, sequences
-from wavenet_conv.distill import soft_targets
+from wavenet_conv.distill import distill_loss, soft_targets
 from wavenet_conv.optim import lr_at, make_optimizer
 from wavenet_conv.runfolder import RunFolder
 from wavenet_conv.train import train
@@ -91,6 +91,19 @@ def test_distill_one_is_the_cross_entropy_against_the_teacher(teachers, small_na
     with torch.no_grad():
         expected = -(teacher * F.log_softmax(student.packed(x, pos), -1)).sum(1).mean()
     assert loss == pytest.approx(float(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("a,T", [(0.5, 2.0), (1.0, 0.5), (0.25, 1.0)])
+def test_distill_loss_is_the_mix_of_the_two_cross_entropies(a, T):
+    """(1 - a) CE(names) + a T^2 CE(logits / T, soft), against a hand-written mean over positions."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 7, (50,), generator=g)
+    soft = torch.softmax(torch.randn(50, 7, generator=g, dtype=torch.float64), 1)
+    hard = -torch.log_softmax(logits, 1)[torch.arange(50), y].mean()
+    against_soft = -(soft * torch.log_softmax(logits / T, 1)).sum(1).mean()
+    got = distill_loss(logits, y, soft, recipe("default", distill=a, temperature=T))
+    assert abs(got.item() - ((1 - a) * hard + a * T * T * against_soft).item()) <= 1e-12
 
 
 def test_distill_zero_is_the_plain_loop(small_names):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from helpers import BUNDLED_NAMES, LECTURE_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
 from wavenet_conv import (
-    DataError, FlatConfig, FlatModel, ModelConfig, ScoreResult, TreeModel, Vocab, contexts,
+    ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, ScoreResult, TreeModel, Vocab, contexts,
     lecture_split, load_names, score_names,
 )
 
@@ -203,3 +203,12 @@ def test_fast_path_without_the_pair_table(variant, depth, monkeypatch):
     assert folded.fold(conv.eval()).pairs is None
     assert max_diff(score_names(conv, words, VOCAB), score_names(tree, words, VOCAB)) <= 1e-10
     assert max_diff(score_names(conv, words, VOCAB), with_table) <= 1e-10
+
+
+def test_a_names_nats_are_the_float64_sum_of_its_characters():
+    """Long names in float32: the per-name sum is taken in float64 (a float32 sum drifts by ~1e-7)."""
+    conv = randomize_(ConvModel(ModelConfig(n_embd=6, n_hidden=16, n_layers=3)), seed=4).eval()
+    words = random_words(8, seed=3, min_len=300, max_len=300)
+    r = score_names(conv, words, VOCAB, method="fast", per_char=True, threads=1)
+    for i in range(len(words)):
+        assert r.nll[i].item() == pytest.approx(math.fsum(r.chars(i).tolist()), rel=1e-12, abs=0)

@@ -97,6 +97,14 @@ def test_score_lines_stops_at_the_first_bad_line_after_the_lines_before_it(conv,
     assert seen == [1]  # everything before line 3, nothing after
 
 
+def test_a_stop_counts_only_the_blank_lines_before_it(conv):
+    parts = []
+    with pytest.raises(DataError, match=r"^<input>:3: character 2 '1' in 'x1'"):
+        for part in score_lines(conv, ["emma", "", "x1", "", "", "ava"], VOCAB):
+            parts.append(part)
+    assert len(parts) == 1 and parts[0].lines == [1] and parts[0].empty == 1 and parts[0].invalid == []
+
+
 def test_score_lines_lowercase(conv):
     lines, names, _, invalid, _ = collect(score_lines(conv, ["Anna", "BOB", "zoë"], VOCAB, lowercase=True, skip_invalid=True))
     assert names == ["anna", "bob"] and lines == [1, 2] and [line for line, _ in invalid] == [3]

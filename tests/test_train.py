@@ -90,6 +90,9 @@ def test_name_batches_are_an_epoch_shuffle():
     x, y, pos = batches(4)
     assert x.shape == y.shape == pos.shape and x.dim() == 1 and (x[pos == 0] == 0).all()
     assert torch.equal(NameBatches(words, VOCAB, 10, 0, "cpu")(4)[0], x)  # a function of (seed, step)
+    epochs = [torch.cat([batches.names_at(e * 3 + k) for k in range(3)]) for e in range(4)]
+    assert all(sorted(e.tolist()) == list(range(30)) for e in epochs)  # each epoch every name once
+    assert len({tuple(e.tolist()) for e in epochs}) == 4  # in a new order each epoch
 
 
 def test_name_batches_keep_every_target():
