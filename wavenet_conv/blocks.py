@@ -312,12 +312,17 @@ class WaveNetCore(nn.Module):
 
     @classmethod
     def from_model(cls, other: "WaveNetCore"):
-        """The other form of ``other``: same config, parameters, buffers, device, dtype and mode."""
+        """The other form of ``other``: same config, parameters, buffers, BatchNorm eps and momentum (not
+        in a state dict: ``from_lecture`` takes the lecture's), device, dtype and mode."""
         if not isinstance(other, WaveNetCore):
             raise TypeError(f"{cls.__name__}: expected a TreeModel or ConvModel, got {type(other).__name__}")
         p = next(other.parameters())
         model = cls(other.config).to(device=p.device, dtype=p.dtype)
         model.load_state_dict(other.state_dict())
+        theirs = dict(other.named_modules())
+        for name, norm in model.named_modules():
+            if isinstance(norm, BatchNorm):
+                norm.eps, norm.momentum = theirs[name].eps, theirs[name].momentum
         return model.train(other.training)
 
     @property
