@@ -345,3 +345,32 @@ def test_compiled_with_cuda_graphs_equals_eager_on_cuda():
         nll, char_nll = scorer(tokens, lengths, per_char=True)
         assert (eager[0] - nll.cpu()).abs().max().item() <= 1e-5
         assert (eager[1] - char_nll.cpu()).abs().max().item() <= 1e-5
+
+
+
+@pytest.mark.parametrize("n,width", [(1, 8), (8, 8), (9, 16), (64, 64), (65, 128), (128, 128), (129, 256)])
+def test_width_of_is_the_narrowest_that_holds_the_name(n, width):
+    assert bucketed.width_of(n) == width
+
+
+def test_block_losses_take_the_softmax_in_float32_at_least():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 27, generator=g).bfloat16()
+    y = torch.randint(0, 27, (2, 5), generator=g)
+    rows, per = engines.block_losses(logits, y)
+    rows32, per32 = engines.block_losses(logits.float(), y)
+    assert per.dtype == torch.float32 and torch.equal(per, per32) and torch.equal(rows, rows32)
+
+
+@pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
+def test_matmul_precision_puts_the_tf32_flags_back(precision):
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = cuda.allow_tf32, cudnn.allow_tf32
+    try:
+        for before in [(True, True), (False, False), (False, True)]:
+            cuda.allow_tf32, cudnn.allow_tf32 = before
+            with engines.matmul_precision(precision):
+                assert cuda.allow_tf32 == cudnn.allow_tf32 == (precision == "tf32")
+            assert (cuda.allow_tf32, cudnn.allow_tf32) == before
+    finally:
+        cuda.allow_tf32, cudnn.allow_tf32 = saved

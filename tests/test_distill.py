@@ -315,3 +315,32 @@ def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_name
     assert code == 0, err
     for sub in ("teacher-0", "teacher-1", "."):
         assert same_weights(load_model(out / sub).model, load_model(tmp_path / "full" / sub).model), sub
+
+
+
+def test_a_recipes_teachers_take_the_overrides():
+    teachers = recipe_teachers("best", steps=100, device="cpu")
+    assert [(t.steps, t.device) for _, t in teachers] == [(100, "cpu"), (100, "cpu")]
+    assert [t.seed for _, t in teachers] == [recipe("best").seed + 1, recipe("best").seed + 2]
+
+
+def test_a_recipe_that_would_not_use_its_teachers_is_refused_before_any_work(small_names, tmp_path):
+    from wavenet_conv.teachers import train_recipe
+
+    pair = (TINY, quick())
+    for config, teachers, message in [(quick(distill=0), [pair], "the student would not use them"),
+                                      (quick(distill=0.5), [], "needs at least one teacher")]:
+        with pytest.raises(ConfigError, match=message):
+            train_recipe(TINY, config, teachers, tmp_path / "r", small_names, log=None, progress=False)
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_teacher_folder_trained_on_another_names_file_is_refused(teachers):
+    from wavenet_conv.teachers import teacher_state
+
+    ckpt = load_checkpoint(teachers[0])
+    mc, tc = ModelConfig.from_dict(ckpt["model_config"]), recipe("default", **{
+        k: v for k, v in ckpt["train_config"].items() if k != "recipe"})
+    assert teacher_state(teachers[0], 0, mc, tc, ckpt["data"]) == "finished"
+    with pytest.raises(RunFolderError, match="holds another run than the recipe's teacher 0 \\(its data file differs\\)"):
+        teacher_state(teachers[0], 0, mc, tc, {**ckpt["data"], "sha256": "0" * 64})

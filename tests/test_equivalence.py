@@ -157,3 +157,27 @@ def test_packed_names_equal_the_conv_forward(variant, depth):
                              for p, q in zip(conv.parameters(), twin.parameters()))
     for u, v in zip(conv.buffers(), twin.buffers()):  # the same running statistics
         assert (u - v).abs().max().item() <= 1e-12
+
+
+
+def test_compare_forms_measures_the_conv_it_builds(monkeypatch):
+    """``check``'s float64 comparison: a conv twin that is off by 1 in one logit shows as 1, and its loss
+    as different from the tree's."""
+    from wavenet_conv import compare
+
+    tree, _ = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64, seed=3)
+    words = random_words(40, seed=2)
+    same = compare.compare_forms(tree, words, VOCAB)
+    assert same["max_abs_diff"] <= 1e-12 and same["conv_loss"] == pytest.approx(same["tree_loss"], abs=1e-12)
+    original = ConvModel.from_tree
+
+    def off_by_one(model):
+        conv = original(model)
+        with torch.no_grad():
+            conv.lm_head.bias[1] += 1
+        return conv
+
+    monkeypatch.setattr(ConvModel, "from_tree", off_by_one)
+    off = compare.compare_forms(tree, words, VOCAB)
+    assert off["max_abs_diff"] == pytest.approx(1, abs=1e-9) and off["conv_loss"] != off["tree_loss"]
+    assert off["tree_loss"] == same["tree_loss"] and off["targets"] == same["targets"] == sum(len(w) + 1 for w in words)

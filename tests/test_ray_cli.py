@@ -123,3 +123,41 @@ def test_without_ray_the_engine_names_the_extra_and_exits_2(inputs, tmp_path):
     assert p.stderr == ("wavenet-conv score: error: --engine ray needs Ray Data, which is not installed: "
                         "pip install 'wavenet_conv[ray]'\n")
     assert not (tmp_path / "out").exists()
+
+
+
+@needs_ray
+def test_a_folders_files_leave_out_hidden_and_underscore_ones_at_any_depth(tmp_path):
+    import pyarrow.fs as pafs
+
+    from wavenet_conv.ray_input import visible_files
+
+    for rel in ("a.txt", "sub/b.txt", ".git/x.txt", "sub/.hidden", "_SUCCESS", "sub/_tmp/c.txt", "sub/d_e.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("emma\n")
+    assert sorted(visible_files(pafs.LocalFileSystem(), str(tmp_path))) == ["a.txt", "sub/b.txt", "sub/d_e.txt"]
+
+
+@needs_ray
+def test_a_text_blocks_lines_are_numbered_from_its_first_and_stripped(tmp_path):
+    from wavenet_conv import Vocab
+    from wavenet_conv.ray_input import lines_table
+
+    t = lines_table("f.txt", 5, [" emma\t", "", "ann\udcff", "x"], Vocab("abcdefghijklmnopqrstuvwxyz"), False)
+    assert t["line"].to_pylist() == [5, 6, 7, 8] and t["path"].to_pylist() == ["f.txt"] * 4
+    assert t["name"].to_pylist() == ["emma", "", "ann\ufffd", "x"]
+    assert t["error"].to_pylist() == [None, None, "not valid UTF-8 (byte 0xff at character 4)", None]
+
+
+@needs_ray
+def test_the_writers_counts_of_names_empty_and_invalid_rows():
+    import pyarrow as pa
+
+    from wavenet_conv.ray_sink import count
+
+    table = pa.table({"name": ["emma", "", "  ", "x1", None], "nats": [5.0, None, None, None, None],
+                      "targets": [5, None, None, None, None], "error": [None, "empty name", "empty name", "bad", "null"]})
+    kept, c = count(table, drop_empty=False)
+    assert (c.names, c.empty, c.invalid, c.rows, c.targets, c.nats) == (1, 2, 2, 5, 5, 5.0) and kept.num_rows == 5
+    kept, c = count(table, drop_empty=True)  # text input: blank lines are counted, not written
+    assert (c.names, c.empty, c.invalid, c.rows) == (1, 2, 2, 3) and kept["name"].to_pylist() == ["emma", "x1", None]

@@ -335,3 +335,17 @@ def test_a_resume_that_fails_after_the_claim_leaves_the_run_as_it_was(part, stop
     with pytest.raises(CheckpointError):  # one line on the command line, not a traceback
         train(resume=stopped_run, log=None)
     assert snapshot(stopped_run) == before and sorted(before) == ["checkpoint.pt"]  # no lock, the checkpoint untouched
+
+
+
+def test_force_clears_every_file_a_run_writes_and_nothing_else(tmp_path):
+    """A recipe's recipe.json too; a teacher's folder and the user's other files stay."""
+    for name in ("checkpoint.pt", "metrics.json", "loss.png", "recipe.json", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "teacher-0").mkdir()
+    folder = RunFolder(tmp_path, force=True)
+    folder.claim()
+    try:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_NAME, "notes.txt", "teacher-0"])
+    finally:
+        folder.release()
