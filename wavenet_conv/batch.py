@@ -15,11 +15,12 @@ comes back of the same kind with the columns added, a row per row, in order:
     char_nats       (with ``per_char``) list of float64: the nats of each character, then the end's
 
 A value is scored as a line of a list is: without whitespace at either end ("emma\n" is "emma"; the
-``name`` column is left as it came). A row that is not a name keeps its place: its scores are null (NaN in a float column of pandas or
-numpy, 0 ``targets`` in numpy, which has no null integers) and ``error`` says why; a scored row has
-a null ``error``. A batch may come with an ``error`` column of its own (a reader's, e.g. for a line
-that was not UTF-8, which Arrow cannot hold as a string): a row with an error there keeps it and is
-not scored. The numbers are ``score_lines``' (the same pass, the same order of operations).
+``name`` column is left as it came). A row that is not a name keeps its place: its scores are null
+(NaN in a float column of pandas or numpy, 0 ``targets`` in numpy, which has no null integers) and
+``error`` says why; a scored row has a null ``error``. A batch may come with an ``error`` column of
+its own (a reader's, e.g. for a line that was not UTF-8, which Arrow cannot hold as a string): a row
+with an error there keeps it and is not scored. The numbers are ``score_lines``' (the same pass, the
+same order of operations).
 
 The model loads lazily, once per process and run (a module-level cache), so an engine may pickle the
 scorer to every worker for free. Each call runs ``threads`` torch threads and puts the process's
@@ -35,7 +36,7 @@ import sys
 import numpy as np
 
 from .checkpoint import LoadedModel, load_model
-from .data import name_problem
+from .data import EMPTY_NAME
 from .device import torch_threads
 from .errors import DataError
 from .streaming import score_lines
@@ -112,7 +113,7 @@ class BatchScorer:
                 errors[line - 1] = problem
             for j, row in enumerate(rows if self.per_char else []):
                 chars[row] = part.scores.chars(j).numpy()
-        errors[(targets == 0) & (errors == None)] = name_problem("", vocab)  # noqa: E711 -- "empty name"
+        errors[(targets == 0) & (errors == None)] = EMPTY_NAME  # noqa: E711 -- elementwise
         out = dict(nats=nats, targets=targets, nats_per_char=nats / np.maximum(targets, 1), error=errors)
         return {**out, "char_nats": chars} if self.per_char else out
 

@@ -91,6 +91,9 @@ def sha256_file(path: str | os.PathLike) -> str:
 QUOTE_LIMIT = 60  # characters of a name quoted in an error message, at most
 
 
+EMPTY_NAME = "empty name"  # the reason of a blank line, where a row must give one (the batch scorer, Ray)
+
+
 def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
     """``repr(text)``, cut to about ``limit`` characters of output (escapes count): a message stays one
     short line whatever the input."""
@@ -119,7 +122,7 @@ def whitespace_problem(word: str, i: int) -> str:
 def name_problem(word: str, vocab: Vocab | None) -> str | None:
     """Why ``word`` cannot be a name, in a few words (no location), or None when it can."""
     if not word:
-        return "empty name"
+        return EMPTY_NAME
     for i, ch in enumerate(word):
         if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8, kept by ``read_lines``
             return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i + 1})"

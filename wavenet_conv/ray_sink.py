@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 
 from .batch import SCORE_COLUMNS
-from .data import name_problem
+from .data import EMPTY_NAME
 
 OUTPUT = ("name", *SCORE_COLUMNS)
 ROWS_PER_FILE = 1_000_000  # at least, but in the last file of the job: a write task's rows
@@ -37,7 +37,7 @@ class Counts:
 def count(table: pa.Table, drop_empty: bool) -> tuple[pa.Table, Counts]:
     """(the rows to write, their counts): rows of empty names (blank, or whitespace only) dropped with
     ``drop_empty`` (text input, whose blank lines the local command skips too), counted either way."""
-    empty = pc.fill_null(pc.equal(table["error"], name_problem("", None)), False)  # "empty name"
+    empty = pc.fill_null(pc.equal(table["error"], EMPTY_NAME), False)
     n_empty = pc.sum(empty).as_py() or 0
     if drop_empty:
         table = table.filter(pc.invert(empty))
