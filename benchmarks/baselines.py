@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from wavenet_conv import ConvModel, ModelConfig, Vocab, lecture_split, load_names
 from wavenet_conv.data import IGNORE
-from wavenet_conv.folded import fold_head, fold_layers, sigmoid_tanh_
+from wavenet_conv.inference.folded import fold_head, fold_layers, sigmoid_tanh_
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LECTURE_NAMES = os.path.join(ROOT, "names.txt")  # the lecture's file, where a user downloads it (gitignored)

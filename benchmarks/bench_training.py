@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from baselines import devices, load_split, make_model, median_s
 from wavenet_conv import TreeModel, contexts, sequences
 from wavenet_conv.data import IGNORE
-from wavenet_conv.train import batch_loss
+from wavenet_conv.training.train import batch_loss
 
 NAMES_PER_BATCH = 64
 

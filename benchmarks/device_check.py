@@ -52,12 +52,12 @@ from baselines import BUNDLED_NAMES, make_model  # noqa: E402
 from ratios import cpu_model  # noqa: E402
 from wavenet_conv import (TreeModel, Vocab, contexts, lecture_split, load_names,  # noqa: E402
                           recipe, sample_names, score_names, sequences, train)
-from wavenet_conv.bucketed import (BLOCK_POSITIONS, BucketedScorer, block_rows, buckets,  # noqa: E402
-                                   choose_scoring_path, padded_names)
-from wavenet_conv.engines import matmul_precision  # noqa: E402
-from wavenet_conv.scoring import _score_fast, encode_names  # noqa: E402
+from wavenet_conv.inference.bucketed import (BLOCK_POSITIONS, SCORING_PRECISIONS, BucketedScorer,  # noqa: E402
+                                             block_rows, buckets, choose_scoring_path, padded_names)
+from wavenet_conv.inference.runners import matmul_precision  # noqa: E402
+from wavenet_conv.inference.scoring import _score_fast, encode_names  # noqa: E402
 from wavenet_conv.validate import string_list  # noqa: E402
-from wavenet_conv.folded import fold  # noqa: E402
+from wavenet_conv.inference.folded import fold  # noqa: E402
 from wavenet_conv.device import device_clock  # noqa: E402
 
 # An H200 to predict with off a GPU: the copy bandwidth measured on this workplace's H200s (4.3 TB/s);
@@ -68,7 +68,6 @@ from wavenet_conv.device import device_clock  # noqa: E402
 REFERENCE = {"device": "assumed, except the copy bandwidth", "copy_GBps": 4300.0,
              "gemm_TFLOPs": {"float32": 40.0, "tf32": 200.0, "bfloat16": 300.0},
              "launch_eager_us": 5.0, "launch_graph_us": 1.5}
-PRECISIONS = ("float32", "tf32", "bfloat16")
 MILLION = 1_000_000
 
 
@@ -186,7 +185,7 @@ def ceilings(check: Check) -> dict:
     rows = [{"what": "copy bandwidth (read + write)", "value": f"{copy / 1e9:,.0f} GB/s"}]
     M = (1 << 13) if small else (1 << 17)  # the scoring's GEMM: (positions, 128) @ (128, 256)
     gemm = {}
-    for precision in PRECISIONS:
+    for precision in SCORING_PRECISIONS:
         dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         x, w = torch.randn(M, 128, device=d, dtype=dtype), torch.randn(128, 256, device=d, dtype=dtype)
         with matmul_precision(precision):
@@ -284,7 +283,7 @@ def predict(ops: list, rates: dict, precision: str, graphed: bool) -> dict:
 
 
 def cost_model(check: Check) -> dict:
-    """Count one block of each engine and one fast-path group on real names; predict each contender's
+    """Count one block of each block runner and one fast-path group on real names; predict each contender's
     time for the dev split and the large list from this device's ceilings, and off a GPU also from an
     H200's, with the GPU's op list counted on the meta device (shapes, no data)."""
     _, dev, vocab, model = check.data["split"]
@@ -343,7 +342,7 @@ def list_shape(names) -> dict:
 
 
 def contender_costs(model, dev, vocab, device):
-    """[(contender, the ops of one block, its positions, graphed, precision)]: the bucketed engines on a
+    """[(contender, the ops of one block, its positions, graphed, precision)]: the bucketed runners on a
     (2048, 8) block of real names, and (not on meta: it reads lengths) the fast path on a group of
     1,000 names of 6 characters, counted on ``device``."""
     words = [w for w in dev if len(w) <= 7]
@@ -353,10 +352,10 @@ def contender_costs(model, dev, vocab, device):
     x, y = (t.to(device) for t in padded_names(tokens, starts, lengths, 8, B))
     model = model if device.type == next(model.parameters()).device.type else copy.deepcopy(model).to(device)
     out, gpu = [], device.type != "cpu"
-    for engine, precision, graphed in (("folded", "float32", gpu), ("folded", "bfloat16", gpu), ("forward", "float32", False)):
-        scorer = BucketedScorer(model, engine, precision)
-        ops = tally(lambda: scorer.engine.losses(x, y, scorer.work))
-        out.append((f"bucketed {engine} {precision}" + (" graphs" if graphed else " eager"), ops, B * 8, graphed, precision))
+    for runner, precision, graphed in (("folded", "float32", gpu), ("folded", "bfloat16", gpu), ("forward", "float32", False)):
+        scorer = BucketedScorer(model, runner, precision)
+        ops = tally(lambda: scorer.runner.losses(x, y, scorer.work))
+        out.append((f"bucketed {runner} {precision}" + (" graphs" if graphed else " eager"), ops, B * 8, graphed, precision))
     if device.type != "meta":
         six = [w for w in dev if len(w) == 6][:1000]
         t6, l6, _ = encode_names(six, vocab)
@@ -406,7 +405,7 @@ def junit_rows(path: str) -> list:
 
 
 def equivalence(check: Check) -> dict:
-    """Each engine and precision on the device against the float64 tree on the CPU, bundled dev split."""
+    """Each block runner and precision on the device against the float64 tree on the CPU, bundled dev split."""
     _, dev, vocab, model = check.data["split"]
     dev = dev[:800] if check.quick else dev
     tree64 = TreeModel.from_model(model).cpu().double().eval()
@@ -417,21 +416,21 @@ def equivalence(check: Check) -> dict:
     b = sequences(dev, vocab).to(check.device)
     tokens, lengths, _ = encode_names(dev, vocab)
     rows = []
-    for engine in ("folded", "forward"):
-        for precision in PRECISIONS:
-            for graphs in ((False, True) if engine == "folded" and check.device.type == "cuda" else (False,)):
-                label = {"engine": engine, "precision": precision, "graphs": graphs}
-                check.guarded(rows, label, lambda: compare(model, engine, precision, graphs, b, ref_logits, ref,
+    for runner in ("folded", "forward"):
+        for precision in SCORING_PRECISIONS:
+            for graphs in ((False, True) if runner == "folded" and check.device.type == "cuda" else (False,)):
+                label = {"runner": runner, "precision": precision, "graphs": graphs}
+                check.guarded(rows, label, lambda: compare(model, runner, precision, graphs, b, ref_logits, ref,
                                                            tokens, lengths), needs=10)
     return {"rows": rows, "notes": [f"reference: the tree in float64 on the CPU; {len(dev):,} names, "
                                     f"{int(ref.n_targets.sum()):,} targets; the model: the lecture's widths, random "
                                     "weights and BatchNorm statistics"]}
 
 
-def compare(model, engine, precision, graphs, b, ref_logits, ref, tokens, lengths) -> dict:
-    scorer = BucketedScorer(model, engine, precision, graphs=graphs)
+def compare(model, runner, precision, graphs, b, ref_logits, ref, tokens, lengths) -> dict:
+    scorer = BucketedScorer(model, runner, precision, graphs=graphs)
     with torch.inference_mode(), matmul_precision(precision):
-        logits = scorer.engine.logits(b.x)  # (B, T, V)
+        logits = scorer.runner.logits(b.x)  # (B, T, V)
     diff = (logits[b.mask].double().cpu() - ref_logits).abs().max().item()
     nll = scorer(tokens, lengths)[0].cpu()
     rel = ((nll - ref.nll).abs() / ref.nll).max().item()
@@ -470,15 +469,15 @@ def scoring_contenders(check: Check, model, vocab):
             lambda names: score_names(model, names, vocab, method="fast").nll, False),
            ("forward", "score_names(method='forward'): ConvModel.forward, batches of 8,192 names padded, eager",
             lambda names: score_names(model, names, vocab, method="forward").nll, False)]
-    plans = [("folded", p, True, False) for p in PRECISIONS] if d.type == "cuda" else []
+    plans = [("folded", p, True, False) for p in SCORING_PRECISIONS] if d.type == "cuda" else []
     plans += [("folded", "float32", False, False), ("forward", "float32", False, False)]
     if d.type == "cuda" or not check.quick:  # compiling takes longer than the smoke test's minute on a CPU
         plans += [("folded", "float32", False, True), ("forward", "float32", False, True)]
-    for engine, precision, graphs, compiled in plans:  # compiled: one block size a width, two compilations in all
+    for runner, precision, graphs, compiled in plans:  # compiled: one block size a width, two compilations in all
         sizes = BLOCK_POSITIONS[-1:] if compiled else BLOCK_POSITIONS
-        scorer = BucketedScorer(model, engine, precision, graphs=graphs, compile=compiled, block_positions=sizes)
+        scorer = BucketedScorer(model, runner, precision, graphs=graphs, compile=compiled, block_positions=sizes)
         how = "graphs" if graphs else "compiled" if compiled else "eager"
-        out.append((f"bucketed {engine} {precision} {how}", f"BucketedScorer({engine!r}, {precision!r}, {how})",
+        out.append((f"bucketed {runner} {precision} {how}", f"BucketedScorer({runner!r}, {precision!r}, {how})",
                     lambda names, s=scorer: s(*encode_names(names, vocab)[:2])[0].cpu(), compiled))
     return out
 
@@ -500,7 +499,7 @@ def scoring(check: Check) -> dict:
         rows.append({"list": list_name, "contender": "(host alone: string_list + encode_names)", **host_encoding(names, vocab)})
     chosen = choose_scoring_path(check.device)
     timed_rows = [r for r in rows if r.get("status") == "ok" and "first call s" in r and r["contender"] != "auto"]
-    notes = [f"choose_scoring_path({check.device.type!r}) -> {chosen.method}, {chosen.engine}, graphs={chosen.graphs}: "
+    notes = [f"choose_scoring_path({check.device.type!r}) -> {chosen.method}, {chosen.runner}, graphs={chosen.graphs}: "
              f"{chosen.why}", "names/s: end to end, Python strings in, nats on the host (checks, encoding, transfers "
              "included); first call: with folding, capturing or compiling",
              "max |nats - fast|: against the fast path on this device, float32 (bfloat16 rows differ by its rounding)"]

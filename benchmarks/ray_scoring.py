@@ -32,7 +32,7 @@ ROOT = os.path.dirname(HERE)
 from baselines import load_split  # noqa: E402
 from ratios import machine_line  # noqa: E402
 from score_stream import run_command, run_folder, write_list  # noqa: E402
-from wavenet_conv.batch import BatchScorer  # noqa: E402
+from wavenet_conv.cluster.scorer import BatchScorer  # noqa: E402
 
 
 class MemoryScorer(BatchScorer):
@@ -66,7 +66,7 @@ def ray_job(run: str, path: str, out: str, workers: int) -> dict:
     """One job on a fresh local cluster of ``workers + 1`` CPUs: start, job and peak memory per worker."""
     import ray
 
-    from wavenet_conv.ray_engine import score_files
+    from wavenet_conv.cluster.job import score_files
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     log = out + ".mem"

@@ -31,8 +31,8 @@ from baselines import fast_work_per_target, load_split, make_model, names_file
 from ratios import machine_line
 from scaling import gemm_rate
 from wavenet_conv import load_model, score_names
-from wavenet_conv.checkpoint import save_checkpoint
-from wavenet_conv.config import recipe
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.models.config import recipe
 
 BAD = ["x1", "mary ann", "j.r", "zoë", "", "Emma", "", "4"]  # one bad or empty line in every SPRINKLE
 
@@ -54,9 +54,7 @@ def write_list(path: str, names: list[str], n: int, sprinkle: int | None) -> dic
 def run_folder(path: str, vocab, depth: int) -> str:
     """A run folder holding a checkpoint of the lecture's widths at ``depth`` (random weights)."""
     model = make_model(depth, "cpu", vocab)
-    save_checkpoint(dict(kind="conv", model_config=model.config.to_dict(), vocab=vocab.to_dict(),
-                         state_dict=model.state_dict(), train_config=recipe("default").to_dict(), step=0),
-                    os.path.join(path, "checkpoint.pt"))
+    Checkpoint.of_model(model, vocab, train_config=recipe("default"), step=0).save(os.path.join(path, "checkpoint.pt"))
     return path
 
 

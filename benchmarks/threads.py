@@ -33,11 +33,11 @@ def workload(name: str, quick: bool):
 
     from baselines import load_split, make_model
     from wavenet_conv import sample_names, score_names
-    from wavenet_conv.batches import NameBatches
-    from wavenet_conv.config import recipe
+    from wavenet_conv.training.minibatches import NameBatches
+    from wavenet_conv.models.config import recipe
     from wavenet_conv.device import resolve_precision
-    from wavenet_conv.optim import make_optimizer
-    from wavenet_conv.train import batch_loss
+    from wavenet_conv.training.optim import make_optimizer
+    from wavenet_conv.training.train import batch_loss
 
     train, dev, vocab = load_split()
     if name == "train_step":

@@ -10,10 +10,10 @@ import argparse
 
 import torch
 
-from wavenet_conv.batches import NameBatches
+from wavenet_conv.training.minibatches import NameBatches
 from wavenet_conv.data import lecture_split
-from wavenet_conv.distill import load_teachers, soft_targets
-from wavenet_conv.run import read_data
+from wavenet_conv.training.distill import load_teachers, soft_targets
+from wavenet_conv.data import read_data
 
 
 def ensemble_loss(models, words, vocab) -> float:

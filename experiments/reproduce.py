@@ -39,7 +39,7 @@ class LectureBugBatchNorm(BatchNorm):
 def buggy_tree(config: ModelConfig) -> TreeModel:
     model = TreeModel(config)
     for block in model.blocks:
-        block.norm = LectureBugBatchNorm(block.norm.dim)  # no random init: the RNG stream is unchanged
+        block.norm = LectureBugBatchNorm(block.norm.num_features)  # no random init: the RNG stream is unchanged
     return model
 
 

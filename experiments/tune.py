@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from wavenet_conv.config import ModelConfig, TrainConfig, recipe
+from wavenet_conv.models.config import ModelConfig, TrainConfig, recipe
 from wavenet_conv.errors import InputError
-from wavenet_conv.train import train
+from wavenet_conv.training.train import train
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"recipe"}

@@ -8,8 +8,8 @@ import time
 import torch
 
 from wavenet_conv import ConvModel, DataError, ModelConfig, Vocab
-from wavenet_conv.batch import BatchScorer
-from wavenet_conv.checkpoint import save_checkpoint
+from wavenet_conv.cluster.scorer import BatchScorer
+from wavenet_conv.store.checkpoint import Checkpoint
 
 from helpers import randomize_
 
@@ -21,8 +21,7 @@ def random_run(path, vocab: Vocab = SPACED, seed: int = 0) -> str:
     """A run folder at ``path`` holding a small ConvModel with random weights (float32)."""
     torch.manual_seed(seed)
     model = randomize_(ConvModel(ModelConfig(vocab_size=len(vocab), n_embd=6, n_hidden=16, n_layers=3)), seed).eval()
-    save_checkpoint(dict(kind="conv", model_config=model.config.to_dict(), vocab=vocab.to_dict(),
-                         state_dict=model.state_dict(), step=0), os.path.join(path, "checkpoint.pt"))
+    Checkpoint.of_model(model, vocab, step=0).save(os.path.join(path, "checkpoint.pt"))
     return os.fspath(path)
 
 

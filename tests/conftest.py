@@ -10,8 +10,8 @@ import torch
 
 from helpers import BUNDLED_NAMES, LECTURE_NAMES, SMALL, SMALL_ARGS, copy_run, make_pair
 from wavenet_conv import ModelConfig, load_names, train
-from wavenet_conv.cli import main
-from wavenet_conv.config import recipe
+from wavenet_conv.cli.main import main
+from wavenet_conv.models.config import recipe
 
 
 @pytest.fixture(autouse=True, scope="session")

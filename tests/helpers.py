@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from wavenet_conv import ConvModel, ModelConfig, TreeModel, Vocab
-from wavenet_conv.batches import NameBatches
-from wavenet_conv.cli import main
-from wavenet_conv.config import ACTIVATIONS, NORMS, recipe
+from wavenet_conv.training.minibatches import NameBatches
+from wavenet_conv.cli.main import main
+from wavenet_conv.models.config import ACTIVATIONS, NORMS, recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_NAMES = os.path.join(ROOT, "data", "names.txt")
@@ -125,7 +125,7 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 # ----------------------------------------------------------------------------- training
 
-train_module = importlib.import_module("wavenet_conv.train")  # the module; wavenet_conv.train is the function
+train_module = importlib.import_module("wavenet_conv.training.train")  # the module; wavenet_conv.training.train is the function
 SMALL = ModelConfig(n_embd=8, n_hidden=32)  # a model that trains a few hundred steps in a second or two
 # the same on the command line
 SMALL_ARGS = ["--n-embd", 8, "--n-hidden", 32, "--batch-size", 32, "--threads", 1]

@@ -14,10 +14,10 @@ pa = pytest.importorskip("pyarrow")
 from batch_helpers import BAD, random_run, mixed_lines
 from helpers import cuda_only, run_main
 from wavenet_conv import DataError, load_model, score_lines
-from wavenet_conv import batch as batch_module
+import wavenet_conv.cluster.scorer as batch_module
 from wavenet_conv import device as device_module
-from wavenet_conv import streaming as streaming_module
-from wavenet_conv.batch import BatchScorer
+import wavenet_conv.inference.streaming as streaming_module
+from wavenet_conv.cluster.scorer import BatchScorer
 
 NAMES = ["emma", "mary ann", "olivia", "de la cruz", "ava", "x"]
 LINES = mixed_lines(400, NAMES, every=9)  # names, bad lines, empty lines
@@ -62,9 +62,9 @@ def test_every_row_gets_score_lines_numbers_or_the_reason(run, kind):
         if i in nats:
             assert abs(got_nats[i] - nats[i]) <= 1e-9 and errors[i] is None
             assert got_targets[i] == len(line.strip()) + 1
-            assert column(out, "nats_per_char")[i] == pytest.approx(nats[i] / (len(line.strip()) + 1), abs=1e-12)
+            assert column(out, "nats_per_target")[i] == pytest.approx(nats[i] / (len(line.strip()) + 1), abs=1e-12)
         else:
-            assert got_nats[i] is None and column(out, "nats_per_char")[i] is None
+            assert got_nats[i] is None and column(out, "nats_per_target")[i] is None
             assert got_targets[i] == (0 if kind == "numpy" else None)
             assert errors[i] == reasons.get(i, "empty name" if line == "" else "null")
     assert len(nats) > 300 and len(reasons) == 44 and errors.count("empty name") == 44 and errors[-1] == "null"
@@ -143,7 +143,7 @@ def test_it_pickles_without_its_model_and_loads_it_once_per_process(run, monkeyp
 @pytest.mark.parametrize("threads,inside", [(None, 1), (2, 2), (1, 1)])
 def test_each_call_runs_its_threads_and_puts_the_callers_back(run, monkeypatch, threads, inside):
     """The scoring itself runs on the scorer's threads (not the library's "auto", which knows nothing
-    of the CPUs an engine allotted), and the caller's count comes back."""
+    of the CPUs Ray allotted), and the caller's count comes back."""
     seen, score = [], streaming_module.score_encoded
     monkeypatch.setattr(streaming_module, "score_encoded", lambda *a: seen.append(torch.get_num_threads()) or score(*a))
     monkeypatch.setattr(device_module, "auto_threads", lambda: 7)

@@ -7,7 +7,7 @@ import torch
 
 from helpers import VOCAB, random_words
 from wavenet_conv import ConvModel, ModelConfig, sequences
-from wavenet_conv.blocks import activate
+from wavenet_conv.models.blocks import activate
 
 
 def by_hand(model: ConvModel, x: torch.Tensor, mask: torch.Tensor):
@@ -54,7 +54,7 @@ def test_the_fused_statistics_over_every_position_are_the_lectures(shape, dim):
     """Training mode with no mask runs one F.batch_norm kernel, its weight and eps corrected so that it
     normalizes with the unbiased variance, as the lecture does: the same outputs, gradients and running
     statistics as the two-pass formula (here through a mask that keeps every position)."""
-    from wavenet_conv.blocks import BatchNorm
+    from wavenet_conv.models.blocks import BatchNorm
 
     g = torch.Generator().manual_seed(0)
     x = (3 * torch.randn(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
@@ -73,12 +73,9 @@ def test_the_fused_statistics_over_every_position_are_the_lectures(shape, dim):
     assert (fused.running_var - two_pass.running_var).abs().max() <= 1e-12
 
 
-def test_dim_is_a_deprecated_alias_of_num_features():
-    """``BatchNorm(C)`` holds C channels in ``num_features`` (``forward``'s ``dim`` is an axis); the old
-    name still answers, with a warning."""
-    from wavenet_conv.blocks import BatchNorm
+def test_num_features_is_the_channel_count():
+    """``BatchNorm(C)`` holds C channels in ``num_features`` (``forward``'s ``dim`` is an axis)."""
+    from wavenet_conv.models.blocks import BatchNorm
 
     bn = BatchNorm(6)
     assert bn.num_features == 6 and bn.running_mean.shape == (6,) and "6" in repr(bn)
-    with pytest.warns(DeprecationWarning, match="num_features"):
-        assert bn.dim == 6

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers import devices
-from wavenet_conv.blocks import activate
-from wavenet_conv.config import ACTIVATIONS
-from wavenet_conv.folded import sigmoid_tanh_
+from wavenet_conv.models.blocks import activate
+from wavenet_conv.models.config import ACTIVATIONS
+from wavenet_conv.inference.folded import sigmoid_tanh_
 
 
 def sigmoid(x):

@@ -1,4 +1,4 @@
-"""The bucketed path (wavenet_conv/bucketed.py): its buckets and block shapes, padding that changes
+"""The bucketed path (wavenet_conv/inference/bucketed.py): its buckets and block shapes, padding that changes
 nothing, every variant equal to the float64 tree at every position, each precision within its
 stated bound, the choice of path, the scorer kept between calls; on a GPU, CUDA graphs equal to eager."""
 
@@ -11,12 +11,12 @@ import torch
 from helpers import (BUNDLED_NAMES, SEPARATE_WIDTHS, VARIANTS, VOCAB, cuda_only, devices, make_pair, random_words,
                       variant_id)
 from wavenet_conv import DataError, ModelConfig, Vocab, contexts, lecture_split, load_names, score_names, sequences
-from wavenet_conv import bucketed, engines, scoring
-from wavenet_conv.bucketed import (ERROR_BOUNDS, BucketedScorer, ScoringPath, block_rows, bucketed_path, buckets,
+from wavenet_conv.inference import bucketed, runners, scoring
+from wavenet_conv.inference.bucketed import (ERROR_BOUNDS, BucketedScorer, ScoringPath, block_rows, bucketed_path, buckets,
                                    choose_scoring_path, padded_names, scorer_for, width_of)
 from wavenet_conv.data import IGNORE
-from wavenet_conv.scoring import encode_names
-from wavenet_conv.streaming import score_lines
+from wavenet_conv.inference.scoring import encode_names
+from wavenet_conv.inference.streaming import score_lines
 
 SMALL_BLOCKS = (16, 64)  # block shapes of 16 and 64 positions: several blocks and a remainder per bucket
 
@@ -76,9 +76,9 @@ def test_padded_names_layout():
 # ------------------------------------------------------------------------------ exactness, float64
 
 
-@pytest.mark.parametrize("engine", ["folded", "forward"])
+@pytest.mark.parametrize("runner", ["folded", "forward"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
-def test_bucketed_equals_the_tree_at_every_position(variant, engine):
+def test_bucketed_equals_the_tree_at_every_position(variant, runner):
     """Per-target NLL of every position (float64, random weights and statistics) against the tree on
     the lecture's contexts, with several blocks and remainders per bucket and the overflow widths."""
     tree, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3, **variant), torch.float64, seed=3)
@@ -86,7 +86,7 @@ def test_bucketed_equals_the_tree_at_every_position(variant, engine):
     X, Y = contexts(words, VOCAB, tree.block_size)
     with torch.no_grad():
         ref = torch.nn.functional.cross_entropy(tree(X), Y, reduction="none")  # (targets,)
-    nll, char_nll = scored(conv, words, engine=engine, block_positions=SMALL_BLOCKS)
+    nll, char_nll = scored(conv, words, runner=runner, block_positions=SMALL_BLOCKS)
     assert char_nll.shape == ref.shape and (char_nll - ref).abs().max().item() <= 1e-10
     per_name = torch.zeros(len(words), dtype=torch.float64).index_add_(
         0, torch.repeat_interleave(torch.arange(len(words)), torch.tensor([len(w) + 1 for w in words])), ref)
@@ -96,15 +96,15 @@ def test_bucketed_equals_the_tree_at_every_position(variant, engine):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("variant", VARIANTS[::5], ids=variant_id)
 def test_folded_logits_on_padded_blocks_equal_the_tree(variant, device):
-    """The padding is exact: the folded engine's logits of a right-padded block equal the tree's
+    """The padding is exact: the folded runner's logits of a right-padded block equal the tree's
     logits at every real position (float64)."""
     tree, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3, **variant), torch.float64, device=device)
     words = random_words(9, seed=1, max_len=15)
     b = sequences(words, VOCAB, pad_to=16).to(device)
     X, _ = contexts(words, VOCAB, tree.block_size)
-    engine = engines.FoldedEngine(conv, "float32")
+    runner = runners.FoldedRunner(conv, "float32")
     with torch.no_grad():
-        logits = engine.folded.logits(b.x).view(*b.x.shape, -1)[..., : conv.config.vocab_size]  # (B, T, V)
+        logits = runner.folded.logits(b.x).view(*b.x.shape, -1)[..., : conv.config.vocab_size]  # (B, T, V)
         assert (logits[b.mask] - tree(X.to(device))).abs().max().item() <= 1e-10
 
 
@@ -142,37 +142,37 @@ def dev_split():
     return dev, Vocab.from_words(words), conv
 
 
-@pytest.mark.parametrize("engine", ["folded", "forward"])
+@pytest.mark.parametrize("runner", ["folded", "forward"])
 @pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
-def test_each_precision_within_its_bound_on_cpu(dev_split, precision, engine):
-    """float32 and, through bfloat16 matmuls on this CPU (the forward engine by autocast), bfloat16:
+def test_each_precision_within_its_bound_on_cpu(dev_split, precision, runner):
+    """float32 and, through bfloat16 matmuls on this CPU (the forward runner by autocast), bfloat16:
     a name's nats and the split's mean within ``ERROR_BOUNDS`` of float64. tf32 is float32 on a CPU."""
     dev, vocab, conv64 = dev_split
     ref = score_names(conv64, dev, vocab)
     conv = copy.deepcopy(conv64).float()
     tokens, lengths, _ = encode_names(dev, vocab)
-    nll, _ = BucketedScorer(conv, engine, precision)(tokens, lengths)
+    nll, _ = BucketedScorer(conv, runner, precision)(tokens, lengths)
     per_name, mean = ERROR_BOUNDS[precision]
     assert ((nll - ref.nll).abs() / ref.nll).max().item() <= per_name
     assert abs(nll.sum().item() / ref.n_targets.sum().item() - ref.mean_loss) <= mean * ref.mean_loss
     if precision == "tf32":
-        assert torch.equal(nll, BucketedScorer(conv, engine, "float32")(tokens, lengths)[0])
+        assert torch.equal(nll, BucketedScorer(conv, runner, "float32")(tokens, lengths)[0])
     if precision == "bfloat16":  # it does round: the bound is not vacuous
         assert (nll - ref.nll).abs().max().item() > 1e-6
 
 
-def test_precision_and_engine_arguments():
+def test_precision_and_runner_arguments():
     _, conv = make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2))
     with pytest.raises(ValueError, match="precision"):
         BucketedScorer(conv, precision="float16")
-    with pytest.raises(ValueError, match="engine"):
-        BucketedScorer(conv, engine="tree")
+    with pytest.raises(ValueError, match="runner"):
+        BucketedScorer(conv, runner="tree")
     with pytest.raises(ValueError, match="CUDA"):
         BucketedScorer(conv, graphs=True) if not torch.cuda.is_available() else BucketedScorer(conv, graphs=True, compile=True)
     with pytest.raises(ValueError, match="eval"):
         BucketedScorer(conv.train())
     with pytest.raises(ValueError, match="ConvModel"):
-        BucketedScorer(make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2))[0], engine="forward")
+        BucketedScorer(make_pair(ModelConfig(n_embd=4, n_hidden=5, n_layers=2))[0], runner="forward")
 
 
 def test_bfloat16_leaves_the_model_as_it_was():
@@ -188,7 +188,7 @@ def test_bfloat16_leaves_the_model_as_it_was():
 def test_choose_scoring_path():
     assert choose_scoring_path("cpu").method == "fast"
     gpu = choose_scoring_path(torch.device("cuda"))  # a device name needs no GPU
-    assert (gpu.method, gpu.engine, gpu.graphs, gpu.compile, gpu.precision) == ("bucketed", "folded", True, False, "float32")
+    assert (gpu.method, gpu.runner, gpu.graphs, gpu.compile, gpu.precision) == ("bucketed", "folded", True, False, "float32")
     for precision in ("tf32", "bfloat16"):
         path = choose_scoring_path("cpu", precision)
         assert (path.method, path.graphs, path.precision) == ("bucketed", False, precision)
@@ -269,8 +269,8 @@ def test_a_graph_that_cannot_be_recorded_falls_back_to_eager_with_a_warning(monk
     assert (nll - score_names(conv, words, VOCAB, method="fast").nll).abs().max().item() <= 1e-10
 
 
-def test_compiled_engine_equals_eager():
-    """torch.compile of the folded engine's block (fullgraph, static shapes; on a GPU with CUDA
+def test_compiled_runner_equals_eager():
+    """torch.compile of the folded runner's block (fullgraph, static shapes; on a GPU with CUDA
     graphs). One block shape, one compilation: names of up to 7 characters, blocks of 32 rows."""
     _, conv = make_pair(ModelConfig(n_embd=8, n_hidden=16, n_layers=3, activation="gated", skip=True), torch.float32)
     words = random_words(40, seed=2, max_len=7)
@@ -284,14 +284,14 @@ def test_compiled_engine_equals_eager():
 
 
 @cuda_only
-@pytest.mark.parametrize("engine", ["folded", "forward"])
+@pytest.mark.parametrize("runner", ["folded", "forward"])
 @pytest.mark.parametrize("variant", VARIANTS[::4], ids=variant_id)
-def test_cuda_graphs_equal_the_float64_tree(variant, engine):
+def test_cuda_graphs_equal_the_float64_tree(variant, runner):
     """CUDA graphs of float64 blocks: every target's NLL against the tree on the CPU."""
     tree, conv = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=3, **variant), torch.float64, seed=3, device="cuda")
     words = names_for(3)
     ref = score_names(tree.cpu(), words, VOCAB, per_char=True)
-    nll, char_nll = scored(conv, words, engine=engine, graphs=True, block_positions=SMALL_BLOCKS)
+    nll, char_nll = scored(conv, words, runner=runner, graphs=True, block_positions=SMALL_BLOCKS)
     assert (char_nll - ref.char_nll).abs().max().item() <= 1e-10
     assert (nll - ref.nll).abs().max().item() <= 1e-10
 
@@ -357,8 +357,8 @@ def test_block_losses_take_the_softmax_in_float32_at_least():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 27, generator=g).bfloat16()
     y = torch.randint(0, 27, (2, 5), generator=g)
-    rows, per = engines.block_losses(logits, y)
-    rows32, per32 = engines.block_losses(logits.float(), y)
+    rows, per = runners.block_losses(logits, y)
+    rows32, per32 = runners.block_losses(logits.float(), y)
     assert per.dtype == torch.float32 and torch.equal(per, per32) and torch.equal(rows, rows32)
 
 
@@ -369,7 +369,7 @@ def test_matmul_precision_puts_the_tf32_flags_back(precision):
     try:
         for before in [(True, True), (False, False), (False, True)]:
             cuda.allow_tf32, cudnn.allow_tf32 = before
-            with engines.matmul_precision(precision):
+            with runners.matmul_precision(precision):
                 assert cuda.allow_tf32 == cudnn.allow_tf32 == (precision == "tf32")
             assert (cuda.allow_tf32, cudnn.allow_tf32) == before
     finally:

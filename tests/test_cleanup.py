@@ -12,17 +12,16 @@ import threading
 import pytest
 import torch
 
-import wavenet_conv.cli as cli_module
-import wavenet_conv.commands as commands_module
+import wavenet_conv.cli.commands as commands_module
 import wavenet_conv.data as data_module
 import wavenet_conv.device as device_module
-import wavenet_conv.export as export_module
+import wavenet_conv.inference.export as export_module
 from wavenet_conv import (ConvModel, DataError, ModelConfig, TrainingDiverged, TreeModel, export_onnx, load_names,
                           sample_names, score_lines, score_names)
-from wavenet_conv.cli import main
+from wavenet_conv.cli.main import main
 from wavenet_conv.device import torch_threads
-from wavenet_conv.folded import eval_mode
-from wavenet_conv.progress import DeferredInterrupt
+from wavenet_conv.inference.folded import eval_mode
+from wavenet_conv.training.progress import DeferredInterrupt
 
 from helpers import VOCAB, ends_with, modes, run_main, threads_set_to
 
@@ -142,7 +141,7 @@ def test_main_puts_the_callers_threads_back_on_every_way_out(way, monkeypatch, c
         if error is not None:
             raise error
 
-    monkeypatch.setitem(cli_module.COMMANDS, "score", command)
+    monkeypatch.setitem(commands_module.COMMANDS, "score", command)
     with threads_set_to(2):
         if code is None:
             with pytest.raises(RuntimeError, match="a bug"):

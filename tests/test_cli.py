@@ -12,13 +12,14 @@ from dataclasses import fields
 import pytest
 import torch
 
-import wavenet_conv.cli as cli_module
-import wavenet_conv.commands as commands_module
-import wavenet_conv.sampling as sampling_module
+import wavenet_conv.cli.commands as commands_module
+import wavenet_conv.inference.sampling as sampling_module
 import wavenet_conv.device as device_module
-from wavenet_conv import ConvModel, ModelConfig, TrainConfig, __version__, sample_names, score_names
-from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.cli import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, main
+from wavenet_conv import (ArgumentError, ConfigError, ConvModel, DataError, ModelConfig, RunFolderError, TrainConfig,
+                          __version__, sample_names, score_names)
+from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.cli.main import main
+from wavenet_conv.cli.parser import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, in_our_words
 
 from helpers import ROOT, SMALL_ARGS, cli, interrupt_at, run_main
 
@@ -44,15 +45,15 @@ def test_score_agrees_with_score_names(trained_run, small_names, monkeypatch, ca
     assert [r["line"] for r in rows] == [1, 2, 3] and [r["name"] for r in rows] == names
     assert [r["nats"] for r in rows] == pytest.approx(ref.nll.tolist(), abs=1e-5)
     assert [r["targets"] for r in rows] == [5, 7, 5]
-    assert [r["nats_per_char"] for r in rows] == pytest.approx((ref.nll / ref.n_targets).tolist(), abs=1e-5)
+    assert [r["nats_per_target"] for r in rows] == pytest.approx((ref.nll / ref.n_targets).tolist(), abs=1e-5)
     for i, r in enumerate(rows):
         assert r["char_nats"] == pytest.approx(ref.chars(i).tolist(), abs=1e-4)
-    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_char", "char_nats"}
+    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_target", "char_nats"}
     assert re.fullmatch(r"<stdin>: 3 names scored \(17 targets, end tokens included: \d\.\d{4} nats, \d\.\d{4} bits "
                         r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", stderr), stderr
     code, text, _ = run_main(["score", out / "checkpoint.pt", small_names], monkeypatch, capsys)
     lines = text.splitlines()
-    assert code == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/char"]
+    assert code == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/target"]
     line, name, nats, per = lines[1].split()
     assert line == "1" and float(per) == pytest.approx(float(nats) / (len(name) + 1), abs=1e-4)
 
@@ -60,7 +61,7 @@ def test_score_agrees_with_score_names(trained_run, small_names, monkeypatch, ca
 def score_rows(stdout: str) -> dict:
     """tsv output -> {line: (name, nats, targets)}, checking the header."""
     header, *rows = stdout.splitlines()
-    assert header.split("\t") == ["line", "name", "nats", "targets", "nats_per_char"]
+    assert header.split("\t") == ["line", "name", "nats", "targets", "nats_per_target"]
     return {int(r[0]): (r[1], float(r[2]), int(r[3])) for r in (row.split("\t") for row in rows)}
 
 
@@ -166,10 +167,10 @@ def test_the_torch_the_package_accepts_is_the_one_ci_tests():
 
 @pytest.mark.slow
 def test_the_entry_points_are_main():
-    """A subprocess: the entry points themselves. The console script is ``cli:main``, and
+    """A subprocess: the entry points themselves. The console script is ``cli.main:main``, and
     ``python -m wavenet_conv`` runs it (its errors' exit status: ``test_user_errors_in_a_subprocess``)."""
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        assert re.search(r'^wavenet-conv = "wavenet_conv\.cli:main"$', f.read(), flags=re.M)
+        assert re.search(r'^wavenet-conv = "wavenet_conv\.cli\.main:main"$', f.read(), flags=re.M)
     p = cli("--version")
     assert p.returncode == 0 and p.stdout == f"wavenet-conv {__version__}\n" and p.stderr == ""
 
@@ -206,9 +207,9 @@ def test_resume_applies_what_can_change_and_samples_with_the_run_seed(stopped_ru
     argv = ["train", "--resume", stopped_run, "--checkpoint-every", 25, "--eval-every", 20, "--samples", 4, "--quiet"]
     code, out, err = run_main(argv, monkeypatch, capsys)
     assert code == 0, err
-    ckpt = load_checkpoint(stopped_run)
-    assert ckpt["train_config"]["checkpoint_every"] == 25 and ckpt["train_config"]["seed"] == 5
-    assert [s for s, _ in ckpt["metrics"]["val_curve"]] == [40, 60]
+    ckpt = Checkpoint.load(stopped_run)
+    assert ckpt.train_config.checkpoint_every == 25 and ckpt.train_config.seed == 5
+    assert [s for s, _ in ckpt.metrics["val_curve"]] == [40, 60]
     samples = out.split("4 samples:\n")[1]
     code, sampled, err = run_main(["sample", stopped_run, "-n", 4, "--seed", 5], monkeypatch, capsys)
     assert code == 0 and samples == sampled  # the run's seed, not the command line's default
@@ -216,13 +217,13 @@ def test_resume_applies_what_can_change_and_samples_with_the_run_seed(stopped_ru
 
 def test_resume_keeps_the_runs_device_unless_given(stopped_run, monkeypatch, capsys):
     """A run trained with --device cpu resumes on the cpu (the default, auto, would take a GPU)."""
-    ckpt = load_checkpoint(stopped_run)
-    assert ckpt["train_config"]["device"] == "auto"
+    ckpt = Checkpoint.load(stopped_run)
+    assert ckpt.train_config.device == "auto"
     code, _, err = run_main(["train", "--resume", stopped_run, "--device", "cpu", "--quiet", "--samples", 0,
                              "--checkpoint-every", 40], monkeypatch, capsys)
     assert code == 0, err
     code, _, err = run_main(["train", "--resume", stopped_run, "--quiet", "--samples", 0], monkeypatch, capsys)
-    assert code == 0 and load_checkpoint(stopped_run)["train_config"]["device"] == "cpu", err
+    assert code == 0 and Checkpoint.load(stopped_run).train_config.device == "cpu", err
 
 
 @pytest.mark.parametrize("option", ["seed", "steps", "lr", "recipe"] + list(MODEL_OPTIONS))
@@ -231,7 +232,7 @@ def test_resume_refuses_options_that_change_the_run(stopped_run, option, monkeyp
     flags = [flag(option)] if option in ("residual", "skip") else [flag(option), value]
     code, _, err = run_main(["train", "--resume", stopped_run, *flags], monkeypatch, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and flag(option) in err, err
-    assert load_checkpoint(stopped_run)["step"] == 30
+    assert Checkpoint.load(stopped_run).step == 30
 
 
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_path, monkeypatch, capsys):
@@ -240,10 +241,11 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_p
     interrupt_at(monkeypatch, 70)
     code, out, err = run_main(["train", "--out", tmp_path / "cut", *args], monkeypatch, capsys)
     assert code == 130 and "interrupted at step 71" in out and "Traceback" not in err
-    assert load_checkpoint(tmp_path / "cut")["step"] == 71
+    assert f"go on with --resume {tmp_path / 'cut'}" in out  # the report in the command line's words
+    assert Checkpoint.load(tmp_path / "cut").step == 71
     monkeypatch.undo()
     assert run_main(["train", "--resume", tmp_path / "cut", "--samples", 0, "--quiet"], monkeypatch, capsys)[0] == 0
-    a, b = load_checkpoint(tmp_path / "full")["state_dict"], load_checkpoint(tmp_path / "cut")["state_dict"]
+    a, b = Checkpoint.load(tmp_path / "full").state_dict, Checkpoint.load(tmp_path / "cut").state_dict
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -356,6 +358,31 @@ def test_an_argument_error_is_worded_with_the_commands_option(argv, option, trai
     assert not re.search(r"\b(sample_names|sample_batches|score_lines|score_names)\b", err), err
 
 
+TRANSLATIONS = [  # (a library error, as the command line shows it)
+    (ArgumentError("sample_names", "max_len", "must be an integer >= 4, got 3"), "--max-len must be an integer >= 4, got 3"),
+    (ArgumentError("score_files", "cpus_per_worker", "must be an integer >= 1, got 0"),
+     "--threads must be an integer >= 1, got 0"),
+    (ArgumentError("train", "teachers", "cannot be given with resume=RUN"), "--teacher cannot be given with --resume RUN"),
+    (ArgumentError("score_lines", "vocab", "has 3 tokens"), "score_lines: vocab has 3 tokens"),  # no option: as it is
+    (ConfigError("TrainConfig.steps is 150 in the run, not 5"), "--steps is 150 in the run, not 5"),
+    (RunFolderError("runs/a holds a run: resume it (resume=runs/a), replace it (force=True) or train elsewhere (out=PATH)"),
+     "runs/a holds a run: resume it (--resume runs/a), replace it (--force) or train elsewhere (--out PATH)"),
+    (RunFolderError("runs/a holds a run: resume it (resume=...) or train elsewhere (out=...)"),
+     "runs/a holds a run: resume it (--resume) or train elsewhere (--out)"),  # any value: the option alone
+    (DataError("teacher 1 stopped: go on with resume_recipe('runs/a b')"), "teacher 1 stopped: go on with --resume runs/a b"),
+    (ConfigError("pass residual=False or skip=True."), "pass --no-residual or --skip."),
+    (DataError("runs/lr=0.1/names.txt:3: model_config=x and x=1"), "runs/lr=0.1/names.txt:3: model_config=x and x=1"),
+    (DataError("two\nlines"), "two lines"),
+]
+
+
+@pytest.mark.parametrize("error,shown", TRANSLATIONS, ids=[str(e)[:40] for e, _ in TRANSLATIONS])
+def test_the_command_line_says_the_librarys_words_as_its_options(error, shown):
+    """An argument (``ArgumentError``'s, or ``name=VALUE`` in any message) and a config field become the
+    option the user types; a word that is no option, or is inside a path, stays as it is."""
+    assert in_our_words(error) == shown
+
+
 def test_a_library_bug_is_not_reported_as_the_users_mistake(trained_run, monkeypatch, capsys):
     """Only the library's own input errors (and OSError) become one-line errors; a plain ValueError
     from inside the library is a bug and keeps its traceback."""
@@ -416,7 +443,7 @@ def test_every_subcommand_takes_threads(command, default, monkeypatch):
     assert build_parser().parse_args(words + ["--threads", "3"]).threads == 3
     assert build_parser().parse_args(words + ["--threads", "auto"]).threads == "auto"
     seen = []
-    monkeypatch.setitem(cli_module.COMMANDS, words[0], lambda args: seen.append(torch.get_num_threads()))
+    monkeypatch.setitem(commands_module.COMMANDS, words[0], lambda args: seen.append(torch.get_num_threads()))
     monkeypatch.setattr(device_module, "auto_threads", lambda: 5)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -435,8 +462,8 @@ def test_a_diverging_run_exits_3_naming_the_step(small_names, tmp_path, monkeypa
             r"the model's weights or optimizer state became non-finite after step \d+, by step \d+")
     assert re.match(rf"wavenet-conv train: error: training diverged: ({what}) \(is --lr 1e\+06 too high\?\); "
                     r"the checkpoint of step \d+ stays$", err.strip()), err
-    ckpt = load_checkpoint(tmp_path / "run")
-    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values()) and torch.isfinite(ckpt["losses"]).all()
+    ckpt = Checkpoint.load(tmp_path / "run")
+    assert all(torch.isfinite(t).all() for t in ckpt.state_dict.values()) and torch.isfinite(ckpt.losses).all()
     assert "run folder" not in out and "exit status: " in build_parser().format_help()
 
 
@@ -464,7 +491,6 @@ def test_samples_cut_at_max_len_are_marked(trained_run, monkeypatch, capsys):
 @pytest.mark.parametrize("command", ["sample", "export"])
 def test_an_unfinished_run_says_so(command, stopped_run, trained_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(commands_module, "export_onnx", lambda model, path: path)  # the note, not the export
-    monkeypatch.setattr(commands_module, "check_onnx_installed", lambda: None)
     extra = [tmp_path / "m.onnx"] if command == "export" else ["-n", 2]
     code, _, err = run_main([command, stopped_run, *extra], monkeypatch, capsys)
     assert code == 0 and err == (f"wavenet-conv {command}: note: {stopped_run} is an unfinished run (step 30 of 80); "
@@ -480,7 +506,7 @@ def test_scoring_an_unfinished_run_says_so(stopped_run, monkeypatch, capsys):
 
 def test_sample_streams_batches_of_bounded_memory(trained_run, monkeypatch, capsys):
     """Many names are sampled a batch at a time (memory flat in -n): every name comes out, seeded."""
-    from wavenet_conv.sampling import batch_size
+    from wavenet_conv.inference.sampling import batch_size
 
     assert batch_size(ConvModel(ModelConfig())) == (64 << 20) // ((1 + 2 + 4) * 2 * 128 * 4)  # 7 KB a name
     assert batch_size(ConvModel(ModelConfig(n_layers=6))) == (64 << 20) // (63 * 2 * 128 * 4)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import BUNDLED_NAMES, LECTURE_NAMES, VOCAB
+from helpers import BUNDLED_NAMES, LECTURE_NAMES, VOCAB, main
 from wavenet_conv import DataError, Vocab, contexts, lecture_split, load_names, paths, sequences
 from wavenet_conv.data import read_lines
 
@@ -167,7 +167,10 @@ def test_encoding_errors_name_the_index():
         sequences([], VOCAB)
 
 
-def test_a_missing_bundled_file_says_how_to_give_one(tmp_path, monkeypatch):
+def test_a_missing_bundled_file_says_how_to_give_one(tmp_path, monkeypatch, capsys):
+    """The library names its argument; the command line says the same in its flag."""
     monkeypatch.setattr(paths, "PACKAGE_DIR", str(tmp_path / "pkg"))
-    with pytest.raises(DataError, match=r"data=PATH in Python, --data PATH on the command line"):
+    with pytest.raises(DataError, match=r"give a names file of your own \(data=PATH\)$"):
         paths.bundled_names()
+    assert main(["train", "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    assert capsys.readouterr().err.strip().endswith("give a names file of your own (--data PATH)")

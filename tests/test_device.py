@@ -13,7 +13,7 @@ import torch
 
 import wavenet_conv.device as device_module
 from wavenet_conv import ArgumentError, InputError
-from wavenet_conv.config import recipe
+from wavenet_conv.models.config import recipe
 from wavenet_conv.device import (auto_threads, check_threads, native_bfloat16, resolve_precision, torch_threads,
                                  usable_cpus)
 

@@ -35,7 +35,7 @@ def test_quick_check_runs_every_section_and_writes_its_results(tmp_path):
     assert md.startswith("# Device check") and all(f"## {name} (" in md for name in SECTIONS)
     assert "## sampling" in p.stdout  # the tables are printed too
     equivalence = next(s for s in doc["sections"] if s["name"] == "equivalence")
-    f32 = next(r for r in equivalence["rows"] if r["engine"] == "folded" and r["precision"] == "float32")
+    f32 = next(r for r in equivalence["rows"] if r["runner"] == "folded" and r["precision"] == "float32")
     assert float(f32["nats rel, worst name"]) <= 1e-5  # the forms agree with float64 here too
 
 

@@ -12,15 +12,15 @@ import torch.nn.functional as F
 
 from wavenet_conv import (ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split,
                           load_names, score_names)
-from wavenet_conv.batches import NameBatches
-from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.config import RECIPES, recipe, recipe_teachers
-from wavenet_conv.conv import ConvModel
+from wavenet_conv.training.minibatches import NameBatches
+from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.models.config import RECIPES, recipe, recipe_teachers
+from wavenet_conv.models.conv import ConvModel
 from wavenet_conv.data import Vocab, sequences
-from wavenet_conv.distill import distill_loss, soft_targets
-from wavenet_conv.optim import lr_at, make_optimizer
-from wavenet_conv.runfolder import RunFolder
-from wavenet_conv.train import train
+from wavenet_conv.training.distill import distill_loss, soft_targets
+from wavenet_conv.training.optim import lr_at, make_optimizer
+from wavenet_conv.store.runfolder import RunFolder
+from wavenet_conv.training.train import train
 
 from helpers import run_main
 
@@ -31,7 +31,7 @@ STEPS = 20
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
     """No loss.png: these runs are a few steps long, and a plot costs more than their training."""
-    monkeypatch.setattr(importlib.import_module("wavenet_conv.train"), "plot_losses", lambda *a: True)
+    monkeypatch.setattr(importlib.import_module("wavenet_conv.training.train"), "plot_losses", lambda *a: True)
 
 
 def quick(**kw):
@@ -80,7 +80,7 @@ def test_distill_one_is_the_cross_entropy_against_the_teacher(teachers, small_na
     the teacher's distributions of batch 0, each computed on its own."""
     r = train(TINY, quick(steps=1, distill=1.0), data=small_names, out=tmp_path / "s", log=None, progress=False,
               teachers=teachers[:1])
-    loss = float(load_checkpoint(tmp_path / "s")["losses"][0])
+    loss = float(Checkpoint.load(tmp_path / "s").losses[0])
     words = lecture_split(load_names(small_names))[0]
     batches = NameBatches(words, r.vocab, 16, quick().seed, "cpu")
     names = [words[i] for i in batches.names_at(0)]
@@ -131,7 +131,7 @@ def test_a_distilled_run_resumes_exactly_and_records_its_teachers(teachers, smal
     train(TINY, tc, data=small_names, out=tmp_path / "s", log=None, progress=False, teachers=teachers, stop_at=7)
     resumed = train(resume=tmp_path / "s", log=None, progress=False)
     assert same_weights(full.model, resumed.model)
-    recorded = load_checkpoint(tmp_path / "s")["teachers"]
+    recorded = Checkpoint.load(tmp_path / "s").teachers
     assert [r["path"] for r in recorded] == [str((t / "checkpoint.pt").resolve()) for t in teachers]
     assert all(len(r["sha256"]) == 64 for r in recorded) and resumed.metrics["teachers"] == recorded
 
@@ -148,7 +148,7 @@ def test_a_changed_or_missing_teacher_is_refused_on_resume(teachers, small_names
     (own[1] / "checkpoint.pt").unlink()
     with pytest.raises(CheckpointError, match=r"teacher .*t1.* is gone"):
         train(resume=tmp_path / "s", log=None, progress=False)
-    assert load_checkpoint(tmp_path / "s")["step"] == 5  # nothing was trained
+    assert Checkpoint.load(tmp_path / "s").step == 5  # nothing was trained
 
 
 def test_teachers_are_checked_before_any_work(teachers, small_names, tmp_path):
@@ -168,7 +168,8 @@ def test_teachers_are_checked_before_any_work(teachers, small_names, tmp_path):
     with pytest.raises(ConfigError, match="distill is 0"):
         train(TINY, quick(), data=small_names, out=out, log=None, progress=False, teachers=teachers)
     train(TINY, quick(), data=small_names, out=tmp_path / "unfinished", log=None, progress=False, stop_at=3)
-    with pytest.raises(ArgumentError, match="unfinished run"):
+    with pytest.raises(ArgumentError, match=r"teachers .*unfinished: is an unfinished run \(step 3 of \d+\): finish it "
+                                            r"first \(resume=\.\.\.\)$"):
         train(TINY, quick(distill=0.5), data=small_names, out=out, log=None, progress=False,
               teachers=[tmp_path / "unfinished"])
     assert not out.exists()
@@ -221,7 +222,7 @@ def test_the_cli_gives_the_teachers_the_device_and_precision(monkeypatch, capsys
         seen.update(config=config, teachers=teachers)
         raise KeyboardInterrupt  # stop before any work
 
-    monkeypatch.setattr(importlib.import_module("wavenet_conv.commands"), "train_recipe", fake_train_recipe)
+    monkeypatch.setattr(importlib.import_module("wavenet_conv.cli.commands"), "train_recipe", fake_train_recipe)
     code, _, _ = run_main(["train", "--recipe", "best", "--out", tmp_path / "r", "--precision", "float32", "--device", "cpu",
                            "--steps", "10", "--seed", "5"], monkeypatch, capsys)
     assert code == 130 and seen["config"].steps == 10
@@ -251,12 +252,12 @@ def test_the_cli_recipe_trains_its_teachers_then_its_student(tiny_recipes, small
     assert code == 0, err
     teachers = [out / "teacher-0", out / "teacher-1"]
     for k, t in enumerate(teachers):
-        ckpt = load_checkpoint(t)
-        assert ckpt["step"] == STEPS and ckpt["train_config"]["recipe"] == "wide" and ckpt["teachers"] == []
-        assert ckpt["train_config"]["seed"] == 43 + k
-    student = load_checkpoint(out)
-    assert student["train_config"]["recipe"] == "best" and student["model_config"]["n_hidden"] == 6
-    assert [r["path"] for r in student["teachers"]] == [str((t / "checkpoint.pt").resolve()) for t in teachers]
+        ckpt = Checkpoint.load(t)
+        assert ckpt.step == STEPS and ckpt.finished and ckpt.train_config.recipe == "wide" and ckpt.teachers == []
+        assert ckpt.train_config.seed == 43 + k
+    student = Checkpoint.load(out)
+    assert student.train_config.recipe == "best" and student.model_config.n_hidden == 6
+    assert [r["path"] for r in student.teachers] == [str((t / "checkpoint.pt").resolve()) for t in teachers]
     plan = json.loads((out / "recipe.json").read_text())
     assert len(plan["teachers"]) == 2 and plan["train_config"]["distill"] == 0.5
     assert f"run folder: {out}" in stdout and not (out / "train.lock").exists()
@@ -264,7 +265,7 @@ def test_the_cli_recipe_trains_its_teachers_then_its_student(tiny_recipes, small
     code, _, err = run_main(["train", "--recipe", "small", "--data", small_names, "--out", tmp_path / "small", "--quiet",
                              "--samples", "0", "--teacher", teachers[0], "--teacher", teachers[1]], monkeypatch, capsys)
     assert code == 0, err
-    assert not (tmp_path / "small" / "teacher-0").exists() and len(load_checkpoint(tmp_path / "small")["teachers"]) == 2
+    assert not (tmp_path / "small" / "teacher-0").exists() and len(Checkpoint.load(tmp_path / "small").teachers) == 2
     # the student scores like any run, and its tree form is the same model
     code, stdout, err = run_main(["score", out, "-", "--format", "tsv"], monkeypatch, capsys, stdin="emma\n")
     assert code == 0 and "emma" in stdout
@@ -281,8 +282,8 @@ def test_force_keeps_the_teachers_of_the_same_settings_and_refuses_others(tiny_r
     assert code == 0 and stdout.count("finished: reused") == 2, err
     code, _, err = run_main(argv + ["--out", out, "--force", "--seed", "5"], monkeypatch, capsys)  # teachers of seed 6, 7
     assert code == 2 and f"{out / 'teacher-0'}: holds another run than the recipe's teacher 0 (its seed differs)" in err
-    assert load_checkpoint(out / "teacher-0")["train_config"]["seed"] == 43 and not (out / "train.lock").exists()
-    assert load_checkpoint(out)["step"] == STEPS  # refused before --force removed anything
+    assert Checkpoint.load(out / "teacher-0").train_config.seed == 43 and not (out / "train.lock").exists()
+    assert Checkpoint.load(out).step == STEPS  # refused before --force removed anything
 
 
 def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_names, tmp_path, monkeypatch, capsys):
@@ -297,8 +298,8 @@ def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_name
 
     interrupt_on_call(monkeypatch, STEPS + 8, also=locked)  # the batch of teacher 2's step 7: it stops at 8
     code, stdout, _ = run_main(argv + ["--out", out], monkeypatch, capsys)
-    assert code == 130 and f"go on with --resume {out}" in stdout
-    assert load_checkpoint(out / "teacher-0")["step"] == STEPS and load_checkpoint(out / "teacher-1")["step"] == 8
+    assert code == 130 and stdout.splitlines()[-1] == f"recipe interrupted: go on with --resume {out}", stdout
+    assert Checkpoint.load(out / "teacher-0").step == STEPS and Checkpoint.load(out / "teacher-1").step == 8
     assert not (out / "checkpoint.pt").exists() and not (out / "train.lock").exists()
     code, _, err = run_main(argv + ["--out", out], monkeypatch, capsys)  # a new run there: refused
     assert code == 2 and "holds a run (its recipe.json)" in err
@@ -309,7 +310,7 @@ def test_an_interrupted_recipe_resumes_where_it_stopped(tiny_recipes, small_name
     interrupt_on_call(monkeypatch, (STEPS - 8) + 10)  # the rest of teacher 2, then the student's step 9
     code, stdout, _ = run_main(["train", "--resume", out, "--quiet", "--samples", "0"], monkeypatch, capsys)
     assert code == 130 and "teacher-0, finished: reused" in stdout
-    assert load_checkpoint(out)["step"] == 10 and load_checkpoint(out / "teacher-1")["step"] == STEPS
+    assert Checkpoint.load(out).step == 10 and Checkpoint.load(out / "teacher-1").step == STEPS
     monkeypatch.undo()
     code, _, err = run_main(["train", "--resume", out, "--quiet", "--samples", "0"], monkeypatch, capsys)
     assert code == 0, err
@@ -325,7 +326,7 @@ def test_a_recipes_teachers_take_the_overrides():
 
 
 def test_a_recipe_that_would_not_use_its_teachers_is_refused_before_any_work(small_names, tmp_path):
-    from wavenet_conv.teachers import train_recipe
+    from wavenet_conv.training.teachers import train_recipe
 
     pair = (TINY, quick())
     for config, teachers, message in [(quick(distill=0), [pair], "the student would not use them"),
@@ -336,11 +337,10 @@ def test_a_recipe_that_would_not_use_its_teachers_is_refused_before_any_work(sma
 
 
 def test_a_teacher_folder_trained_on_another_names_file_is_refused(teachers):
-    from wavenet_conv.teachers import teacher_state
+    from wavenet_conv.training.teachers import teacher_state
 
-    ckpt = load_checkpoint(teachers[0])
-    mc, tc = ModelConfig.from_dict(ckpt["model_config"]), recipe("default", **{
-        k: v for k, v in ckpt["train_config"].items() if k != "recipe"})
-    assert teacher_state(teachers[0], 0, mc, tc, ckpt["data"]) == "finished"
+    ckpt = Checkpoint.load(teachers[0])
+    mc, tc = ckpt.model_config, recipe("default", **{k: v for k, v in ckpt.train_config.to_dict().items() if k != "recipe"})
+    assert teacher_state(teachers[0], 0, mc, tc, ckpt.data) == "finished"
     with pytest.raises(RunFolderError, match="holds another run than the recipe's teacher 0 \\(its data file differs\\)"):
-        teacher_state(teachers[0], 0, mc, tc, {**ckpt["data"], "sha256": "0" * 64})
+        teacher_state(teachers[0], 0, mc, tc, {**ckpt.data, "sha256": "0" * 64})

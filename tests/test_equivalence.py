@@ -163,7 +163,7 @@ def test_packed_names_equal_the_conv_forward(variant, depth):
 def test_compare_forms_measures_the_conv_it_builds(monkeypatch):
     """``check``'s float64 comparison: a conv twin that is off by 1 in one logit shows as 1, and its loss
     as different from the tree's."""
-    from wavenet_conv import compare
+    from wavenet_conv.inference import compare
 
     tree, _ = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64, seed=3)
     words = random_words(40, seed=2)

@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-import wavenet_conv.checkpoint as checkpoint_module
+import wavenet_conv.store.checkpoint as checkpoint_module
 from wavenet_conv import (ConvModel, InputError, ModelConfig, load_names, parse_names, recipe, score_names,
                           train)
-from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.runfolder import LOCK_NAME
+from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.store.runfolder import LOCK_NAME
 
 from helpers import VOCAB, cli, interrupt_at, run_main
 
@@ -26,7 +26,7 @@ KILLS = 4
 # the command with each checkpoint write held open 50 ms longer (before its fsync), so that a kill
 # aimed at a write lands inside it, however fast the disk
 SLOW_WRITES = ("import os, sys, time; fsync = os.fsync; os.fsync = lambda fd: (time.sleep(0.05), fsync(fd))[1]; "
-               "from wavenet_conv.cli import main; sys.exit(main(sys.argv[1:]))")
+               "from wavenet_conv.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def leftovers(folder):
@@ -92,16 +92,16 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(small_names
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
         mid_write += bool(leftovers(out))  # killed inside a checkpoint write
-        step = load_checkpoint(out)["step"]
+        step = Checkpoint.load(out).step
         load_model(out)
         assert last_step <= step < STEPS and (kill == 0 or "taking over" in err or stamp(ckpt) == before), err
         last_step = step
     assert mid_write >= 2 and (out / LOCK_NAME).exists()  # the lock: left by the last kill
     done = cli("train", "--resume", out, "--checkpoint-every", 0, *TINY[-5:])
     assert done.returncode == 0 and "taking over" in done.stderr, done.stderr
-    final = load_checkpoint(out)
-    assert final["step"] == STEPS and final["state_dict"].keys() == reference.keys()
-    assert all(torch.equal(final["state_dict"][k], reference[k]) for k in reference)
+    final = Checkpoint.load(out)
+    assert final.step == STEPS and final.state_dict.keys() == reference.keys()
+    assert all(torch.equal(final.state_dict[k], reference[k]) for k in reference)
     assert not leftovers(out) and not (out / LOCK_NAME).exists()
     print(f"{KILLS} kills survived ({mid_write} inside a checkpoint write), last at step {last_step} of {STEPS}")
 
@@ -121,7 +121,7 @@ def test_ctrl_c_to_the_real_process_saves_lets_the_lock_go_and_exits_130(small_n
     finally:
         proc.kill()
     assert proc.returncode == 130 and stderr == "wavenet-conv: interrupted\n", stderr
-    step = load_checkpoint(out)["step"]
+    step = Checkpoint.load(out).step
     assert f"interrupted at step {step}; checkpoint saved" in stdout and 5 <= step < 1_000_000
     assert sorted(os.listdir(out)) == ["checkpoint.pt"]
 
@@ -174,7 +174,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(nth, how, stays, small
     if stays is None:
         assert not out.exists()  # the claim made the folder, and nothing was saved in it
     else:
-        assert load_checkpoint(out)["step"] == stays and sorted(os.listdir(out)) == ["checkpoint.pt"]  # no lock, no temp
+        assert Checkpoint.load(out).step == stays and sorted(os.listdir(out)) == ["checkpoint.pt"]  # no lock, no temp
 
 
 def test_a_full_disk_is_one_line_on_the_command_line(small_names, tmp_path, monkeypatch, capsys):

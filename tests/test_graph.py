@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import VOCAB, cuda_only, make_pair, random_words
-from wavenet_conv import ConvModel, ModelConfig, sequences
+from wavenet_conv import ConvModel, ModelConfig, contexts, sequences
 
 # every kind of op the forward has: dilated convs, BatchNorm, the gate, 1x1 residual and skip convs
 WAVENET = ModelConfig(n_embd=5, n_hidden=6, n_layers=3, activation="gated", residual=True, skip=True)
@@ -105,9 +105,48 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, config):
             assert (torch.from_numpy(logits) - conv(x)).abs().max().item() <= 1e-4
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["tree", "conv"])
+def test_onnx_export_keeps_batchnorm_eps(tmp_path, form):
+    """BatchNorm's eps is not in a state dict: the export carries it (``from_model``). A model whose
+    BatchNorm has eps=1e-3 and small random running variances (so that eps moves the logits by far
+    more than float32 rounding) gives the same logits from onnxruntime at every position."""
+    pytest.importorskip("onnxruntime")
+    from wavenet_conv import export_onnx
+    from wavenet_conv.models.blocks import BatchNorm
+    import onnxruntime
+
+    tree, conv = make_pair(WAVENET, torch.float32, seed=4)
+    model = tree if form == "tree" else conv
+    g = torch.Generator().manual_seed(1)
+    norms = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    assert norms
+    with torch.no_grad():
+        for norm in norms:
+            norm.eps, norm.momentum = 1e-3, 0.3
+            norm.running_var.copy_(0.002 + 0.02 * torch.rand(norm.num_features, generator=g))
+    path = export_onnx(model, tmp_path / "model.onnx")
+    words = ["abcdefghijklm", "ab", "xyz", "q"]  # unequal, past the receptive field
+    b = sequences(words, VOCAB)
+    (logits,) = onnxruntime.InferenceSession(str(path)).run(None, {"tokens": b.x.numpy()})  # (B, T, V)
+    X = contexts(words, VOCAB, model.block_size)[0]
+
+    @torch.no_grad()
+    def own_logits(m):  # (targets, V) the model's own forward: the tree's on one context per position
+        return m(X) if form == "tree" else m(b.x)[b.mask]
+
+    expected = own_logits(model)
+    default_eps = copy.deepcopy(model)
+    for norm in default_eps.modules():
+        if isinstance(norm, BatchNorm):
+            norm.eps = 1e-5
+    assert (own_logits(default_eps) - expected).abs().max() > 1e-3  # eps matters here: the test can fail
+    torch.testing.assert_close(torch.from_numpy(logits)[b.mask], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_onnx_export_says_how_to_get_the_extra(monkeypatch, tmp_path):
     from wavenet_conv import export_onnx
-    from wavenet_conv.export import MissingExtraError
+    from wavenet_conv.inference.export import MissingExtraError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))

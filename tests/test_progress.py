@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wavenet_conv.progress import Progress, plot_losses
+from wavenet_conv.training.progress import Progress, plot_losses
 
 
 def test_the_loss_plot_leaves_the_backend_alone(tmp_path):

@@ -18,8 +18,8 @@ import pyarrow as pa  # noqa: E402
 from batch_helpers import FailingScorer, SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
 from helpers import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
 from wavenet_conv import ConfigError, DataError, load_model, load_names, read_lines, score_lines  # noqa: E402
-from wavenet_conv.batch import BatchScorer  # noqa: E402
-from wavenet_conv.ray_engine import score_dataset, score_files  # noqa: E402
+from wavenet_conv.cluster.scorer import BatchScorer  # noqa: E402
+from wavenet_conv.cluster.job import score_dataset, score_files  # noqa: E402
 
 LIMIT = 240  # seconds a job may take here before the test calls it a hang
 
@@ -104,7 +104,7 @@ def test_a_text_file_gets_one_row_per_non_empty_line_with_the_local_numbers(clus
     with time_limit():
         counts = score_files(run, str(names_file), str(tmp_path / "out"), workers=1)
     table = pq.read_table(tmp_path / "out")
-    assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_char", "error"]
+    assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_target", "error"]
     check_rows(table, names_file, run)
     nats, reasons = local_scores(run, names_file)
     assert (counts.names, counts.invalid, counts.empty, counts.rows) == (len(nats), len(reasons), 402, table.num_rows)
@@ -201,7 +201,7 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_c
                              name_column=None if name_column == "name" else name_column)
     table = pq.read_table(tmp_path / "out")
     key = "name" if id_column == name_column else id_column
-    assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_char", "error"]
+    assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_target", "error"]
     got = {r[key]: r for r in table.to_pylist()}
     assert len(got) == table.num_rows == len(by_id) == counts.rows  # every row once, empty and null names too
     assert counts.empty == sum(v is not None and not v.strip() for v in by_id.values()) > 1  # "" and " \t "

@@ -1,5 +1,5 @@
 """``wavenet-conv score --engine ray``: every mistake is one line and exit status 2 before a cluster
-starts, and without Ray installed the engine names the extra to install."""
+starts, in the command line's words; without Ray installed the job names the extra to install."""
 
 import importlib.util
 
@@ -7,8 +7,11 @@ import pytest
 
 from batch_helpers import random_run
 from helpers import cli, run_main
-from wavenet_conv import CheckpointError, ConfigError, DataError
-from wavenet_conv.ray_engine import input_error
+import wavenet_conv.cli.commands as commands_module
+from wavenet_conv import ArgumentError, CheckpointError, DataError
+from wavenet_conv.cli.output import closing_count
+from wavenet_conv.cluster.counts import Counts
+from wavenet_conv.cluster.job import input_error
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[data] (the ray extra)")
 
@@ -48,15 +51,20 @@ MISTAKES = [
     (["{d}/nowhere.txt", *RAY], "nowhere.txt: no such file or folder"),
     (["{d}/empty", *RAY], "empty: no files in it"),
     (["{d}/mixed", *RAY], "mixed: holds both Parquet (.parquet) and other files"),
-    (["{d}/names.txt", *RAY, "--id-column", "uid"], "--id-column and --name-column are for Parquet input"),
-    (["{d}/parquet", *RAY], "Parquet input needs --id-column COL"),
-    (["{d}/parquet", *RAY, "--id-column", "nope"], "a.parquet: no column 'nope' (--id-column); its columns: uid, name"),
-    (["{d}/parquet", *RAY, "--id-column", "uid", "--name-column", "nom"], "no column 'nom' (--name-column)"),
-    (["{d}/numbers.parquet", *RAY, "--id-column", "uid"], "column 'name' holds int64, not strings"),
-    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/full"], "full: not empty: give a new or empty folder"),
-    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/names.txt"], "names.txt: is a file, not a folder"),
-    (["{d}/keyed.parquet", *RAY, "--id-column", "error"], "--id-column error: the output has a column 'error' of its own"),
+    (["{d}/names.txt", *RAY, "--id-column", "uid"], "--id-column is for Parquet input: text input's key is path and line"),
+    (["{d}/names.txt", *RAY, "--name-column", "n"], "--name-column is for Parquet input"),
+    (["{d}/parquet", *RAY], "--id-column must name a column for Parquet input"),
+    (["{d}/parquet", *RAY, "--id-column", "nope"],
+     "--id-column 'nope': no such column in {d}/parquet/a.parquet; its columns: uid, name"),
+    (["{d}/parquet", *RAY, "--id-column", "uid", "--name-column", "nom"], "--name-column 'nom': no such column in"),
+    (["{d}/numbers.parquet", *RAY, "--id-column", "uid"],
+     "--name-column 'name': the column holds int64 in {d}/numbers.parquet, not strings"),
+    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/full"], "--output {d}/full: not empty: give a new or empty folder"),
+    (["{d}/names.txt", "--engine", "ray", "--output", "{d}/names.txt"], "--output {d}/names.txt: is a file, not a folder"),
+    (["{d}/keyed.parquet", *RAY, "--id-column", "error"], "--id-column 'error': the output has a column 'error' of its own"),
     (["{d}/names.txt", *RAY, "--chunk", "0"], "--chunk must be an integer >= 1, got 0"),
+    (["{d}/names.txt", *RAY, "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["{d}/names.txt", *RAY, "--gpus-per-worker", "-1"], "--gpus-per-worker must be a positive finite number, got -1.0"),
     (["", *RAY], "the input is an empty path: give a file, folder, glob or URI"),
     (["{d}/names.txt", *RAY, "--address", "nowhere"], "--address must be auto, HOST:PORT or ray://HOST:PORT, got 'nowhere'"),
     (["{d}/names.txt", *RAY, "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
@@ -72,7 +80,33 @@ def test_a_mistake_is_one_line_and_exit_2_before_any_cluster(inputs, monkeypatch
     argv = ["score", inputs / "run", *(a.format(d=inputs) for a in args)]
     code, out, err = run_main(argv, monkeypatch, capsys)
     assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert err.startswith("wavenet-conv score: error: ") and message in err
+    assert err.startswith("wavenet-conv score: error: ") and message.format(d=inputs) in err
+
+
+@pytest.mark.parametrize("counts", [Counts(names=2, targets=7, nats=7.0, empty=1, invalid=1, rows=3), Counts(empty=3)],
+                         ids=["names", "no names"])
+def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts(counts, inputs, monkeypatch, capsys):
+    """``score --engine ray`` without Ray: ``score_files`` (faked) gets the options as its arguments,
+    once checked; the command prints what it wrote and the closing line of its ``Counts``."""
+    calls, checks = [], []
+    real_check = commands_module.check_engine_options
+    monkeypatch.setattr(commands_module, "check_engine_options", lambda args: checks.append(1) or real_check(args))
+    monkeypatch.setattr(commands_module, "score_files", lambda *a, **k: calls.append((a, k)) or counts)
+    names, out = inputs / "names.txt", inputs / "out"
+    argv = ["score", inputs / "run", names, "--engine", "ray", "--output", out, "--workers", 3, "--threads", 2,
+            "--chars", "--lowercase", "--chunk", 100]
+    code, stdout, stderr = run_main(argv, monkeypatch, capsys)
+    (scorer, *where), kwargs = calls[0]
+    assert len(calls) == 1 and len(checks) == 1 and where == [str(names), str(out)]
+    assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True,
+                                   threads=None)
+    assert kwargs == dict(workers=3, cpus_per_worker=2, gpus_per_worker=0, address=None, id_column=None,
+                          name_column=None, chunk=100)
+    if counts.names:
+        assert code == 0 and stderr == closing_count(str(names), counts) + "\n"
+        assert stdout == f"{out}: 3 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
+    else:
+        assert code == 2 and stdout == "" and stderr == f"wavenet-conv score: error: {names}: no names in it\n"
 
 
 class Wrapper(Exception):  # as Ray's RayTaskError: the worker's error in ``cause``
@@ -95,13 +129,14 @@ def test_input_error_finds_the_libraries_error_behind_rays_wrappers():
 
 @pytest.mark.parametrize("line,kind", [
     ("wavenet_conv.errors.CheckpointError: runs/x: no checkpoint.pt in it", CheckpointError),
-    ("wavenet_conv.errors.ArgumentError: score_lines: chunk must be an integer >= 1, got 0", ConfigError),
+    ("wavenet_conv.errors.ArgumentError: score_lines: chunk must be an integer >= 1, got 0", ArgumentError),
 ])
 def test_input_error_reads_a_workers_error_from_its_traceback_text(line, kind):
     """Ray Data keeps only the text of a worker's traceback: the last line names the error."""
     text = f"UDF failed to process a data block.\nTraceback (most recent call last):\n  File ...\n{line}\n"
     found = input_error(Wrapper(RuntimeError(text)))
     assert type(found) is kind and str(found) == line.split(": ", 1)[1]
+    assert kind is not ArgumentError or (found.who, found.argument) == ("score_lines", "chunk")  # for its option
     assert input_error(RuntimeError("Traceback:\nwavenet_conv.errors.TrainingDiverged: step 3")) is None  # not a mistake
 
 
@@ -115,12 +150,12 @@ def test_a_run_that_does_not_load_is_an_error_before_any_cluster(inputs, monkeyp
     assert code == 2 and "nope: no such checkpoint file or run folder" in err
 
 
-def test_without_ray_the_engine_names_the_extra_and_exits_2(inputs, tmp_path):
-    hide_ray = "import sys; sys.modules['ray'] = None; from wavenet_conv.cli import main; sys.exit(main(sys.argv[1:]))"
+def test_without_ray_the_job_names_the_extra_and_exits_2(inputs, tmp_path):
+    hide_ray = "import sys; sys.modules['ray'] = None; from wavenet_conv.cli.main import main; sys.exit(main(sys.argv[1:]))"
     p = cli("score", inputs / "run", inputs / "names.txt", "--engine", "ray", "--output", tmp_path / "out",
             python=("-c", hide_ray))
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr == ("wavenet-conv score: error: --engine ray needs Ray Data, which is not installed: "
+    assert p.stderr == ("wavenet-conv score: error: scoring on Ray needs Ray Data, which is not installed: "
                         "pip install 'wavenet_conv[ray]'\n")
     assert not (tmp_path / "out").exists()
 
@@ -130,7 +165,7 @@ def test_without_ray_the_engine_names_the_extra_and_exits_2(inputs, tmp_path):
 def test_a_folders_files_leave_out_hidden_and_underscore_ones_at_any_depth(tmp_path):
     import pyarrow.fs as pafs
 
-    from wavenet_conv.ray_input import visible_files
+    from wavenet_conv.cluster.reader import visible_files
 
     for rel in ("a.txt", "sub/b.txt", ".git/x.txt", "sub/.hidden", "_SUCCESS", "sub/_tmp/c.txt", "sub/d_e.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +176,7 @@ def test_a_folders_files_leave_out_hidden_and_underscore_ones_at_any_depth(tmp_p
 @needs_ray
 def test_a_text_blocks_lines_are_numbered_from_its_first_and_stripped(tmp_path):
     from wavenet_conv import Vocab
-    from wavenet_conv.ray_input import lines_table
+    from wavenet_conv.cluster.reader import lines_table
 
     t = lines_table("f.txt", 5, [" emma\t", "", "ann\udcff", "x"], Vocab("abcdefghijklmnopqrstuvwxyz"), False)
     assert t["line"].to_pylist() == [5, 6, 7, 8] and t["path"].to_pylist() == ["f.txt"] * 4
@@ -153,7 +188,7 @@ def test_a_text_blocks_lines_are_numbered_from_its_first_and_stripped(tmp_path):
 def test_the_writers_counts_of_names_empty_and_invalid_rows():
     import pyarrow as pa
 
-    from wavenet_conv.ray_sink import count
+    from wavenet_conv.cluster.writer import count
 
     table = pa.table({"name": ["emma", "", "  ", "x1", None], "nats": [5.0, None, None, None, None],
                       "targets": [5, None, None, None, None], "error": [None, "empty name", "empty name", "bad", "null"]})

@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
-import wavenet_conv.runfolder as runfolder_module
+import wavenet_conv.store.runfolder as runfolder_module
 from wavenet_conv import CheckpointError, ModelConfig, RunFolderError, TrainingDiverged, TreeModel, train
-from wavenet_conv.batches import NameBatches
-from wavenet_conv.checkpoint import load_checkpoint, save_checkpoint
-from wavenet_conv.runfolder import LOCK_NAME, RunFolder, process_start
+from wavenet_conv.training.minibatches import NameBatches
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.store.runfolder import LOCK_NAME, RunFolder, process_start
 
 from helpers import SMALL, SMALL_ARGS, interrupt_at, open_fds, run_main, train_module
 from helpers import quick as recipe_quick
@@ -37,8 +37,10 @@ def test_train_refuses_a_folder_that_holds_a_run(finished_run, small_names, monk
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "holds a run" in err and "--resume" in err and "--force" in err and "--out" in err
     assert snapshot(finished_run) == before  # checkpoint, metrics and plot untouched
-    with pytest.raises(RunFolderError, match="holds a run"):
+    with pytest.raises(RunFolderError, match=r"holds a run .*: resume it \(resume=\.\.\.\), replace it \(force=True\) "
+                                             r"or train into another folder \(out=\.\.\.\)$") as e:
         train(SMALL, quick(), data=small_names, out=finished_run, log=None)
+    assert "--" not in str(e.value)  # the library speaks Python: the command line says its options
 
 
 def test_force_replaces_the_run(finished_run, small_names, monkeypatch, capsys):
@@ -46,7 +48,7 @@ def test_force_replaces_the_run(finished_run, small_names, monkeypatch, capsys):
     code, _, err = run_main(["train", "--data", small_names, "--out", finished_run, "--force", *ARGS, "--steps", 12],
                             monkeypatch, capsys)
     assert code == 0, err
-    assert load_checkpoint(finished_run)["step"] == 12 and json.loads((finished_run / "metrics.json").read_text())["steps"] == 12
+    assert Checkpoint.load(finished_run).step == 12 and json.loads((finished_run / "metrics.json").read_text())["steps"] == 12
     assert (finished_run / "notes.txt").read_text() == "mine" and not (finished_run / LOCK_NAME).exists()
 
 
@@ -67,6 +69,9 @@ def test_train_refuses_a_folder_with_other_files_unless_forced(small_names, tmp_
     code, _, err = run_main(["train", "--data", small_names, "--out", folder, *ARGS], monkeypatch, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "not empty" in err and "--force" in err, err
     assert snapshot(folder) == {"metrics.json": b"{\"mine\": 1}"}
+    with pytest.raises(RunFolderError, match=r"not empty .*: pass force=True to write into it anyway, or another folder "
+                                             r"\(out=\.\.\.\)$"):
+        train(SMALL, quick(), data=small_names, out=folder, log=None)
     assert run_main(["train", "--data", small_names, "--out", folder, "--force", *ARGS], monkeypatch, capsys)[0] == 0
     assert json.loads((folder / "metrics.json").read_text())["steps"] == 20
 
@@ -133,7 +138,7 @@ def test_a_stale_lock_is_taken_over_with_a_note(holder, small_names, tmp_path, c
     train(SMALL, quick(steps=5), data=small_names, out=folder, log=None)
     err = capsys.readouterr().err
     assert "taking over" in err and len([l for l in err.splitlines() if "taking over" in l]) == 1, err
-    assert not (folder / LOCK_NAME).exists() and load_checkpoint(folder)["step"] == 5
+    assert not (folder / LOCK_NAME).exists() and Checkpoint.load(folder).step == 5
 
 
 def test_a_lock_from_another_host_is_refused(small_names, tmp_path):
@@ -149,12 +154,12 @@ def test_the_lock_is_released_on_errors_and_ctrl_c(small_names, tmp_path, monkey
     interrupt_at(monkeypatch, 12)
     with pytest.raises(KeyboardInterrupt):
         train(SMALL, quick(), data=small_names, out=tmp_path / "cut", log=None)
-    assert load_checkpoint(tmp_path / "cut")["step"] == 13 and not (tmp_path / "cut" / LOCK_NAME).exists()
+    assert Checkpoint.load(tmp_path / "cut").step == 13 and not (tmp_path / "cut" / LOCK_NAME).exists()
     monkeypatch.undo()
     interrupt_at(monkeypatch, 15, times=2)  # the second Ctrl-C raises mid-step
     with pytest.raises(KeyboardInterrupt):
         train(resume=tmp_path / "cut", log=None)
-    assert load_checkpoint(tmp_path / "cut")["step"] == 13 and not (tmp_path / "cut" / LOCK_NAME).exists()
+    assert Checkpoint.load(tmp_path / "cut").step == 13 and not (tmp_path / "cut" / LOCK_NAME).exists()
     monkeypatch.undo()
 
     def broken(self, step):
@@ -223,7 +228,7 @@ def test_a_claim_refused_by_the_folder_check_leaves_no_lock(contents, then, fini
         for p in folder.iterdir():
             p.unlink()
     train(SMALL, quick(steps=5), data=small_names, out=folder, force=then == "force", log=None)
-    assert load_checkpoint(folder)["step"] == 5 and LOCK_NAME not in os.listdir(folder)
+    assert Checkpoint.load(folder).step == 5 and LOCK_NAME not in os.listdir(folder)
 
 
 def full_disk(monkeypatch):
@@ -313,24 +318,23 @@ def test_a_new_run_that_fails_after_the_claim_lets_the_folder_go(failure, folder
     assert (not folder.exists()) if folder_was == "new" else os.listdir(folder) == []
 
 
-def spoil(ckpt: dict, part: str) -> None:
+def spoil(ckpt: Checkpoint, part: str) -> None:
     """A checkpoint that reads, and fails when the run is rebuilt from it (after the claim)."""
     if part == "weights":  # CheckpointError: the weights do not fit the model config
-        del ckpt["state_dict"][next(iter(ckpt["state_dict"]))]
+        del ckpt.state_dict[next(iter(ckpt.state_dict))]
     elif part == "optimizer":  # the optimizer's state does not fit the model's parameters
-        ckpt["optimizer"]["param_groups"] = ckpt["optimizer"]["param_groups"][:1]
+        ckpt.optimizer["param_groups"] = ckpt.optimizer["param_groups"][:1]
     else:  # torch refuses the RNG state
-        ckpt["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+        ckpt.rng["torch"] = torch.zeros(3, dtype=torch.uint8)
 
 
 @pytest.mark.parametrize("part", ["weights", "optimizer", "rng"])
 def test_a_resume_that_fails_after_the_claim_leaves_the_run_as_it_was(part, stopped_run):
     """The checkpoint is read before the claim, the model, optimizer and RNG are rebuilt from it after:
     when that fails, the lock goes and the run's folder is left as it was."""
-    ckpt = load_checkpoint(stopped_run)
+    ckpt = Checkpoint.load(stopped_run)
     spoil(ckpt, part)
-    save_checkpoint({k: v for k, v in ckpt.items() if not k.startswith(("format", "library"))},
-                    stopped_run / "checkpoint.pt")
+    ckpt.save(stopped_run / "checkpoint.pt")
     before = snapshot(stopped_run)
     with pytest.raises(CheckpointError):  # one line on the command line, not a traceback
         train(resume=stopped_run, log=None)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import wavenet_conv.sampling as sampling_module
+import wavenet_conv.inference.sampling as sampling_module
 from helpers import VARIANTS, VOCAB, devices, make_pair, random_words, randomize_, variant_id
 from wavenet_conv import (ArgumentError, ConvModel, FlatConfig, FlatModel, ModelConfig, TreeModel, Vocab, sample_names,
                           sequences)
-from wavenet_conv.sampling import MAX_LEN, CachedStepper, draw, sample_batches
+from wavenet_conv.inference.sampling import MAX_LEN, CachedStepper, draw, sample_batches
 
 
 def ending_pair(cfg: ModelConfig, seed: int = 0, end_bias: float = 1.5, dtype=torch.float64, device="cpu"):

@@ -70,12 +70,6 @@ def test_result_fields_and_input_order():
     assert torch.allclose(shuffled.nll, r.nll[perm], atol=1e-10, rtol=0)
 
 
-def test_bits_per_char_is_a_deprecated_alias_of_bits_per_target(conv):
-    r = score_names(conv, ["anna", "bo"], VOCAB)
-    with pytest.warns(DeprecationWarning, match="bits_per_target"):
-        assert r.bits_per_char == r.bits_per_target
-
-
 def test_per_name_nll_is_the_sum_of_log_probs():
     tree, _ = make_pair(ModelConfig(n_embd=5, n_hidden=6, n_layers=2), torch.float64)
     word = "emma"
@@ -193,7 +187,7 @@ def test_bad_arguments(conv):
 @pytest.mark.parametrize("variant", VARIANTS[::4], ids=variant_id)
 def test_fast_path_without_the_pair_table(variant, depth, monkeypatch):
     """A vocabulary too large for a table of token pairs takes the layer-by-layer path: the same scores."""
-    import wavenet_conv.folded as folded
+    import wavenet_conv.inference.folded as folded
 
     cfg = ModelConfig(n_embd=5, n_hidden=6, n_layers=depth, **variant)
     tree, conv = make_pair(cfg, torch.float64, seed=depth)

@@ -12,7 +12,7 @@ import pytest
 from helpers import BUNDLED_NAMES, LECTURE_NAMES, run_main
 from wavenet_conv import DataError, ModelConfig, Vocab, load_model, load_names, score_names
 from wavenet_conv.data import name_problem
-from wavenet_conv.scoring import encode_names
+from wavenet_conv.inference.scoring import encode_names
 from wavenet_conv import recipe, train
 
 SPACED = Vocab(string.ascii_lowercase + " ")

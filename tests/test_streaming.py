@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from helpers import VARIANTS, VOCAB, make_pair, random_words, variant_id
 from wavenet_conv import DataError, FlatConfig, FlatModel, ModelConfig, contexts, score_names
-from wavenet_conv.streaming import parse_shard, score_lines
+from wavenet_conv.inference.streaming import parse_shard, score_lines
 from wavenet_conv.data import fold_case
 
 METHODS = ["fast", "forward", "contexts"]

@@ -12,18 +12,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from wavenet_conv import (ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
+from wavenet_conv import (ArgumentError, ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
                           TreeModel, lecture_split, load_names, score_names)
 from wavenet_conv import sample_names
-from wavenet_conv.checkpoint import load_checkpoint, load_model
-from wavenet_conv.batches import NameBatches, add_input_noise, recalibrate_batchnorm
-from wavenet_conv.config import TrainConfig, recipe
-from wavenet_conv.optim import averaging, lr_at, make_optimizer
-from wavenet_conv.progress import Progress
-from wavenet_conv.train import train
+from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.training.minibatches import NameBatches, add_input_noise, recalibrate_batchnorm
+from wavenet_conv.models.config import TrainConfig, recipe
+from wavenet_conv.training.optim import averaging, lr_at, make_optimizer
+from wavenet_conv.training.progress import Progress
+from wavenet_conv.training.train import saved_config, train
+from wavenet_conv.data import MIN_NAMES
 
-import wavenet_conv.progress as progress_module
-import wavenet_conv.run as run_module
+import wavenet_conv.training.progress as progress_module
 from helpers import (BUNDLED_NAMES, SMALL, VOCAB, cuda_only, ends_with, interrupt_at, quick, same_weights,
                      threads_set_to, train_module)
 
@@ -168,8 +168,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_names, tmp_path, name
     resumed = train(resume=tmp_path / "cut", log=None)
     assert same_weights(full.model, resumed.model)  # bit for bit
     assert resumed.metrics["val_loss"] == full.metrics["val_loss"]
-    losses_full = load_checkpoint(tmp_path / "full")["losses"]
-    assert torch.equal(losses_full, load_checkpoint(tmp_path / "cut")["losses"])
+    losses_full = Checkpoint.load(tmp_path / "full").losses
+    assert torch.equal(losses_full, Checkpoint.load(tmp_path / "cut").losses)
 
 
 def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
@@ -185,15 +185,15 @@ def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
 @pytest.mark.parametrize("change", [dict(seed=6), dict(steps=90), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
                          ids=lambda c: next(iter(c)))
 def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
-    tc = run_module.saved_config(stopped_run)
+    tc = saved_config(stopped_run)
     with pytest.raises(ConfigError, match=rf"TrainConfig\.{next(iter(change))} is .* in the run being resumed"):
         train(config=TrainConfig.from_dict({**tc.to_dict(), **change}), resume=stopped_run, log=None)
-    with pytest.raises(ConfigError, match="keeps its model"):
+    with pytest.raises(ArgumentError, match="train: model_config must be None .* with resume: a resumed run keeps its model"):
         train(ModelConfig(n_embd=9), resume=stopped_run, log=None)
 
 
 def test_resume_applies_how_the_run_is_carried_out(stopped_run):
-    tc = run_module.saved_config(stopped_run)
+    tc = saved_config(stopped_run)
     assert tc.seed == 5
     r = train(config=TrainConfig.from_dict({**tc.to_dict(), "eval_every": 15, "checkpoint_every": 25, "eval_test": False}),
               resume=stopped_run, log=None, stop_at=50)
@@ -205,7 +205,7 @@ def test_resume_applies_how_the_run_is_carried_out(stopped_run):
 
 
 def test_resume_refuses_to_change_compile_which_changes_the_weights(stopped_run):
-    tc = run_module.saved_config(stopped_run)
+    tc = saved_config(stopped_run)
     with pytest.raises(ConfigError, match=r"TrainConfig\.compile is False in the run being resumed, not True"):
         train(config=replace(tc, compile=True), resume=stopped_run, log=None)
 
@@ -217,13 +217,13 @@ def test_resuming_a_finished_run_writes_nothing(finished_run, tmp_path):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     lines = []
     r = train(resume=finished_run, log=lines.append)
-    assert (finished_run / "checkpoint.pt").read_bytes() == before and r.metrics == load_checkpoint(finished_run)["metrics"]
+    assert (finished_run / "checkpoint.pt").read_bytes() == before and r.metrics == Checkpoint.load(finished_run).metrics
     assert r.metrics["val_loss"] == metrics["val_loss"] and lines[-1].endswith("nothing to do")
     assert same_weights(r.model, load_model(finished_run).model)
-    tc = run_module.saved_config(finished_run)
+    tc = saved_config(finished_run)
     again = train(config=replace(tc, eval_test=True), resume=finished_run, log=None)
     assert again.metrics["test_loss"] is not None and again.metrics["val_loss"] == metrics["val_loss"]
-    assert load_checkpoint(finished_run)["metrics"]["test_loss"] == again.metrics["test_loss"]
+    assert Checkpoint.load(finished_run).metrics["test_loss"] == again.metrics["test_loss"]
 
 
 def test_a_checkpoint_copied_into_another_runs_folder_does_not_overwrite_that_run(finished_run, stopped_run, tmp_path):
@@ -232,11 +232,12 @@ def test_a_checkpoint_copied_into_another_runs_folder_does_not_overwrite_that_ru
     snapshot.write_bytes((stopped_run / "checkpoint.pt").read_bytes())
     before = (finished_run / "checkpoint.pt").read_bytes()
     for out in (None, finished_run):
-        with pytest.raises(ConfigError, match=r"snapshot\.pt: not its folder's own checkpoint\.pt: resume it into a new"):
+        with pytest.raises(ArgumentError, match=r"train: resume .*snapshot\.pt is not its folder's own checkpoint\.pt: "
+                                                r"resume it into a new run folder \(out=\.\.\.\)"):
             train(resume=snapshot, out=out, log=None)
     assert (finished_run / "checkpoint.pt").read_bytes() == before
     r = train(resume=snapshot, out=tmp_path / "resumed", log=None, stop_at=40)
-    assert r.run_dir == tmp_path / "resumed" and load_checkpoint(tmp_path / "resumed")["step"] == 40
+    assert r.run_dir == tmp_path / "resumed" and Checkpoint.load(tmp_path / "resumed").step == 40
 
 
 def test_the_last_step_is_saved_before_the_ends_evaluation(stopped_run, monkeypatch):
@@ -248,10 +249,10 @@ def test_the_last_step_is_saved_before_the_ends_evaluation(stopped_run, monkeypa
         m.setattr(train_module, "split_loss", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(resume=stopped_run, log=None)
-    ckpt = load_checkpoint(stopped_run)
-    assert ckpt["step"] == 80 and ckpt["metrics"] is None
+    ckpt = Checkpoint.load(stopped_run)
+    assert ckpt.step == 80 and ckpt.metrics is None and not ckpt.finished
     r = train(resume=stopped_run, log=None)
-    assert r.metrics["steps"] == 80 and load_checkpoint(stopped_run)["metrics"]["val_loss"] == r.metrics["val_loss"]
+    assert r.metrics["steps"] == 80 and Checkpoint.load(stopped_run).metrics["val_loss"] == r.metrics["val_loss"]
 
 
 def test_train_seconds_are_the_steps_alone(small_names, tmp_path, monkeypatch):
@@ -260,7 +261,7 @@ def test_train_seconds_are_the_steps_alone(small_names, tmp_path, monkeypatch):
         return lambda *a, **k: (time.sleep(0.3), f(*a, **k))[1]
 
     monkeypatch.setattr(train_module, "split_loss", slow(train_module.split_loss))
-    monkeypatch.setattr(run_module, "save_checkpoint", slow(run_module.save_checkpoint))
+    monkeypatch.setattr(Checkpoint, "save", slow(Checkpoint.save))
     r = train(SMALL, quick(steps=30, eval_every=10, checkpoint_every=10), data=small_names, out=tmp_path / "run", log=None)
     m = r.metrics  # 2 val losses along the way and 3 at the end; 2 checkpoints along the way and one at the end
     assert m["eval_seconds"] >= 5 * 0.3 and m["train_seconds"] < 0.3
@@ -338,7 +339,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(small_names, tmp_pat
     lines = []
     with pytest.raises(KeyboardInterrupt):
         train(SMALL, tc, data=small_names, out=tmp_path / "cut", log=lines.append)
-    assert load_checkpoint(tmp_path / "cut")["step"] == 71  # the step in flight finished, then saved
+    assert Checkpoint.load(tmp_path / "cut").step == 71  # the step in flight finished, then saved
     assert "interrupted at step 71; checkpoint saved" in lines[-1]
     monkeypatch.undo()
     resumed = train(resume=tmp_path / "cut", log=None)
@@ -350,8 +351,8 @@ def test_a_second_ctrl_c_writes_nothing(small_names, tmp_path, monkeypatch):
     lines = []
     with pytest.raises(KeyboardInterrupt):
         train(SMALL, quick(steps=150, checkpoint_every=50), data=small_names, out=tmp_path / "cut", log=lines.append)
-    ckpt = load_checkpoint(tmp_path / "cut")
-    assert ckpt["step"] == 50 and len(ckpt["losses"]) == 50  # the last good checkpoint stays
+    ckpt = Checkpoint.load(tmp_path / "cut")
+    assert ckpt.step == 50 and len(ckpt.losses) == 50  # the last good checkpoint stays
     assert "not saved; the checkpoint of step 50 stays" in lines[-1]
 
 
@@ -406,8 +407,8 @@ def test_a_non_finite_loss_stops_training_and_the_last_good_checkpoint_stays(sma
         train(SMALL, quick(steps=100, checkpoint_every=20), data=small_names, out=tmp_path / "run", log=None,
               progress=False)
     assert (e.value.step, e.value.saved_step) == (37, 20)
-    ckpt = load_checkpoint(tmp_path / "run")  # found at the checkpoint of step 40, which is not written
-    assert ckpt["step"] == 20 and all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+    ckpt = Checkpoint.load(tmp_path / "run")  # found at the checkpoint of step 40, which is not written
+    assert ckpt.step == 20 and all(torch.isfinite(t).all() for t in ckpt.state_dict.values())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # no metrics, no lock
 
 
@@ -434,14 +435,14 @@ def test_a_file_too_small_for_the_split_is_refused_before_training(n, small_name
     data.write_text("\n".join(small_names.read_text().split()[:n]) + "\n")
     part = "train" if n == 1 else "val"
     with pytest.raises(DataError, match=rf"{n} name\(s\) are too few .* its {part} split would be empty "
-                                        rf"\(at least {run_module.MIN_NAMES} names"):
+                                        rf"\(at least {MIN_NAMES} names"):
         train(SMALL, quick(), data=data, out=tmp_path / "run", log=None)
     assert not (tmp_path / "run").exists()
 
 
 def test_min_names_is_where_every_split_has_a_name():
     for n in range(1, 300):
-        assert all(lecture_split(range(n))[:2]) == (n >= run_module.MIN_NAMES), n
+        assert all(lecture_split(range(n))[:2]) == (n >= MIN_NAMES), n
 
 
 class Terminal(io.StringIO):
@@ -483,7 +484,7 @@ def test_non_finite_weights_under_a_finite_loss_are_never_saved(small_names, tmp
     monkeypatch.setattr(train_module, "batch_loss", batch_loss)
     with pytest.raises(TrainingDiverged, match="became non-finite after step 20, by step 40 .*; the checkpoint of step 20 stays"):
         train(SMALL, quick(steps=100, checkpoint_every=20), data=small_names, out=tmp_path / "run", log=None)
-    assert load_checkpoint(tmp_path / "run")["step"] == 20
+    assert Checkpoint.load(tmp_path / "run").step == 20
 
 
 def test_weight_averaging_ends_with_the_average_and_resumes_exactly(small_names, tmp_path):
@@ -516,20 +517,27 @@ def test_a_bfloat16_step_computes_the_same_loss_within_its_precision():
     assert abs(half.item() - full.item()) < 0.02 * full.item()  # bfloat16 matmuls: about 3 significant digits
 
 
-def test_a_run_saved_before_precision_and_swa_resumes_as_it_ran(small_names, tmp_path):
-    """A checkpoint of wavenet_conv 0.1 has no precision or swa: those runs were float32 without weight
-    averaging, and a resume keeps them so (not today's defaults)."""
-    from wavenet_conv.checkpoint import load_checkpoint, save_checkpoint
-
-    train(SMALL, quick(steps=20, precision="float32"), data=small_names, out=tmp_path / "run", stop_at=10, log=None)
-    ckpt = load_checkpoint(tmp_path / "run")
+def test_a_run_saved_in_an_older_format_resumes_as_it_ran(small_names, tmp_path):
+    """A checkpoint of wavenet_conv 0.1/0.2 has no precision or swa (those runs were float32 without
+    weight averaging, and a resume keeps them so, not today's defaults), names its training hashes
+    ``train_words``, and has none of the later keys (BatchNorm's settings, teachers, the average): it
+    loads, resumes, and ends where an uninterrupted run ends."""
+    tc = quick(steps=20, precision="float32", swa=0.0)
+    full = train(SMALL, tc, data=small_names, log=None)
+    train(SMALL, tc, data=small_names, out=tmp_path / "run", stop_at=10, log=None)
+    path = tmp_path / "run" / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)  # the file as the older version wrote it
+    for key in ("batchnorm", "teachers", "swa", "swa_count"):
+        del old[key]
     for field in ("precision", "swa", "swa_every"):
-        del ckpt["train_config"][field]
-    save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "format_version", "library_version")},
-                    tmp_path / "run" / "checkpoint.pt")
-    config = run_module.saved_config(tmp_path / "run")
+        del old["train_config"][field]
+    old["train_words"] = old.pop("train_hashes")
+    torch.save(old, path)
+    config = saved_config(tmp_path / "run")
     assert config.precision == "float32" and config.swa == 0.0 and config.swa_every == 10
-    assert train(resume=tmp_path / "run", log=None).config.precision == "float32"
+    resumed = train(resume=tmp_path / "run", log=None)
+    assert resumed.config.precision == "float32" and same_weights(resumed.model, full.model)
+    assert "train_words" not in torch.load(path, weights_only=True)  # saved again in today's format
 
 
 @cuda_only

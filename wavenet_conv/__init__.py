@@ -5,21 +5,21 @@ from .version import __version__
 
 from .errors import (ArgumentError, CheckpointError, ConfigError, DataError, InputError, MissingExtraError,
                      RunFolderError, TrainingDiverged)
-from .config import FlatConfig, ModelConfig, TrainConfig, recipe, recipe_model, recipe_teachers
-from .blocks import BatchNorm, Block, SkipHead, WaveNetCore
-from .conv import ConvModel
+from .models.config import FlatConfig, ModelConfig, TrainConfig, recipe, recipe_model, recipe_teachers
+from .models.blocks import BatchNorm, Block, SkipHead, WaveNetCore
+from .models.conv import ConvModel
 from .data import SequenceBatch, Vocab, contexts, lecture_split, load_names, parse_names, read_lines, sequences
-from .lecture import from_lecture
-from .tree import TreeModel
-from .flat import FlatModel
-from .folded import FoldedModel, fold
-from .scoring import ScoreResult, score_names
-from .streaming import LineScores, score_lines
-from .sampling import sample_names
-from .checkpoint import load_model
-from .train import TrainResult, train
-from .teachers import resume_recipe, train_recipe
-from .export import export_onnx
+from .models.lecture import from_lecture
+from .models.tree import TreeModel
+from .models.flat import FlatModel
+from .inference.folded import FoldedModel, fold
+from .inference.scoring import ScoreResult, score_names
+from .inference.streaming import LineScores, score_lines
+from .inference.sampling import sample_names
+from .store.checkpoint import load_model
+from .training.train import TrainResult, train
+from .training.teachers import resume_recipe, train_recipe
+from .inference.export import export_onnx
 
 __all__ = [
     "__version__",

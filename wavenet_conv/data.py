@@ -14,11 +14,14 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from .errors import ArgumentError, DataError
+from .paths import bundled_names
 
 START = "."  # token 0: start and end of every name
 
@@ -107,16 +110,42 @@ def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
     return f"{text[:cut]!r}… ({len(text):,} characters)"
 
 
+SPACE_FAULTS = ("whitespace at the start", "whitespace at the end", "whitespace after another space")
+
+
+def space_faults(cps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The single-space rule, the one place it is written: a space is a character of a name ("mary ann")
+    only as a single space between two other characters of that name.
+
+    cps: (sum of lengths,) the names' code points back to back; lengths: (N,) characters per name.
+    Returns (3, sum of lengths) bool: row k is True at each space that breaks the rule as
+    ``SPACE_FAULTS[k]`` says (its name's first character, its name's last, right after another space).
+    """
+    space = cps == ord(" ")
+    nonempty = lengths[lengths > 0]
+    ends = np.cumsum(nonempty)  # one past each non-empty name's last character
+    first, last, after_space = np.zeros_like(space), np.zeros_like(space), np.zeros_like(space)
+    first[ends - nonempty], last[ends - 1] = True, True
+    after_space[1:] = space[:-1]
+    return np.stack([space & first, space & last, space & after_space & ~first])
+
+
+def misplaced_spaces(cps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(sum of lengths,) True at each space of the names' code points ``cps`` (lengths (N,)) that breaks
+    the single-space rule (``space_faults``): the scorer's vectorized check."""
+    if not (cps == ord(" ")).any():
+        return np.zeros(len(cps), dtype=bool)
+    return space_faults(cps, lengths).any(0)
+
+
 def whitespace_problem(word: str, i: int) -> str:
-    """Why the whitespace ``word[i]`` cannot stand there, or "" where it can: a single space between two
-    other characters is a character of a name ("mary ann"); any other whitespace is not."""
+    """Why the whitespace ``word[i]`` cannot stand there, or "" where it can: a space by the single-space
+    rule (``space_faults``); any other whitespace never."""
     if word[i] != " ":
         return "whitespace"
-    if i == 0:
-        return "whitespace at the start"
-    if i == len(word) - 1:
-        return "whitespace at the end"
-    return "whitespace after another space" if word[i - 1] == " " else ""
+    cps = np.frombuffer(word.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(word),)
+    faults = np.flatnonzero(space_faults(cps, np.array([len(word)]))[:, i])
+    return SPACE_FAULTS[faults[0]] if len(faults) else ""
 
 
 def name_problem(word: str, vocab: Vocab | None) -> str | None:
@@ -269,6 +298,40 @@ def lecture_split(words: Sequence[str], seed: int = 42) -> tuple[list[str], list
     random.Random(seed).shuffle(words)
     n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
     return words[:n1], words[n1:n2], words[n2:]
+
+
+MIN_NAMES = 6  # the fewest names whose lecture split has a train and a val name (so has every larger count)
+
+
+def same_data(a: dict | None, b: dict | None) -> bool:
+    """Whether two records of a names file (``read_data``'s {"path", "sha256", "n_words"}) are the same
+    file: the same bytes (sha256), wherever it lies. The one definition of "the same data"."""
+    return a is not None and b is not None and a.get("sha256") == b.get("sha256")
+
+
+def read_data(path, vocab: Vocab | None = None, started: dict | None = None):
+    """A names file (None: the bundled one) for training -> (words, vocab, {"path", "sha256", "n_words"}).
+
+    ``vocab``: a resumed run's; every name must fit it. ``started``: the record of the file the run
+    started on, which this one must be (``same_data``; ``DataError`` otherwise)."""
+    path = Path(path if path is not None else bundled_names())
+    words = load_names(path)
+    record = {"path": str(path.resolve()), "sha256": sha256_file(path), "n_words": len(words)}
+    if started is not None and not same_data(started, record):
+        raise DataError(f"{path}: the data file differs from the one this run started on (sha256 changed)")
+    vocab = vocab or Vocab.from_words(words)
+    if not vocab.covers(words):
+        load_names(path, vocab)  # raises a DataError naming the line and character
+    return words, vocab, record
+
+
+def check_split(words, data: dict) -> None:
+    """Refuse a names file too small for the lecture's 80/10/10 split: an empty train or val split
+    (``data``: its record, for the message)."""
+    for part, names in zip(("train", "val"), lecture_split(words)):
+        if not names:
+            raise DataError(f"{data['path']}: {len(words)} name(s) are too few for the lecture's 80/10/10 split: "
+                            f"its {part} split would be empty (at least {MIN_NAMES} names are needed)")
 
 
 def contexts(words: Sequence[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:

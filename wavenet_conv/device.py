@@ -27,7 +27,7 @@ from .errors import ArgumentError, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_THREADS = 4096  # far more than any CPU here has: a larger count is a typo (torch overflows past 2**63)
-PRECISIONS = ("auto", "float32", "bfloat16")
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")  # TrainConfig.precision (scoring's: bucketed.SCORING_PRECISIONS)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -8,6 +8,11 @@ a configuration (``ConfigError``), a run folder (``RunFolderError``), an argumen
 ``wavenet-conv CMD: error: MESSAGE``, exit status 2, and ``TrainingDiverged`` the same way with exit
 status 3; it checks nothing that the library checks. Any other exception is a bug in the library and
 surfaces with its traceback.
+
+A message speaks Python, never the command line's options: it names an argument as ``ArgumentError``
+does, a config field as ``TrainConfig.steps``, and another argument to pass as ``name=VALUE``
+(``force=True``, ``out=PATH``, ``resume=RUN``). The command line alone says each as the option a user
+types (``cli.parser.in_our_words``).
 """
 
 from __future__ import annotations

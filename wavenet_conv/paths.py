@@ -13,4 +13,4 @@ def bundled_names() -> str:
         if os.path.exists(path):
             return os.path.normpath(path)
     raise DataError("the bundled names file is missing (wavenet_conv/names.txt): give a names file of your own "
-                    "(data=PATH in Python, --data PATH on the command line)")
+                    "(data=PATH)")

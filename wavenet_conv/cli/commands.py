@@ -1,0 +1,215 @@
+"""What each ``wavenet-conv`` command does, once its options are parsed (``parser``): train, score,
+sample, check, export. The library checks every value it is given; a command turns options into calls
+and checks, before any work, only what no library call sees in time: ``--samples`` (drawn after the
+training), an empty ``--resume`` path (read here before ``train`` sees it), the options that
+``--resume`` does not take (the run's model; a recipe's teachers, folder and names file), the options
+that ``score --engine`` local or ray does not take, and a list with no names in it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..store.checkpoint import load_model
+from ..inference.compare import compare_forms, race_forms
+from ..models.config import ModelConfig, recipe, recipe_model, recipe_teachers
+from ..data import Vocab, check_split, lecture_split, load_names, open_names, read_lines, source_name
+from ..device import resolve_device
+from ..errors import ArgumentError, ConfigError, DataError
+from ..inference.export import export_onnx
+from .output import closing_count, format_rows, header, sample_lines
+from .parser import MODEL_OPTIONS, PROG, RAY_OPTIONS, TRAIN_OPTIONS, flag, given, our_words
+from ..paths import bundled_names
+from ..cluster.counts import Counts
+from ..cluster.job import score_files  # Ray itself is imported only by a job on it
+from ..cluster.scorer import BatchScorer
+from ..inference.sampling import MAX_LEN, sample_batches
+from ..inference.streaming import score_lines
+from ..training.teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
+from ..training.train import saved_config, train
+from ..models.tree import TreeModel
+from ..validate import integer, paths
+
+
+def say(line: str) -> None:
+    """A line of a training's report on stdout, in the command line's words (``--resume RUN``)."""
+    print(our_words(line))
+
+
+def default_run_dir(form: str) -> Path:
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{form}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def load_run(args):
+    """``load_model(args.run)`` on ``args.device`` for a command that uses a trained run; one note on
+    stderr when the run is unfinished (``Checkpoint.finished``)."""
+    loaded = load_model(args.run, device=args.device or "auto")
+    ckpt = loaded.checkpoint
+    if ckpt.train_config is not None and ckpt.step is not None and not ckpt.finished:
+        print(f"{PROG} {args.command}: note: {args.run} is an unfinished run (step {ckpt.step:,} of "
+              f"{ckpt.train_config.steps:,}); {PROG} train --resume {args.run} finishes it", file=sys.stderr)
+    return loaded
+
+
+def cmd_train(args):
+    integer(PROG, "samples", args.samples, 0)  # before training: the samples come after it
+    options = given(args, TRAIN_OPTIONS)
+    kwargs = dict(data=args.data, out=args.out, progress=not args.quiet, log=say, force=args.force, threads=None)
+    if args.resume is not None:
+        paths(PROG, resume=args.resume)  # before the run's own config is read from it
+        model_options = list(given(args, MODEL_OPTIONS))
+        if model_options:
+            raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
+        recipe_run = is_recipe_folder(args.resume)
+        if recipe_run and args.teachers:
+            raise ArgumentError(PROG, "teachers", "cannot be given with --resume: the recipe keeps its own teachers")
+        if recipe_run and (args.out is not None or args.data is not None):
+            raise ArgumentError(PROG, "out" if args.out is not None else "data",
+                                "cannot be given with --resume of a recipe: it goes on in its folder, on its names file")
+        run_config = read_plan(args.resume).config if recipe_run else saved_config(args.resume)
+        tc = replace(run_config, device=args.device or run_config.device, recipe=args.recipe or run_config.recipe,
+                     **options)
+        if recipe_run:
+            result = resume_recipe(args.resume, tc, progress=not args.quiet, log=say, threads=None)
+        else:
+            result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
+    else:
+        name = args.recipe or "default"
+        tc = recipe(name, device=args.device or "auto", **options)
+        mc = recipe_model(name, **given(args, MODEL_OPTIONS))
+        out = args.out if args.out is not None else default_run_dir(tc.form)
+        where = dict(device=args.device or "auto", precision=options.get("precision"))  # where and how the teachers run too
+        teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
+        if teachers:  # the recipe's own teachers first, into out/teacher-k
+            result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, log=say,
+                                  threads=None)
+        else:
+            result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
+    print(f"run folder: {result.run_dir}")
+    model = result.model.eval()
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)
+    train_set = set(result.train_words)
+    if args.samples:
+        print(f"{args.samples} samples:")
+    for words in sample_batches(model, args.samples, result.vocab, generator=gen, threads=None):  # as `sample` draws
+        sys.stdout.write(sample_lines(words, [w in train_set for w in words], MAX_LEN))
+        sys.stdout.flush()
+
+
+def cmd_score(args):
+    check_engine_options(args)
+    source, counts = (args.file, score_on_ray(args)) if args.engine == "ray" else score_here(args)
+    if counts.names + counts.invalid == 0 and args.shard is None:
+        raise DataError(f"{source}: no names in it")
+    if args.engine == "ray":
+        print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per non-empty line, keyed by "
+              f"{args.id_column or 'path and line'})")
+    print(closing_count(source, counts), file=sys.stderr)
+
+
+def score_here(args) -> tuple[str, Counts]:
+    """``score --engine local``: rows on stdout, a chunk at a time, and a line on stderr for each line
+    that is not a name (``--skip-invalid``); returns (the input's name, the counts)."""
+    source = source_name(args.file)
+    stream = open_names(args.file)  # before any work: a missing file is the first error
+    try:
+        loaded = load_run(args)
+        parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
+                            skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
+                            shard=args.shard, source=source, threads=None)
+        counts, width = Counts(), None
+        for part in parts:
+            for line, problem in part.invalid:
+                print(f"{source}:{line}: {problem}", file=sys.stderr)
+            if width is None:
+                width = max([12, *map(len, part.names)])
+                sys.stdout.write(header(args.format, args.chars, width))
+            sys.stdout.write(format_rows(args.format, part, args.chars, width))
+            sys.stdout.flush()
+            counts += Counts.of_part(part)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return source, counts
+
+
+def check_engine_options(args) -> None:
+    """A ``ConfigError`` for an option of ``score`` that the chosen ``--engine`` does not take (the
+    library has no such option: ``score_lines`` runs here, ``score_files`` on Ray)."""
+    if args.engine == "local":
+        extra = [flag(name) for name in RAY_OPTIONS if getattr(args, name) is not None]
+        if extra:
+            raise ConfigError(f"{extra[0]} is for --engine ray")
+        return
+    if args.output is None:
+        raise ConfigError("--engine ray writes a Parquet dataset: give --output DIR")
+    if args.file == "-":
+        raise ConfigError("--engine ray reads files, not stdin: give INPUT (a file, folder, glob or URI)")
+    if args.shard is not None or args.format != "table":
+        raise ConfigError(f"{'--shard' if args.shard else '--format'} is for --engine local (Ray splits the work and "
+                          "writes Parquet)")
+    if args.device == "cuda" and not args.gpus_per_worker:
+        raise ConfigError("--engine ray scores on CUDA with --gpus-per-worker X, not --device cuda")
+
+
+def score_on_ray(args) -> Counts:
+    """``score RUN INPUT --engine ray --output DIR``: ``score_files``, its workers of ``--threads`` CPUs
+    each (1 unless a number is given); returns the counts of what was written and skipped."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's INFO lines: the closing line is ours
+    gpus = args.gpus_per_worker or 0
+    scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
+    return score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
+                       cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
+                       address=args.address, id_column=args.id_column, name_column=args.name_column, chunk=args.chunk)
+
+
+def cmd_sample(args):
+    loaded = load_run(args)
+    device = next(loaded.model.parameters()).device
+    gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
+    for words in sample_batches(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
+                                top_k=args.top_k, prefix=args.prefix, max_len=args.max_len, threads=None):
+        sys.stdout.write(sample_lines(words, [loaded.in_training_set(w) for w in words], args.max_len))
+        sys.stdout.flush()
+
+
+def cmd_check(args):
+    device = resolve_device(args.device or "auto")
+    path = args.data or bundled_names()
+    words = load_names(path)
+    vocab = Vocab.from_words(words)
+    check_split(words, {"path": path})  # a dev split to compare the forms on
+    _, dev, _ = lecture_split(words)
+    torch.manual_seed(args.seed)
+    tree = TreeModel(ModelConfig(vocab_size=len(vocab), n_layers=args.n_layers)).to(device).eval()
+    r = compare_forms(tree.double(), dev, vocab)
+    print(f"{path}: dev split, {len(dev)} names, {r['targets']} targets; model {tree.num_params():,} parameters "
+          f"(freshly initialized), {device}")
+    print(f"float64: tree form (contexts) loss {r['tree_loss']:.6f}, conv form (whole names) loss {r['conv_loss']:.6f}; "
+          f"largest |logit difference| over all {r['targets']} positions: {r['max_abs_diff']:.3g}")
+    t = race_forms(tree.float(), dev, vocab)
+    print(f"float32, {torch.get_num_threads()} thread(s), median of 5: tree form {t['tree'] * 1e3:.1f} ms, "
+          f"conv form {t['conv'] * 1e3:.1f} ms, fast path {t['fast'] * 1e3:.1f} ms "
+          f"({t['tree'] / t['fast']:.1f}x faster than the tree)")
+
+
+def cmd_export(args):
+    loaded = load_run(args)
+    path = export_onnx(loaded.model, args.out)
+    print(f"wrote {path}: input 'tokens' int64 (B, T), output 'logits' float32 (B, T, {loaded.model.config.vocab_size}); "
+          f"vocabulary {''.join(loaded.vocab.itos)!r} (token i is character i)")
+
+
+COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check, "export": cmd_export}
+# each command's threads, the library's defaults: training and timing on a fixed count, the rest on the free CPUs
+THREADS = {"train": 1, "score": "auto", "sample": "auto", "check": 1, "export": "auto"}

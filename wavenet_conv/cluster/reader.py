@@ -1,0 +1,144 @@
+"""What a Ray job reads (``job.score_files`` runs the job): text files (a file, a folder, a glob or a
+URI; each read by the local command's reader, a block of lines at a time, every line numbered) or
+Parquet (a column of names and a key column), and the checks of both before any work."""
+
+from __future__ import annotations
+
+import glob
+import os
+from itertools import islice
+from typing import Iterator
+
+from .scorer import SCORE_COLUMNS
+from ..data import Vocab, fold_case, line_name, name_problem, read_lines
+from ..errors import ArgumentError, DataError
+
+IO_CPUS = 0.5  # each read or write task: two of them fit in the one CPU kept beside the actors
+
+
+def list_inputs(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """("text" or "parquet", [(the path as shown, the path or URI to open)]) of the files of ``spec``:
+    a file, a folder (its files, hidden ones and ``_*`` left out), a glob (local) or a URI."""
+    import pyarrow.fs as pafs
+
+    if not spec:
+        raise DataError("the input is an empty path: give a file, folder, glob or URI")
+    if glob.has_magic(spec) and "://" not in spec:
+        shown = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+    else:
+        fs, root = pafs.FileSystem.from_uri(spec if "://" in spec else os.path.abspath(spec))
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise DataError(f"{spec}: no such file or folder")
+        if info.type == pafs.FileType.File:
+            shown = [spec]
+        else:
+            shown = sorted(os.path.join(spec, inside) for inside in visible_files(fs, root))
+    if not shown:
+        raise DataError(f"{spec}: no files in it")
+    kinds = {p.endswith(".parquet") for p in shown}
+    if len(kinds) > 1:
+        raise DataError(f"{spec}: holds both Parquet (.parquet) and other files: give one kind")
+    files = [(p, p if "://" in p else os.path.abspath(p)) for p in shown]
+    return ("parquet" if kinds == {True} else "text"), files
+
+
+def visible_files(fs, root: str) -> list[str]:
+    """The files under the folder ``root`` of ``fs``, relative to it, but hidden ones and ``_*`` ones
+    (``_SUCCESS``, ``.crc`` files) at any depth."""
+    import pyarrow.fs as pafs
+
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        inside = os.path.relpath(info.path, root)
+        if info.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in inside.split(os.sep)):
+            found.append(inside)
+    return found
+
+
+def text_blocks(batch, chars: str, lowercase: bool, rows: int) -> Iterator:
+    """A read task: the lines of each file of ``batch`` (columns path, uri) as pyarrow tables of
+    (path, line, name, error), ``rows`` lines at a time, with the local command's reader.
+    chars, lowercase: the run's vocabulary and the scorer's case folding, for the reason of a line
+    that was not UTF-8 (see ``lines_table``)."""
+    import pyarrow.fs as pafs
+
+    vocab = Vocab(chars)
+    for shown, uri in zip(batch["path"].to_pylist(), batch["uri"].to_pylist()):
+        fs, path = pafs.FileSystem.from_uri(uri)
+        with fs.open_input_stream(path) as f:
+            lines, first = read_lines(f), 1
+            while block := list(islice(lines, rows)):
+                yield lines_table(shown, first, block, vocab, lowercase)
+                first += len(block)
+
+
+def utf8(line: str) -> bool:
+    """Whether ``line`` holds no byte that was not UTF-8 (which ``read_lines`` keeps as a surrogate)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lines_table(path: str, first: int, lines: list[str], vocab: Vocab, lowercase: bool):
+    """(path, line, name, error) of ``lines`` numbered from ``first``, each name its line's ``line_name``
+    (a blank line's is "", which the writer counts and drops). Arrow holds UTF-8 only, so a line
+    that was not UTF-8 gets its reason in ``error`` here (the local command's: the same vocabulary and
+    case folding) and U+FFFD for each bad byte in ``name``; the scorer keeps that error."""
+    import pyarrow as pa
+
+    lines, errors = [line_name(line) for line in lines], [None] * len(lines)  # a blank line's name is ""
+    try:
+        names = pa.array(lines, pa.string())
+    except UnicodeEncodeError:  # some line was not UTF-8
+        for i, line in enumerate(lines):
+            if not utf8(line):
+                errors[i] = name_problem(fold_case(line) if lowercase else line, vocab)
+                lines[i] = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        names = pa.array(lines, pa.string())
+    return pa.table({"path": pa.array([path] * len(lines), pa.string()),
+                     "line": pa.array(range(first, first + len(lines)), pa.int64()),
+                     "name": names, "error": pa.array(errors, pa.string())})
+
+
+def read_input(ray, kind: str, files: list[tuple[str, str]], keys: list[str], name_column: str, vocab: Vocab,
+               lowercase: bool, rows: int):
+    """The input as a Dataset with a ``name`` column and its ``keys``: text files a read task per file
+    (every line, numbered; empty ones too, for the writer to count), in blocks of ``rows`` lines from
+    each file's first, or Parquet's columns."""
+    if kind == "text":
+        items = [{"path": shown, "uri": uri} for shown, uri in files]
+        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            text_blocks, fn_kwargs=dict(chars=vocab.chars, lowercase=lowercase, rows=rows), batch_size=1,
+            batch_format="pyarrow", num_cpus=IO_CPUS)
+    ds = ray.data.read_parquet([uri for _, uri in files], num_cpus=IO_CPUS)
+    ds = ds.select_columns(list(dict.fromkeys(keys + [name_column])))
+    return ds.rename_columns({name_column: "name"}) if name_column != "name" else ds
+
+
+def parquet_keys(files: list[tuple[str, str]], id_column: str | None, name_column: str) -> list[str]:
+    """The key columns of a Parquet input (``id_column``, unless it is the column of names), after
+    checking both columns in the first file's schema: ``score_files``' arguments."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if id_column is None:
+        raise ArgumentError("score_files", "id_column", "must name a column for Parquet input: the one that joins "
+                            "the scores back to the input's rows (the column of names itself where names are unique)")
+    fs, path = pafs.FileSystem.from_uri(files[0][1])
+    schema = pq.read_schema(path, filesystem=fs)
+    there = ", ".join(schema.names)[:200]
+    for argument, col in (("id_column", id_column), ("name_column", name_column)):
+        if col not in schema.names:
+            raise ArgumentError("score_files", argument, f"{col!r}: no such column in {files[0][0]}; its columns: {there}")
+    kind = schema.field(name_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ArgumentError("score_files", "name_column", f"{name_column!r}: the column holds {kind} in {files[0][0]}, "
+                            "not strings")
+    if id_column in ("name", *SCORE_COLUMNS) and id_column != name_column:
+        raise ArgumentError("score_files", "id_column", f"{id_column!r}: the output has a column {id_column!r} of its "
+                            f"own (name, {', '.join(SCORE_COLUMNS)}): rename the id column")
+    return [] if id_column == name_column else [id_column]

@@ -1,0 +1,15 @@
+"""Run storage: the checkpoint file and the run folder that holds it.
+
+Modules:
+    checkpoint.py  Checkpoint and load_model: the one reader and writer of ``checkpoint.pt`` (atomic
+                   writes, older formats converted, "finished" and "same data" defined once)
+    runfolder.py   RunFolder: one training at a time in a folder (its lock), and never a run
+                   overwritten by mistake
+
+Imports: the base, models and inference; nothing of training, cluster or cli (the one-way order
+base < models < inference < store < training < cluster < cli, held by tests/test_layout.py). No
+module outside checkpoint.py reads or writes a checkpoint's keys (tests/test_layout.py holds that too).
+
+Reading path: checkpoint.py (what a run saves and how it is read back) -> runfolder.py (where it is
+saved, and who may write there).
+"""

@@ -1,0 +1,541 @@
+"""Training: ``train()`` and everything it calls, read top-down in this file.
+
+``train()`` claims the run folder and sets up a ``Run`` -- everything a run carries from step to step
+-- at step 0 (``new_run``: the data and teachers checked, the folder claimed, then the model, the
+optimizer and the batches) or from its checkpoint (``resume_run``), then::
+
+    train_steps(run, ...)     # the loop: lr, batch, loss, backward, optimizer step, now and then a checkpoint
+    finish(run, ...)          # the averaged weights, split losses, metrics.json, loss.png, the last checkpoint
+
+A checkpoint is a ``Run`` saved (``save``, through ``store.checkpoint.Checkpoint``).
+
+Six recipes (``config.RECIPES``). ``lecture`` is the lecture's own: ``torch.manual_seed(seed)``
+before the model's init, the tree form, minibatches of 32 contexts drawn with ``torch.randint``, plain
+SGD, lr 0.1 then 0.01 after 75% of 200,000 steps. ``default``, ``gpu`` (larger batches), ``wide``,
+``small`` and ``best`` train the conv form on whole names packed end to end (``minibatches.NameBatches``, an epoch-wise shuffle),
+the loss the mean over every real position, with AdamW, a linear warmup and a linear decay
+(``optim.lr_at``); ``wide``, ``small`` and ``best`` also average the weights over the last quarter
+(``TrainConfig.swa``). ``small`` and ``best`` are distilled (``distill``): their loss mixes in the
+averaged distributions of two ``wide`` teachers, which ``teachers.train_recipe`` trains first;
+``train`` takes finished teachers (``teachers=[runs]``).
+
+Resume is exact: the batches, the learning rate and the averaging are functions of the step, and the
+lecture recipe's ``torch.randint`` stream is restored from the saved RNG state, so a resumed run ends
+with the same weights as an uninterrupted one. A checkpoint is only ever written between two steps.
+
+Inside a step nothing is read back from the device: each step's loss stays there (``Run.losses``)
+and the progress line reads their mean at most every few steps. Where the losses are read anyway --
+a progress report, an evaluation, a checkpoint, the end -- they are checked (``verify_finite``): a
+non-finite loss or weight stops the run with ``TrainingDiverged``, and nothing non-finite is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Vocab, check_split, lecture_split, read_data
+from ..device import device_clock, resolve_device, resolve_precision, torch_threads
+from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged
+from ..inference.scoring import score_names
+from ..models.config import ModelConfig, TrainConfig, recipe
+from ..models.conv import ConvModel
+from ..models.tree import TreeModel
+from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint, model_kind, resolve, word_hashes
+from ..store.runfolder import RunFolder
+from ..validate import paths
+from ..version import __version__
+from .distill import check_distill, check_unchanged, distill_loss, load_teachers, soft_targets
+from .minibatches import ContextBatches, NameBatches, add_input_noise, recalibrate_batchnorm
+from .optim import average_weights, averaging, lr_at, make_optimizer, rng_state, set_rng_state
+from .progress import DeferredInterrupt, Progress, plot_losses
+
+# what a resumed run may do differently: where it runs and what it reports (a device of another kind
+# changes the weights' last bits; TrainConfig.compile would too, so it stays as the run began)
+CHANGEABLE_ON_RESUME = ("device", "checkpoint_every", "eval_every", "eval_test", "loss_block")
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the trained model (training mode), its vocabulary, the run's metrics,
+    its folder (None without one), the training names and the ``TrainConfig``."""
+
+    model: torch.nn.Module
+    vocab: Vocab
+    metrics: dict
+    run_dir: Path | None
+    train_words: list[str]
+    config: TrainConfig
+
+
+@dataclass
+class Run:
+    """Everything a training run carries from step to step; a checkpoint is this, saved."""
+
+    config: TrainConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    vocab: Vocab
+    splits: tuple[list[str], list[str], list[str]]  # the lecture's train, val, test names
+    batches: NameBatches | ContextBatches
+    device: torch.device
+    data: dict  # the names file: {"path", "sha256", "n_words"} (``data.read_data``)
+    run_dir: Path | None  # where checkpoint.pt, metrics.json and loss.png go (None: nowhere)
+    forward: Callable = None  # the model's forward for the training steps (compiled with config.compile)
+    dtype: torch.dtype = torch.float32  # the training steps' matmuls (config.precision)
+    train_hashes: torch.Tensor = None  # (n,) int64: hashes of the training names, in every checkpoint
+    step: int = 0  # optimizer steps done
+    losses: torch.Tensor = None  # (steps,) float32 on the device: the loss of every step done
+    train_seconds: float = 0.0  # wall time of the training steps alone, over every session
+    eval_seconds: float = 0.0  # wall time of the evaluations (val along the way, the splits at the end)
+    val_curve: list = field(default_factory=list)  # [(step, val loss)] along the way
+    swa: list | None = None  # the running average of the weights (``TrainConfig.swa``), one tensor a parameter
+    swa_count: int = 0  # how many steps' weights it averages
+    teachers: list = field(default_factory=list)  # [{"path", "sha256"}]: the checkpoints it is distilled from
+    saved_step: int | None = None  # the step of the checkpoint on disk
+    verified: int = 0  # the steps whose losses have been checked finite
+    done: dict | None = None  # a finished run resumed as it ended: its metrics (nothing left to do or write)
+
+
+def train(
+    model_config: ModelConfig | None = None,
+    config: TrainConfig | None = None,
+    data: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    make_model=None,
+    stop_at: int | None = None,
+    progress: bool | None = True,
+    log=print,
+    force: bool = False,
+    threads=1,
+    teachers=None,
+) -> TrainResult:
+    """Train a model on a names file with the lecture's split and return it with its metrics.
+
+    model_config: the model (default: the lecture's, ModelConfig()); its vocab_size is the data's.
+    config: how to train (default: ``recipe("default")``); its ``form`` picks ConvModel or TreeModel.
+    data: names file (default: the bundled data/names.txt); it needs at least ``data.MIN_NAMES`` names.
+    out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing). It must be new or
+        empty (``RunFolderError`` otherwise), and is claimed with a lock file, ``train.lock``, for the
+        length of the call: a second training on it refuses at once (see ``runfolder``). A
+        ``RunFolder`` is used as it is (claimed here unless already held) and left to its caller.
+    resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
+        same folder; a checkpoint file there must be its ``checkpoint.pt``) with its own model, data
+        file and ``TrainConfig``, and ends where an uninterrupted run ends (a finished one, settings
+        unchanged, is returned as it is). A ``config`` may change only ``CHANGEABLE_ON_RESUME`` (a
+        ``ConfigError`` names any other field that differs); a ``model_config`` must be the run's.
+    make_model: a function of the vocabulary size returning the model to train instead of one built
+        from ``model_config`` (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``);
+        called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
+    stop_at: stop after this step as if interrupted (a checkpoint is written; ``metrics["stopped_at"]``).
+    progress: report progress on stderr (a line redrawn on a terminal, else one every few seconds).
+    log: called with each line of the run's report (``print`` by default; ``None`` for silence).
+    force: train into an ``out`` that holds a run or other files; the earlier run's files go first.
+    threads: torch CPU threads for the call (the caller's restored afterwards): 1, N, "auto" (the free
+        CPUs) or None (torch's). The weights depend on the count in their last bits, so a resumed run
+        ends bit for bit where an uninterrupted one ends when both run with the same count.
+    teachers: finished runs on the same data file to distill from, with ``config.distill`` > 0 (see
+        ``distill``); the checkpoint records them (path, sha256) for a resume, which refuses a changed one.
+
+    Every check -- arguments, data, run folder -- is done before the model is built. A loss that
+    becomes non-finite raises ``TrainingDiverged`` (naming the step; the last good checkpoint stays).
+    Ctrl-C: the first finishes the step in flight, saves a checkpoint and raises ``KeyboardInterrupt``;
+    a second one raises at once and writes nothing (the last checkpoint stays).
+    """
+    log = log or (lambda *a, **k: None)
+    check_arguments(data, out, resume, make_model, teachers)
+    with torch_threads(threads, "train"):
+        folder = run_folder(out, resume, force)
+        try:
+            if resume is not None:
+                run = resume_run(resume, config, model_config, data, folder)
+                log(f"resuming {resume} at step {run.step}/{run.config.steps}")
+            else:
+                run = new_run(model_config, config or recipe("default"), data, folder, make_model, teachers or ())
+            return train_run(run, stop_at, progress is not False, log)
+        finally:
+            if folder is not None and folder is not out:  # a RunFolder passed in stays its caller's
+                folder.release()
+
+
+def check_arguments(data, out, resume, make_model, teachers) -> None:
+    """No path given as "" (``Path("")`` is the current folder); a resumed run keeps its model and its
+    teachers (its checkpoint's): neither may be given."""
+    paths("train", data=data, out=out, resume=resume)
+    if resume is None:
+        return
+    if make_model is not None:
+        raise ArgumentError("train", "make_model", "cannot be given with resume: a resumed run keeps its model "
+                            "(the checkpoint's)")
+    if teachers:
+        raise ArgumentError("train", "teachers", "cannot be given with resume: a resumed run keeps the teachers it "
+                            "started with (its checkpoint's)")
+
+
+def run_folder(out, resume, force: bool) -> RunFolder | None:
+    """The folder ``train`` writes in, unclaimed: ``out``, or the resumed run's own folder; ``out`` as
+    it is when it is a ``RunFolder`` (one a recipe holds for its student)."""
+    if isinstance(out, RunFolder):
+        return out
+    if resume is None:
+        return None if out is None else RunFolder(out, force=force)
+    checkpoint = resolve(resume)
+    own = checkpoint.parent
+    if out is None or Path(out).resolve() == own.resolve():
+        if checkpoint.name != CHECKPOINT_NAME:  # a copy: its folder's checkpoint.pt may be another run's
+            raise ArgumentError("train", "resume", f"{resume} is not its folder's own {CHECKPOINT_NAME}: resume it "
+                                "into a new run folder (out=...)")
+        return RunFolder(own, own_run=True)
+    return RunFolder(out, force=force)
+
+
+# ----------------------------------------------------------------------------- a new run
+
+
+def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None,
+            teachers=()) -> Run:
+    """Set up a fresh run: the data and the teachers checked, the run folder claimed, then
+    ``torch.manual_seed(tc.seed)`` and the model, as the lecture; then the teachers' distributions."""
+    words, vocab, data_info = read_data(data)
+    check_split(words, data_info)
+    models, records = [], []
+    if tc.distill or teachers:  # distillation (distill.py): teachers and the student's config agree, then loaded
+        check_distill(tc, teachers)
+        models, records = load_teachers(teachers, vocab, data_info)
+    if folder is not None:
+        for r in records:  # force=True would remove it, and a resume would then find its teacher gone
+            if Path(r["path"]) == (folder.path / CHECKPOINT_NAME).resolve():
+                raise ConfigError(f"teacher {r['path']} is the run in {folder.path}, which this run would replace: "
+                                  "train into another folder")
+        folder.claim()
+    torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
+    if make_model is not None:
+        model = make_model(len(vocab))
+    else:  # the vocabulary size is the data's
+        mc = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(), "vocab_size": len(vocab)})
+        model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
+    return teach(build_run(tc, model, vocab, words, data_info, folder and folder.path), models, records)
+
+
+def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> Run:
+    """A run at step 0 around ``model``: on the device, in training mode, with its optimizer and batches."""
+    device = resolve_device(tc.device)
+    if tc.form == "conv" and not isinstance(model, ConvModel):
+        raise ConfigError(f"form 'conv' trains a ConvModel on whole names, got a {type(model).__name__}")
+    model.to(device).train()
+    train_words, val_words, test_words = lecture_split(words)
+    if tc.form == "conv":
+        batches = NameBatches(train_words, vocab, tc.batch_size, tc.seed, device)
+    else:
+        batches = ContextBatches(train_words, vocab, tc.batch_size, model.block_size, device)
+    run_dir = Path(out) if out is not None else None
+    return Run(tc, model, make_optimizer(model, tc), vocab, (train_words, val_words, test_words), batches,
+               device, data, run_dir, forward=training_forward(model, tc), dtype=resolve_precision(tc.precision, device),
+               train_hashes=word_hashes(train_words), losses=torch.zeros(tc.steps, device=device))
+
+
+def training_forward(model, tc: TrainConfig):
+    """What a training step runs: the tree's forward on contexts, or the conv form on packed names;
+    ``torch.compile``d (dynamic shapes) with ``tc.compile``."""
+    forward = model.packed if tc.form == "conv" else model
+    return torch.compile(forward, dynamic=True) if tc.compile else forward
+
+
+def teach(run: Run, models: list, records: list[dict]) -> Run:
+    """The teachers' averaged distributions at every training position, for the batches to gather."""
+    if models:
+        run.batches.soft = soft_targets(models, run.batches, run.config.temperature)
+        run.teachers = records
+    return run
+
+
+# ----------------------------------------------------------------------------- a resumed run
+
+
+def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, data, folder: RunFolder) -> Run:
+    """Set up a run from its checkpoint: its configs, data file and teachers checked, the run folder
+    claimed, then its weights, optimizer, RNG and losses."""
+    ckpt = Checkpoint.load(path)
+    ckpt.check_resumable(path)
+    tc = resumed_config(ckpt.train_config, tc)
+    if model_config is not None and {**model_config.to_dict(), "vocab_size": ckpt.model_config.vocab_size} \
+            != ckpt.model_config.to_dict():
+        raise ArgumentError("train", "model_config", "must be None (or the run's own) with resume: a resumed run "
+                            "keeps its model")
+    words, vocab, data_info = read_data(data or ckpt.data["path"], ckpt.vocab, started=ckpt.data)
+    models = load_teachers(check_unchanged(ckpt.teachers, path), vocab, data_info)[0] if ckpt.teachers else []
+    folder.claim()
+    torch.manual_seed(tc.seed)
+    run = teach(build_run(tc, ckpt.model(str(path)), vocab, words, data_info, folder.path), models, ckpt.teachers)
+    restore(run, ckpt, path)
+    run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
+    if folder.own_run and ckpt.finished and ckpt.train_config == tc:
+        run.done = ckpt.metrics
+    return run
+
+
+def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
+    """``given`` (None: ``saved``), refused where it differs from ``saved`` outside ``CHANGEABLE_ON_RESUME``."""
+    if given is None:
+        return saved
+    for f in fields(TrainConfig):
+        old, new = getattr(saved, f.name), getattr(given, f.name)
+        if f.name not in CHANGEABLE_ON_RESUME and old != new:
+            raise ConfigError(f"TrainConfig.{f.name} is {old!r} in the run being resumed, not {new!r}: a resumed "
+                              f"run keeps its settings (only {', '.join(CHANGEABLE_ON_RESUME)} can change)")
+    return given
+
+
+def saved_config(path_or_run) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint (or run folder) was trained with (``CheckpointError`` when it
+    holds no run to resume)."""
+    ckpt = Checkpoint.load(path_or_run)
+    ckpt.check_resumable(path_or_run)
+    return ckpt.train_config
+
+
+def restore(run: Run, ckpt: Checkpoint, path) -> None:
+    """The state of step ``ckpt.step`` into a run built at step 0: steps, losses, times, the average,
+    the optimizer and the RNG (``CheckpointError`` where they do not fit)."""
+    run.step = run.verified = ckpt.step  # a checkpoint holds nothing non-finite
+    run.losses[: run.step] = ckpt.losses.to(run.device)
+    run.train_seconds, run.eval_seconds, run.val_curve = ckpt.train_seconds, ckpt.eval_seconds, list(ckpt.val_curve)
+    if ckpt.swa is not None:
+        run.swa, run.swa_count = [t.to(run.device) for t in ckpt.swa], ckpt.swa_count
+    try:
+        run.optimizer.load_state_dict(ckpt.optimizer)
+        set_rng_state(ckpt.rng, run.device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # torch's errors for a state that does not fit
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"{path}: its optimizer or RNG state does not fit the run: {reason}") from None
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
+    """``train`` once the run is set up: the steps, then ``finish`` (or a checkpoint when stopped early)."""
+    log(describe(run))
+    end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
+    bar = Progress(run.config.steps, run.step, enabled=progress)
+    with DeferredInterrupt() as interrupt:
+        try:
+            train_steps(run, end, interrupt, bar, log)
+            if interrupt.hit and run.saved_step != run.step:
+                save(run)
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step or mid-save: write nothing
+            bar.close()
+            log(f"interrupted again at step {run.step}: not saved; {kept(run)}")
+            raise
+        finally:
+            bar.close()
+    if interrupt.hit:
+        saved = f"checkpoint saved: go on with resume={run.run_dir}" if run.run_dir else "nothing saved (no run folder)"
+        log(f"interrupted at step {run.step}; {saved}")
+        raise KeyboardInterrupt
+    if run.step < run.config.steps or run.saved_step != run.step:  # stopped early on purpose, or at the end:
+        save(run)  # the last step is on disk before the end's evaluation, which a Ctrl-C may cut short
+    if run.step < run.config.steps:
+        metrics = {"stopped_at": run.step, "train_seconds": run.train_seconds}
+        return TrainResult(run.model, run.vocab, metrics, run.run_dir, run.splits[0], run.config)
+    return finish(run, log)
+
+
+def describe(run: Run) -> str:
+    """The run's first line: the model, the recipe, the data and the device."""
+    tc, n_params = run.config, sum(p.numel() for p in run.model.parameters())
+    return (f"{model_kind(run.model)} model, {n_params:,} parameters; recipe {tc.recipe}: {tc.steps:,} steps of "
+            f"{tc.batch_size} {'names' if tc.form == 'conv' else 'contexts'}, {tc.optimizer} lr {tc.lr:g}; "
+            f"{run.data['path']} ({len(run.splits[0]):,} train names); device {run.device}"
+            + ("; compiled" if tc.compile else ""))
+
+
+def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress, log) -> None:
+    """Optimizer steps until step ``end`` or a first Ctrl-C (always at a step boundary), with the
+    periodic val loss and checkpoints. ``run.train_seconds`` counts the steps alone."""
+    tc, opt = run.config, run.optimizer
+    t0 = device_clock(run.device)
+    while run.step < end and not interrupt.hit:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(tc, run.step)
+        x, y, pos = run.batches(run.step)  # packed names (N,) x3, or contexts (B, 2**L), targets (B,), None
+        if tc.input_noise:
+            x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
+        soft = run.batches.soft_at(run.step) if tc.distill else None  # the teachers' distributions (N, V)
+        loss = batch_loss(run.forward, x, y, pos, run.dtype, soft, tc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.losses[run.step] = loss.detach()  # stays on the device
+        run.step += 1
+        if averaging(tc, run.step):
+            run.swa, run.swa_count = average_weights(run.swa, run.swa_count, run.model)
+        shown = bar.update(run.step, run.losses)  # now and then, the mean loss since the last report
+        if shown is not None and not math.isfinite(shown):
+            verify_finite(run)
+        evaluate = due(tc.eval_every, run.step, tc.steps)
+        checkpoint = due(tc.checkpoint_every, run.step, end)
+        if evaluate or checkpoint:
+            run.train_seconds += device_clock(run.device) - t0
+            bar.close()
+            if evaluate:
+                verify_finite(run)
+                evaluate_val(run, log)
+            if checkpoint:
+                save(run)
+            t0 = device_clock(run.device)
+    run.train_seconds += device_clock(run.device) - t0
+
+
+def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32, soft=None, tc: TrainConfig | None = None):
+    """Mean cross-entropy over the batch's targets: contexts (B, 2**L) with ``pos`` None (the tree
+    form's forward), or names packed end to end (``ConvModel.packed``). ``dtype``: the matmuls' (a
+    bfloat16 autocast: weights, statistics and the loss stay float32). ``soft``: the teachers'
+    distributions (N, V) at the targets, mixed in as ``tc`` says (``distill.distill_loss``)."""
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
+    return F.cross_entropy(logits.float(), y) if soft is None else distill_loss(logits.float(), y, soft, tc)
+
+
+def due(every: int, step: int, before: int) -> bool:
+    """Whether a periodic event (every ``every`` steps, 0: never) falls after ``step``, short of ``before``."""
+    return bool(every) and step % every == 0 and step < before
+
+
+def evaluate_val(run: Run, log) -> None:
+    t0 = device_clock(run.device)
+    run.val_curve.append((run.step, split_loss(run.model, run.splits[1], run.vocab)))
+    run.eval_seconds += device_clock(run.device) - t0
+    log(f"step {run.step}: val {run.val_curve[-1][1]:.4f}")
+
+
+def split_loss(model, words, vocab: Vocab) -> float:
+    """Mean cross-entropy (nats per target) over every example of ``words``, in eval mode."""
+    return score_names(model, words, vocab, threads=None).mean_loss
+
+
+# ----------------------------------------------------------------------------- checks and checkpoints
+
+
+def verify_finite(run: Run) -> None:
+    """``TrainingDiverged`` unless the losses of the steps since the last check and every value of the
+    model's and optimizer's state are finite: one read from the device."""
+    state = [*run.model.state_dict().values(),
+             *(t for s in run.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor))]
+    finite = [torch.isfinite(run.losses[run.verified : run.step]).all()]
+    finite += [torch.isfinite(t).all() for t in state if t.is_floating_point()]
+    if not bool(torch.stack(finite).all()):
+        diverged(run)
+    run.verified = run.step
+
+
+def diverged(run: Run):
+    """Raise ``TrainingDiverged`` naming the first step whose loss is not finite (or the step after
+    which the weights were found non-finite) and the last good checkpoint."""
+    bad = (~torch.isfinite(run.losses[: run.step])).nonzero()
+    if len(bad):
+        step = int(bad[0]) + 1
+        what = f"the loss of step {step} is {float(run.losses[step - 1])}, the first non-finite one"
+    else:
+        step = run.step
+        what = f"the model's weights or optimizer state became non-finite after step {run.verified}, by step {step}"
+    raise TrainingDiverged(f"training diverged: {what} (is TrainConfig.lr {run.config.lr:g} too high?); "
+                           f"{kept(run)}", step, run.saved_step)
+
+
+def save(run: Run, metrics: dict | None = None) -> None:
+    """Write the run's checkpoint (atomically; nothing when the run has no folder), once the losses and
+    the state are checked finite (``TrainingDiverged`` otherwise). A failed write (a full disk) raises
+    ``OSError`` saying which checkpoint stays."""
+    verify_finite(run)
+    if run.run_dir is None:
+        return
+    ckpt = Checkpoint.of_model(
+        run.model, run.vocab, optimizer=run.optimizer.state_dict(), train_config=run.config, step=run.step,
+        rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
+        eval_seconds=run.eval_seconds, val_curve=run.val_curve, train_hashes=run.train_hashes, data=run.data,
+        swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
+        teachers=run.teachers, metrics=metrics,
+    )
+    path = run.run_dir / CHECKPOINT_NAME
+    try:
+        ckpt.save(path)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: could not save the checkpoint of step {run.step} "
+                               f"({e.strerror or e}); {kept(run)}") from e
+    run.saved_step = run.step
+
+
+def kept(run: Run) -> str:
+    """What a run that stops now leaves on disk."""
+    return "no checkpoint was saved" if run.saved_step is None else f"the checkpoint of step {run.saved_step} stays"
+
+
+# ----------------------------------------------------------------------------- the end
+
+
+def finish(run: Run, log) -> TrainResult:
+    """The end of a run: the averaged weights (and BatchNorm's statistics for them), split losses in
+    eval mode, the last checkpoint, metrics.json and loss.png; for a finished run resumed as it ended,
+    its own metrics, and nothing is written."""
+    tc, model = run.config, run.model
+    if run.done is not None:
+        log(f"the run is finished: train {run.done['train_loss']:.4f}  val {run.done['val_loss']:.4f}; nothing to do")
+        return TrainResult(model.eval(), run.vocab, run.done, run.run_dir, run.splits[0], tc)
+    verify_finite(run)
+    if run.swa is not None:
+        with torch.no_grad():
+            for p, avg in zip(model.parameters(), run.swa):
+                p.copy_(avg)
+    if tc.input_noise or run.swa is not None:
+        recalibrate_batchnorm(model, run.batches)
+    model.eval()
+    t0 = device_clock(run.device)
+    train_words, val_words, test_words = run.splits
+    losses = dict(train_loss=split_loss(model, train_words, run.vocab), val_loss=split_loss(model, val_words, run.vocab),
+                  test_loss=split_loss(model, test_words, run.vocab) if tc.eval_test else None)
+    run.eval_seconds += device_clock(run.device) - t0
+    metrics = {**losses, **run_metrics(run)}
+    log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
+        + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
+        + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
+        f"{run.eval_seconds:.1f} s evaluating)")
+    if run.run_dir is not None:
+        save(run, metrics)
+        (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        block = tc.loss_block or max(1, tc.steps // 200)
+        if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
+            log("matplotlib is not installed: skipping loss.png (pip install 'wavenet_conv[plot]')")
+    return TrainResult(model, run.vocab, metrics, run.run_dir, train_words, tc)
+
+
+def run_metrics(run: Run) -> dict:
+    """metrics.json beside the split losses: the model, the run's settings, its data and its times."""
+    model, tc = run.model, run.config
+    return dict(
+        params=sum(p.numel() for p in model.parameters()),
+        steps=run.step,
+        train_seconds=round(run.train_seconds, 2),
+        ms_per_step=round(1000 * run.train_seconds / max(run.step, 1), 4),
+        eval_seconds=round(run.eval_seconds, 2),
+        kind=model_kind(model),
+        recipe=tc.recipe,
+        model_config=model.config.to_dict(),
+        train_config=tc.to_dict(),
+        data=run.data,
+        teachers=run.teachers,
+        split={name: len(words) for name, words in zip(("train", "val", "test"), run.splits)},
+        val_curve=run.val_curve,
+        device=str(run.device),
+        torch_threads=torch.get_num_threads(),
+        library_version=__version__,
+        torch_version=str(torch.__version__),
+    )
