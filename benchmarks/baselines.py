@@ -160,3 +160,22 @@ def median_s(benchmark) -> float | None:
     """The benchmark's median in seconds, or None when benchmarks are disabled."""
     stats = getattr(benchmark, "stats", None)
     return None if stats is None else stats.stats.median
+
+
+def plain_gemm_nll(conv: ConvModel, names: list[str], vocab: Vocab, chunk_positions: int = 8192) -> torch.Tensor:
+    """The fast path as 0.3 ran it (a copy, the baseline of ``bench_invariance.py``): each length
+    group's GEMMs on all its rows at once (a kernel chosen by the group's size) and each name's sum by
+    ``Tensor.sum``. 1.0 runs the same arithmetic in fixed (ROWS, K) GEMM blocks with a running sum."""
+    from wavenet_conv.inference.folded import fold
+    from wavenet_conv.inference.scoring import encode_names, group_logits
+
+    folded = fold(conv.eval())
+    folded.rows = None  # plain GEMMs: the shape of each call is the group's
+    tokens, lengths, _ = encode_names(names, vocab)
+    nll = torch.empty(len(lengths), dtype=torch.float64)
+    with torch.inference_mode():
+        for idx, x, _, logits in group_logits(folded, tokens, lengths, chunk_positions):
+            y = F.pad(x[:, 1:], (0, 1))  # (G, n+1)
+            loss = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(x.shape)
+            nll[idx] = loss.sum(1, dtype=torch.float64)
+    return nll

@@ -374,3 +374,26 @@ def test_matmul_precision_puts_the_tf32_flags_back(precision):
             assert (cuda.allow_tf32, cudnn.allow_tf32) == before
     finally:
         cuda.allow_tf32, cudnn.allow_tf32 = saved
+
+
+@cuda_only
+@pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
+def test_on_cuda_a_name_has_one_score_per_block_shape_and_stays_within_its_bound_elsewhere(precision):
+    """What batch invariance holds on a GPU: a list scored in another order fills the same block shapes,
+    and every name keeps its bits wherever it lands in them; in another list (other block shapes) a
+    name's score may move, within the precision's bound against float64."""
+    _, conv = make_pair(ModelConfig(), torch.float32, device="cuda")
+    words = sorted(set(load_names(BUNDLED_NAMES)[:3000]))
+    vocab = Vocab.from_words(load_names(BUNDLED_NAMES))
+    tokens, lengths, _ = encode_names(words, vocab)
+    scorer = BucketedScorer(conv, precision=precision, graphs=True)
+    whole = scorer(tokens, lengths)[0].cpu()
+    order = torch.randperm(len(words), generator=torch.Generator().manual_seed(0))
+    shuffled = [words[i] for i in order]
+    t2, l2, _ = encode_names(shuffled, vocab)
+    assert torch.equal(scorer(t2, l2)[0].cpu(), whole[order])  # the same shapes: the same bits, any row
+    part = order[:77]
+    t3, l3, _ = encode_names([words[i] for i in part], vocab)
+    ref = score_names(copy.deepcopy(conv).double().cpu(), [words[i] for i in part], vocab).nll
+    per_name, _ = ERROR_BOUNDS[precision]
+    assert ((scorer(t3, l3)[0].cpu() - ref).abs() / ref).max().item() <= per_name

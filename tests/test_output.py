@@ -6,11 +6,15 @@ import math
 
 import pytest
 
-from helpers import VOCAB
+import torch
+
+from helpers import VOCAB, random_words, run_main
 from wavenet_conv import ConvModel, ModelConfig, score_names
 from wavenet_conv.cli.output import closing_count, format_rows, header, sample_lines
 from wavenet_conv.cluster.counts import Counts
+from wavenet_conv.inference.scoring import ScoreResult
 from wavenet_conv.inference.streaming import LineScores
+from wavenet_conv.store.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +24,97 @@ def part():
     return LineScores([3, 7], names, score_names(model, names, VOCAB, per_char=True, threads=1), [], 0)
 
 
-def test_tsv_and_jsonl_rows_are_nats_targets_and_their_ratio(part):
+def strict_json(row: str) -> dict:
+    """A jsonl row parsed as strict JSON: NaN, Infinity and -Infinity refused."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON: {row}")
+    return json.loads(row, parse_constant=refuse)
+
+
+def parse_rows(fmt: str, text: str) -> list[dict]:
+    """``score``'s tsv or jsonl output -> a dict a row, numbers parsed (tsv's ``char_nats`` a list)."""
+    if fmt == "jsonl":
+        return [strict_json(row) for row in text.splitlines()]
+    head, *rows = text.splitlines()
+    kinds = dict(line=int, name=str, nats=float, targets=int, nats_per_target=float,
+                 char_nats=lambda v: [float(x) for x in v.split(",")])
+    columns = head.split("\t")
+    return [{c: kinds[c](v) for c, v in zip(columns, row.split("\t"), strict=True)} for row in rows]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_tsv_and_jsonl_rows_are_nats_targets_and_their_ratio_exactly(part, fmt):
     r = part.scores
-    tsv = [row.split("\t") for row in format_rows("tsv", part, True, 8).splitlines()]
-    rows = [json.loads(row) for row in format_rows("jsonl", part, True, 8).splitlines()]
-    for i, (t, j) in enumerate(zip(tsv, rows)):
+    rows = parse_rows(fmt, header(fmt, True, 8) + format_rows(fmt, part, True, 8))
+    for i, row in enumerate(rows):
         nats, n = r.nll[i].item(), int(r.n_targets[i])
-        assert t[:2] == [str(part.lines[i]), part.names[i]] and int(t[3]) == n == j["targets"] == len(part.names[i]) + 1
-        assert float(t[2]) == pytest.approx(nats, abs=1e-6) and j["nats"] == pytest.approx(nats, abs=1e-6)
-        assert float(t[4]) == pytest.approx(nats / n, abs=1e-6) and j["nats_per_target"] == pytest.approx(nats / n, abs=1e-6)
-        chars = r.chars(i).tolist()
-        assert [float(v) for v in t[5].split(",")] == pytest.approx(chars, abs=1e-4) == j["char_nats"]
+        assert (row["line"], row["name"], row["targets"]) == (part.lines[i], part.names[i], len(part.names[i]) + 1) and n == row["targets"]
+        assert row["nats"] == nats and row["nats_per_target"] == nats / n and row["char_nats"] == r.chars(i).tolist()
+
+
+# floats whose shortest round-trip text has 17 significant digits, tiny, huge and whole ones: 6 decimals
+# (or any fixed count) loses each but the last
+HARD = [0.1 + 0.2, 2 / 3, 1e-300, 123456.78901234567, 19.6994, 5e16, 20.0]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_every_float_is_written_as_the_shortest_text_that_parses_back_to_it(fmt):
+    nll = torch.tensor(HARD, dtype=torch.float64)
+    n = torch.full((len(HARD),), 3)
+    scores = ScoreResult.from_nll(nll, n, char_nll=torch.tensor(HARD * 3, dtype=torch.float64))
+    part = LineScores(list(range(1, len(HARD) + 1)), ["abc"] * len(HARD), scores, [], 0)
+    rows = parse_rows(fmt, header(fmt, True, 8) + format_rows(fmt, part, True, 8))
+    assert [row["nats"] for row in rows] == HARD and [row["nats_per_target"] for row in rows] == [v / 3 for v in HARD]
+    assert [row["char_nats"] for row in rows] == [(HARD * 3)[3 * i:3 * i + 3] for i in range(len(HARD))]
+    text = format_rows(fmt, part, True, 8)
+    assert all(repr(v) in text for v in HARD) and "0.30000000000000004" in text  # repr's text, not more digits
+
+
+def test_a_non_finite_number_keeps_tsv_parseable_and_jsonl_valid_json():
+    """A finite model gives finite scores; a broken one must still give parseable rows: tsv writes
+    Python's inf and nan, jsonl null (JSON has neither)."""
+    bad = [math.inf, math.nan]
+    scores = ScoreResult.from_nll(torch.tensor(bad), torch.tensor([2, 2]), char_nll=torch.tensor([1.5, math.inf, math.nan, 0.25]))
+    part = LineScores([1, 2], ["a", "b"], scores, [], 0)
+    tsv = parse_rows("tsv", header("tsv", True, 8) + format_rows("tsv", part, True, 8))
+    assert tsv[0]["nats"] == math.inf and math.isnan(tsv[1]["nats"]) and tsv[0]["char_nats"] == [1.5, math.inf]
+    rows = parse_rows("jsonl", format_rows("jsonl", part, True, 8))
+    assert [(r["nats"], r["nats_per_target"], r["char_nats"]) for r in rows] == [(None, None, [1.5, None]), (None, None, [None, 0.25])]
+
+
+# lengths 1 to 20, and names that share a length with others and ones that do not
+CLI_NAMES = random_words(120, seed=24, max_len=20) + ["emma", "x", "abcdefghijklmnopqrstuvwxyzabcdefghij"]
+
+
+@pytest.mark.parametrize("chars", [False, True], ids=["nats", "chars"])
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_the_commands_rows_carry_score_names_float64_exactly(trained_run, fmt, chars, monkeypatch, capsys):
+    out, _ = trained_run
+    code, stdout, stderr = run_main(["score", out, "-", "--format", fmt, *(["--chars"] if chars else [])],
+                                    monkeypatch, capsys, stdin="\n".join(CLI_NAMES) + "\n")
+    assert code == 0, stderr
+    model, vocab, _ = load_model(out)
+    ref = score_names(model, CLI_NAMES, vocab, per_char=True, threads=1)
+    rows = parse_rows(fmt, stdout)
+    assert [(r["line"], r["name"]) for r in rows] == list(enumerate(CLI_NAMES, 1))
+    for i, r in enumerate(rows):
+        nats, n = ref.nll[i].item(), int(ref.n_targets[i])
+        assert r["nats"] == nats and r["targets"] == n and r["nats_per_target"] == nats / n
+        assert (r["char_nats"] == ref.chars(i).tolist()) if chars else ("char_nats" not in r)
+
+
+def test_shard_rows_carry_the_whole_lists_numbers_exactly(trained_run, small_names, monkeypatch, capsys):
+    out, _ = trained_run
+    score = lambda *more: run_main(["score", out, small_names, "--format", "jsonl", "--chars", *more], monkeypatch, capsys)
+    code, stdout, stderr = score()
+    assert code == 0, stderr
+    whole = {r["line"]: r for r in parse_rows("jsonl", stdout)}
+    joined = {}
+    for k in range(3):
+        code, stdout, stderr = score("--shard", f"{k}/3")
+        assert code == 0, stderr
+        joined.update((r["line"], r) for r in parse_rows("jsonl", stdout))
+    assert len(whole) == 1000 and joined == whole  # every row, its nats, ratio and char_nats to the bit
 
 
 def test_the_tables_characters_are_in_bits_each_under_its_character(part):

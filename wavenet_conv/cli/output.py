@@ -22,22 +22,39 @@ def header(fmt: str, chars: bool, width: int) -> str:
     return ""
 
 
+def number(v: float) -> str:
+    """A float as the shortest text that parses back to the same float64 (Python's ``repr``): a row's
+    numbers are the library's, bit for bit. Non-finite values, which a finite model does not give,
+    print as Python writes them (``inf``, ``nan``) in tsv; see ``json_number``."""
+    return repr(float(v))
+
+
+def json_number(v: float) -> str:
+    """``number`` where it is valid JSON; ``null`` for a non-finite value (JSON has no inf or NaN, and
+    ``null`` is what JSON.stringify and pandas write for them), so that a row stays valid JSON."""
+    v = float(v)
+    return repr(v) if math.isfinite(v) else "null"
+
+
 def format_rows(fmt: str, part: LineScores, chars: bool, width: int) -> str:
-    """One chunk of ``score`` output: a row per scored name."""
+    """One chunk of ``score`` output: a row per scored name. tsv and jsonl carry each float64 exactly
+    (``number``): ``nats`` is the name's ``nll``, ``nats_per_target`` is ``nats / targets`` in float64,
+    ``char_nats`` its ``chars(i)``; the table, for people, rounds."""
     r = part.scores
-    rows = zip(part.lines, part.names, r.nll.tolist(), r.n_targets.tolist())
+    rows = [(line, name, nats, n, nats / n)  # Python floats: float64, computed once
+            for line, name, nats, n in zip(part.lines, part.names, r.nll.tolist(), r.n_targets.tolist())]
     per = [r.chars(i).tolist() for i in range(len(part.names))] if chars else None
     if fmt == "tsv":
-        out = [f"{line}\t{name}\t{nats:.6f}\t{n}\t{nats / n:.6f}" for line, name, nats, n in rows]
+        out = [f"{line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}" for line, name, nats, n, ratio in rows]
         if chars:
-            out = [f"{row}\t{','.join(f'{v:.4f}' for v in c)}" for row, c in zip(out, per)]
+            out = [f"{row}\t{','.join(map(number, c))}" for row, c in zip(out, per)]
     elif fmt == "jsonl":
-        out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {nats:.6f}, "targets": {n}, '
-               f'"nats_per_target": {nats / n:.6f}' for line, name, nats, n in rows]
-        out = [f'{row}, "char_nats": [{", ".join(f"{v:.4f}" for v in c)}]}}' for row, c in zip(out, per)] if chars \
+        out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {json_number(nats)}, "targets": {n}, '
+               f'"nats_per_target": {json_number(ratio)}' for line, name, nats, n, ratio in rows]
+        out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}]}}' for row, c in zip(out, per)] if chars \
             else [row + "}" for row in out]
     else:
-        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {nats / n:11.4f}" for line, name, nats, n in rows]
+        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}" for line, name, nats, n, ratio in rows]
         if chars:  # bits per character, each under a label: the character, then '.' for the end token
             out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(name + ".", c))
                    for row, name, c in zip(out, part.names, per)]

@@ -239,6 +239,7 @@ def options() -> dict[str, argparse.Action]:
 
 CONFIG_FIELD = re.compile(r"\b(?:Model|Train)Config\.(\w+)")  # TrainConfig.steps
 ARGUMENT_VALUE = re.compile(r"(?<![^\s(])([a-z]\w*)=(\.\.\.|[^\s,;)]+?)(?=[.:]?(?:[\s,;)]|$))")  # force=True, out=PATH
+QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")  # a quoted name or value: 'mary out=x' is no option
 CALLS = {"resume_recipe": "resume"}  # a library call of one path that is an option here: resume_recipe(RUN)
 CALL = re.compile(rf"\b({'|'.join(CALLS)})\(([^()]*)\)")
 
@@ -266,8 +267,9 @@ def our_words(text: str) -> str:
     """``text`` (a message or a line of a report) with the library's names of options said as the
     options: ``TrainConfig.steps`` and ``steps=5`` as ``--steps`` and ``--steps 5``,
     ``resume_recipe('runs/x')`` as ``--resume runs/x``."""
-    text = CALL.sub(lambda m: f"{flag(CALLS[m[1]])} {unquoted(m[2])}", text)
-    return ARGUMENT_VALUE.sub(as_option, CONFIG_FIELD.sub(lambda m: flag(m[1]), text))
+    text = CONFIG_FIELD.sub(lambda m: flag(m[1]), CALL.sub(lambda m: f"{flag(CALLS[m[1]])} {unquoted(m[2])}", text))
+    quoted = [m.span() for m in QUOTED.finditer(text)]  # what a message quotes (a name, a line) stays as it is
+    return ARGUMENT_VALUE.sub(lambda m: m[0] if any(a < m.start() < b for a, b in quoted) else as_option(m), text)
 
 
 def in_our_words(e: Exception) -> str:

@@ -58,6 +58,42 @@ def eval_mode(model: nn.Module):
             m.training = training
 
 
+ROWS = 256  # scoring's GEMM block on a CPU: every GEMM of ``FoldedModel.logits`` has exactly this many rows
+
+
+def gemm(bias: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor, rows: int | None = None,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """``bias + x @ w``: x (N, K), w (K, M), bias (M,) or None -> (N, M) (written into ``out``).
+
+    With ``rows``, as (rows, K) x (K, M) blocks of one batched GEMM, the last block padded with zero
+    rows: every row then goes through a GEMM of one shape, whatever N is. A BLAS picks its kernel, and
+    so its order of additions, by the shape (and the thread count) of the call, so a plain GEMM can give
+    a row other last bits in another list; a block of fixed shape gives every row the same bits wherever
+    it lands and whatever runs beside it (batch invariance)."""
+    if rows is None:
+        if bias is None:
+            return torch.mm(x, w, out=out)
+        return torch.addmm(bias, x, w, out=out)
+    N, K = x.shape
+    M = w.shape[1]
+    out = x.new_empty(N, M) if out is None else out
+    full = N - N % rows
+    if full:
+        nb = full // rows
+        blocks = x[:full].unflatten(0, (nb, rows))  # (nb, rows, K), a view
+        target = out[:full].view(nb, rows, M)
+        if bias is None:
+            torch.bmm(blocks, w.expand(nb, K, M), out=target)
+        else:
+            torch.baddbmm(bias, blocks, w.expand(nb, K, M), out=target)
+    if full < N:
+        last = x.new_zeros(1, rows, K)
+        last[0, : N - full] = x[full:]
+        prod = torch.bmm(last, w.expand(1, K, M)) if bias is None else torch.baddbmm(bias, last, w.expand(1, K, M))
+        out[full:] = prod[0, : N - full]
+    return out
+
+
 @dataclass
 class FoldedLayer:
     """Layer l with eval BatchNorm folded in: ``a = older @ w_old + newer @ w_new + bias``.
@@ -125,11 +161,11 @@ class FoldedHead:
     pre: nn.Module | None
     vocab_size: int
 
-    def __call__(self, h: torch.Tensor | None, skips: torch.Tensor | None) -> torch.Tensor:
-        """(N, C) last layer's output (or (N, S) skip sum) -> logits (N, V_pad)."""
+    def __call__(self, h: torch.Tensor | None, skips: torch.Tensor | None, rows: int | None = None) -> torch.Tensor:
+        """(N, C) last layer's output (or (N, S) skip sum) -> logits (N, V_pad); ``rows``: see ``gemm``."""
         if self.pre is not None:
-            h = F.relu(self.pre(F.relu(skips)))
-        return torch.addmm(self.bias, h, self.w)
+            h = F.relu(gemm(self.pre.bias, F.relu(skips), self.pre.weight.t(), rows))
+        return gemm(self.bias, h, self.w, rows)
 
 
 def fold_head(model: WaveNetCore) -> FoldedHead:
@@ -151,10 +187,12 @@ def sigmoid_tanh_(x: torch.Tensor, doubled: bool) -> torch.Tensor:
     return (x if doubled else x.mul_(2)).sigmoid_().mul_(2).sub_(1)
 
 
-def after_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips: torch.Tensor | None):
+def after_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips: torch.Tensor | None,
+              rows: int | None = None):
     """Everything after the pair mix (the folded ``Block.after_mix``): ``a`` (N, C_act) the
     pre-activation (overwritten), ``h`` (N, C_in) the newer child (read by a residual only), ``skips``
-    (N, S) the skip sum so far or None. Returns (out (N, H), skips (N, S) or None, summed in place)."""
+    (N, S) the skip sum so far or None; ``rows``: the GEMMs' block (``gemm``). Returns (out (N, H),
+    skips (N, S) or None, summed in place)."""
     block = layer.block
     if layer.norm is not None:
         a = layer.norm(a)
@@ -166,10 +204,10 @@ def after_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips
         z = f.mul_(g.sigmoid_())  # (N, inner)
     out = z
     if block.residual:
-        carry = h if block.res_in is None else h @ block.res_in.weight.t()
-        out = torch.addmm(block.res.bias, z, block.res.weight.t()).add_(carry)  # (N, H)
+        carry = h if block.res_in is None else gemm(None, h, block.res_in.weight.t(), rows)
+        out = gemm(block.res.bias, z, block.res.weight.t(), rows).add_(carry)  # (N, H)
     if block.skip is not None:
-        s = torch.addmm(block.skip.bias, z, block.skip.weight.t())  # (N, S)
+        s = gemm(block.skip.bias, z, block.skip.weight.t(), rows)  # (N, S)
         skips = s if skips is None else skips.add_(s)
     return out, skips
 
@@ -260,6 +298,9 @@ class FoldedModel:
     @torch.no_grad()
     def __init__(self, model: WaveNetCore):
         self.layers, self.head, self.wte = fold_layers(model), fold_head(model), model.wte.weight
+        # scoring's GEMMs in blocks of ROWS rows on a CPU (batch invariance); on a GPU the bucketed
+        # path gives every GEMM a fixed shape already, and the sampler's steps (``step``) run plain GEMMs
+        self.rows = ROWS if self.wte.device.type == "cpu" else None
         V = self.wte.shape[0]
         self.pairs = self.pair_table() if V * V <= PAIR_TABLE_MAX else None
 
@@ -296,13 +337,14 @@ class FoldedModel:
         h = p.h.index_select(0, pair) if self.layers[1].block.residual else None  # (N, H), its carry
         return 1, P, h, skips
 
-    def mix(self, l: int, h: torch.Tensor | None, tok: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def mix(self, l: int, h: torch.Tensor | None, tok: torch.Tensor, out: torch.Tensor | None = None,
+            rows: int | None = None) -> torch.Tensor:
         """Layer l's GEMM, [old | new] (N, 2*C_act) of each row: a lookup in layer 0's table by the
-        token ``tok`` (N,), else ``h @ w + bias2`` of the layer's input h (N, C_in)."""
+        token ``tok`` (N,), else ``h @ w + bias2`` of the layer's input h (N, C_in) (``rows``: ``gemm``)."""
         layer = self.layers[l]
         if l == 0:
             return torch.index_select(layer.table, 0, tok, out=out)
-        return torch.addmm(layer.bias2, h, layer.w, out=out)
+        return gemm(layer.bias2, h, layer.w, rows, out=out)
 
     def logits(self, x: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
         """x (G, T) token ids, each row ``[0, c1..c_{T-1}]`` with no padding -> logits (G*T, V_pad),
@@ -312,7 +354,7 @@ class FoldedModel:
         prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # (G, T): x[t-1], '.' before the start
         out = work.get(1, G * T, self.pairs.mix1.shape[1]) if self.pairs is not None and self.pairs.mix1 is not None else None
         first, P, h, skips = self.prelude(prev.reshape(-1), x.reshape(-1), out)
-        return self.head(*self.run(x, first, len(self.layers), work, P, h, skips))
+        return self.head(*self.run(x, first, len(self.layers), work, P, h, skips), rows=self.rows)
 
     def run(self, x: torch.Tensor, first: int, end: int, work: Workspace | None = None, P: torch.Tensor | None = None,
             h: torch.Tensor | None = None, skips: torch.Tensor | None = None):
@@ -325,9 +367,9 @@ class FoldedModel:
             h = self.wte.index_select(0, x)  # (G*T, E): layer 0's residual carries it
         for l in range(first, end):
             if P is None:
-                P = self.mix(l, h, x, out=work.get(l, G * T, 2 * self.layers[l].c_act))  # (G*T, 2*C_act)
+                P = self.mix(l, h, x, work.get(l, G * T, 2 * self.layers[l].c_act), self.rows)  # (G*T, 2*C_act)
             a = shifted_add(self.layers[l], P, G, T)  # (G*T, C_act): the dilation, a shifted add
-            h, skips = after_mix(self.layers[l], a, h, skips)  # (G*T, H)
+            h, skips = after_mix(self.layers[l], a, h, skips, self.rows)  # (G*T, H)
             P = None
         return h, skips
 

@@ -38,6 +38,7 @@ def cast_folded(folded: FoldedModel, dtype: torch.dtype) -> FoldedModel:
     out.wte = cast(folded.wte)
     p = folded.pairs
     out.pairs = None if p is None else PairTable(cast(p.h), cast(p.skips), cast(p.mix1))
+    out.rows = folded.rows
     return out
 
 

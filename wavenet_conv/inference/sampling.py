@@ -156,6 +156,11 @@ def sample_names(
     sampler. A FlatModel has no layers to cache: it always uses the window.
     threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting).
 
+    Reproducible for the same generator state, ``n`` and arguments; not across batch sizes (``n`` here,
+    ``batch`` in ``sample_batches``): each step draws one number per row from the one generator, so a
+    name's draws depend on how many rows are drawn beside it, and a step's GEMMs run on the batch's rows
+    (scoring's fixed blocks would cost a block of work per step for a batch of one).
+
     Runs in eval mode and restores the model's mode. Raises ``ArgumentError`` (an ``InputError``)
     naming the argument for a value that cannot be used (a prefix with a character outside ``vocab``,
     '.' or whitespace; a max_len shorter than the prefix; ...), ``TypeError`` for an argument of the

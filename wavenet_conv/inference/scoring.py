@@ -167,6 +167,12 @@ def group_logits(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tenso
         yield idx, x, at, folded.logits(x, work)
 
 
+def name_sums(loss: torch.Tensor) -> torch.Tensor:
+    """(G, n+1) per-target losses -> (G,) float64 sums, added in position order (a running sum: the same
+    order for every row whatever G is; a reduction may reorder its additions by the tensor's shape)."""
+    return loss.double().cumsum(1)[:, -1]
+
+
 @torch.inference_mode()
 def _score_fast(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tensor, chunk_positions: int,
                 per_char: bool = False):
@@ -178,7 +184,7 @@ def _score_fast(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tensor
     for idx, x, at, logits in group_logits(folded, tokens, lengths, chunk_positions):
         y = F.pad(x[:, 1:], (0, 1))  # (G, n+1): the characters, then the end token 0
         loss = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(x.shape)  # (G, n+1)
-        nll[idx] = loss.sum(1, dtype=torch.float64)
+        nll[idx] = name_sums(loss)
         if per_char:
             char_nll[at] = loss.double()
     return nll, char_nll
