@@ -30,6 +30,10 @@ replayed, one launch a block:
   losses in float64. The error bound of each against float64 is in ``ERROR_BOUNDS`` (tested): a name's
   nats within 1e-5 (float32), 5e-3 (tf32), 3e-2 (bfloat16) relative; a list's mean within 1e-6,
   2e-4, 1e-3.
+* **Batch invariance** (what holds here): a name keeps its bits wherever it lands in blocks of one
+  (B, T) shape, in any order of the list; in another list its bucket may be cut into blocks of another
+  size, where its score may move within the bound above. (The CPU's fast path is invariant to the bit:
+  ``folded.gemm``.)
 
 ``choose_scoring_path(device)`` is the one place that picks how ``score_names`` scores on a device;
 ``scorer_for(model, path)`` keeps the scorer (and its CUDA graphs) of a model between calls, rebuilt

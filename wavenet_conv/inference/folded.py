@@ -58,7 +58,7 @@ def eval_mode(model: nn.Module):
             m.training = training
 
 
-ROWS = 256  # scoring's GEMM block on a CPU: every GEMM of ``FoldedModel.logits`` has exactly this many rows
+ROWS = 128  # scoring's GEMM block on a CPU: every GEMM of ``FoldedModel.logits`` has exactly this many rows
 
 
 def gemm(bias: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor, rows: int | None = None,
