@@ -1,5 +1,6 @@
 """Helpers of the batch scorer's tests, importable by Ray's worker processes too (they put tests/ on
-their path): a run folder with a random model, a mixed list of lines, a scorer that reports its PID."""
+their path): a run folder with a random model, a mixed list of lines, scorers that report their PID,
+fail, sleep on some batches or report their threads."""
 
 import os
 import string
@@ -71,6 +72,15 @@ class FailingScorer(BatchScorer):
 
     def __call__(self, batch):
         raise DataError(self.message)
+
+
+class JitterScorer(BatchScorer):
+    """A ``BatchScorer`` that sleeps 0.3 s on every other batch (by the ``n`` of its first row), so that
+    two workers finish their batches out of turn."""
+
+    def __call__(self, batch):
+        time.sleep(0.3 if batch["n"][0].as_py() // 10 % 2 == 0 else 0)
+        return super().__call__(batch)
 
 
 class ThreadsScorer(BatchScorer):

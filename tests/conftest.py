@@ -8,8 +8,10 @@ import os
 import pytest
 import torch
 
-from helpers import BUNDLED_NAMES, LECTURE_NAMES, SMALL, SMALL_ARGS, copy_run, make_pair
-from wavenet_conv import ModelConfig, load_names, train
+from helpers import (BUNDLED_NAMES, LECTURE_NAMES, ROOT, SMALL, SMALL_ARGS, VOCAB, copy_run, make_pair, randomize_,
+                     time_limit, varied_names)
+from wavenet_conv import ConvModel, ModelConfig, load_model, load_names, score_names, train
+from wavenet_conv.store.checkpoint import Checkpoint
 from wavenet_conv.cli.main import main
 from wavenet_conv.models.config import recipe
 
@@ -75,6 +77,21 @@ def finished_run(trained_run, tmp_path):
     return copy_run(trained_run[0], tmp_path / "good")
 
 
+@pytest.fixture
+def older_run(finished_run, small_names, tmp_path):
+    """This test's copy of the finished run as a release before percentiles saved it (no ``reference``
+    in its checkpoint), its names file a copy of its own, names.txt beside it, that a test may move or
+    change: (the run folder, the names file)."""
+    data = tmp_path / "names.txt"
+    data.write_bytes(small_names.read_bytes())
+    path = finished_run / "checkpoint.pt"
+    d = torch.load(path, weights_only=True)
+    del d["reference"]
+    d["data"]["path"] = str(data)
+    torch.save(d, path)
+    return finished_run, data
+
+
 @pytest.fixture(scope="session")
 def stopped_run_once(small_names, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "stopped"
@@ -87,3 +104,43 @@ def stopped_run_once(small_names, tmp_path_factory):
 def stopped_run(stopped_run_once, tmp_path):
     """This test's own copy of a run of 80 steps (seed 5, no periodic checkpoints) stopped at step 30."""
     return copy_run(stopped_run_once, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def lecture_size_run(tmp_path_factory):
+    """A run folder holding a ConvModel of the lecture's size (the default config: n_embd 24, n_hidden
+    128, 3 layers; float32; a-z) with random weights and BatchNorm statistics."""
+    torch.manual_seed(3)
+    model = randomize_(ConvModel(ModelConfig()), seed=3).eval()
+    path = tmp_path_factory.mktemp("runs") / "lecture-size"
+    Checkpoint.of_model(model, VOCAB, step=0).save(path / "checkpoint.pt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def varied_scores(lecture_size_run):
+    """``varied_names()`` (3,000) under ``lecture_size_run``'s model, from one ``score_names`` call at
+    one thread: (the model, the names, {name: nll}, {name: its per-target nlls as a tuple})."""
+    model = load_model(lecture_size_run).model
+    names = varied_names()
+    r = score_names(model, names, VOCAB, per_char=True, threads=1)
+    return model, names, dict(zip(names, r.nll.tolist())), {w: tuple(r.chars(i).tolist()) for i, w in enumerate(names)}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 3 logical CPUs for the module (two actors of one CPU and a reader and a
+    writer, or one actor of two), no dashboard; its workers import this checkout."""
+    ray = pytest.importorskip("ray")
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), *filter(None, [path])])
+    with time_limit(120):
+        ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path

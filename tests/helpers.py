@@ -95,6 +95,30 @@ def random_words(n: int, seed: int = 0, min_len: int = 1, max_len: int = 12, alp
     return ["".join(rng.choice(alphabet) for _ in range(rng.randint(min_len, max_len))) for _ in range(n)]
 
 
+# made-up names per length: every one letter; the lengths a block or a bucket could cut at (n + 1
+# positions around 8, 16, 32, 64); many short ones (the group's rows then land around 128, 256 and 384
+# in some list); and long names (60 to 100 characters)
+MADE_UP = {1: 26, 2: 100, 3: 120, 7: 60, 8: 60, 9: 60, 15: 40, 16: 40, 17: 40, 31: 40, 32: 40, 33: 40,
+           **{n: 2 for n in range(60, 101)}, 63: 12, 64: 12, 65: 12}
+
+
+def varied_names(n: int = 3000, seed: int = 0) -> list[str]:
+    """``n`` distinct names (a-z) in a shuffled order: ``MADE_UP``'s of each length, then names of the
+    bundled file."""
+    rng = random.Random(seed)
+    names = set(string.ascii_lowercase)
+    for length, count in MADE_UP.items():
+        made = {w for w in names if len(w) == length}
+        while len(made) < count:
+            made.add("".join(rng.choices(string.ascii_lowercase, k=length)))
+        names |= made
+    with open(BUNDLED_NAMES, encoding="utf-8") as f:
+        bundled = sorted(set(f.read().split()) - names)
+    names = sorted(names) + rng.sample(bundled, n - len(names))
+    rng.shuffle(names)
+    return names
+
+
 @torch.no_grad()
 def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
     """Perturb every parameter and give every normalization non-trivial statistics/affines."""
@@ -167,6 +191,22 @@ def open_fds() -> set | None:
         return set(os.listdir("/proc/self/fd"))
     except OSError:
         return None
+
+
+@contextmanager
+def time_limit(seconds: int):
+    """A ``TimeoutError`` in this (the main) thread if the block runs longer than ``seconds``: a job that
+    hangs fails its test instead of the suite."""
+    def expire(signum, frame):
+        raise TimeoutError(f"the block ran over {seconds} s: it hangs")  # a job that hangs fails its test
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextmanager

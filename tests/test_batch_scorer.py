@@ -66,8 +66,17 @@ def test_every_row_gets_score_lines_numbers_or_the_reason(run, kind):
         else:
             assert got_nats[i] is None and column(out, "nats_per_target")[i] is None
             assert got_targets[i] == (0 if kind == "numpy" else None)
-            assert errors[i] == reasons.get(i, "empty name" if line == "" else "null")
-    assert len(nats) > 300 and len(reasons) == 44 and errors.count("empty name") == 44 and errors[-1] == "null"
+            assert errors[i] == reasons.get(i, "empty name" if line == "" else "missing name (null)")
+    assert len(nats) > 300 and len(reasons) == 44 and errors.count("empty name") == 44
+    assert errors[-1] == "missing name (null)"
+
+
+@pytest.mark.parametrize("kind,missing", [("pandas", None), ("pandas", float("nan")), ("pandas", pd.NA),
+                                          ("arrow", None), ("numpy", None), ("numpy", float("nan"))])
+def test_a_missing_name_gives_its_reason_as_an_empty_one_does(run, kind, missing):
+    out = BatchScorer(run)(KINDS[kind](["emma", missing, ""]))
+    assert column(out, "error") == [None, "missing name (null)", "empty name"]
+    assert column(out, "nats")[1:] == [None, None]
 
 
 def test_arrow_columns_have_their_types_and_nulls(run):
@@ -95,7 +104,9 @@ def test_errors_are_the_reasons_the_command_prints(run, tmp_path, monkeypatch, c
     path = tmp_path / "list.txt"
     path.write_text("\n".join(LINES) + "\n")
     code, _, err = run_main(["score", run, path, "--skip-invalid"], monkeypatch, capsys)
-    printed = dict(line.split(": ", 1) for line in err.splitlines()[:-1])  # FILE:LINE: reason; then the counts
+    note, *reports, _ = err.splitlines()  # a note (the run has no percentiles), FILE:LINE: reason, then the counts
+    printed = dict(line.split(": ", 1) for line in reports)
+    assert note.startswith(f"wavenet-conv score: note: {run}: no percentiles: ")
     errors = column(BatchScorer(run)(pd.DataFrame({"name": LINES})), "error")
     assert code == 0 and len(printed) == len(BAD) * 4
     assert {f"{path}:{i + 1}": e for i, e in enumerate(errors) if e not in (None, "empty name")} == printed
@@ -162,3 +173,24 @@ def test_the_scorer_on_cuda_gives_the_cpu_numbers(run):
     cpu, cuda = BatchScorer(run)(batch), BatchScorer(run, device="cuda", per_char=True)(batch)
     assert cpu["error"].tolist() == cuda["error"].tolist()
     assert np.allclose(cpu["nats"], cuda["nats"], rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_scored_row_gets_score_lines_percentile(trained_run, kind):
+    """A run with a percentile table: ``score_lines``' percentile on each scored row, null elsewhere."""
+    run = trained_run[0]
+    lines = mixed_lines(120, ["emma", "olivia", "xqzzyv", "ava", "zxcvbnm", "mia"], every=9)
+    out = BatchScorer(run)(KINDS[kind](lines))
+    loaded = load_model(run)
+    want = {}
+    for part in score_lines(loaded.model, lines, loaded.vocab, chunk=64, skip_invalid=True, reference=loaded.reference):
+        want.update(zip((line - 1 for line in part.lines), part.scores.percentile.tolist()))
+    got = column(out, "percentile")
+    assert {i: v for i, v in enumerate(got) if v is not None} == want and len(want) > 90 and len(set(want.values())) > 3
+    assert all(got[i] is None for i in range(len(lines)) if i not in want)
+
+
+def test_a_run_without_a_table_gives_a_null_percentile(run):
+    out = BatchScorer(run)(pa.table({"name": ["emma", "x1"]}))
+    assert out.schema.field("percentile").type == pa.float64() and out["percentile"].null_count == 2
+    assert out["nats"].null_count == 1

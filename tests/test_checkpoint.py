@@ -223,6 +223,7 @@ def test_an_old_file_is_converted_in_one_place(saved):
     assert (ckpt.train_config.precision, ckpt.train_config.swa, ckpt.train_config.swa_every) == ("float32", 0.0, 10)
     assert ckpt.train_hashes is not None and ckpt.batchnorm == {} and ckpt.teachers == [] and ckpt.swa is None
     assert ckpt.val_curve == [(1, 2.5)] and ckpt.train_seconds == 0.0 and ckpt.metrics is None and not ckpt.finished
+    assert ckpt.reference is None  # no percentile table: reference.reference_of makes one from the names file
     assert not hasattr(checkpoint_module, "EARLIER_RUNS")
 
 
@@ -259,3 +260,11 @@ def test_every_field_is_a_documented_key():
     """Adding a field is one edit here and one line of the docstring: ``to_dict`` writes every field."""
     assert sorted(f.name for f in dataclasses.fields(Checkpoint)) == sorted(
         k for k in documented_keys() if k not in ("format", "format_version"))
+
+
+def test_a_finished_run_keeps_its_percentile_table_and_a_stopped_one_has_none(trained_run, stopped_run):
+    """The table is made at the end, from the weights the run ends with: a periodic checkpoint has none."""
+    finished = Checkpoint.load(trained_run[0])
+    assert set(finished.reference) == {"starts", "values", "names"} and finished.reference["names"] == 100
+    assert Checkpoint.load(stopped_run).reference is None
+    assert load_model(trained_run[0]).meta["reference"] == finished.reference

@@ -19,6 +19,7 @@ from wavenet_conv import (ArgumentError, ConfigError, ConvModel, DataError, Mode
                           __version__, sample_names, score_names)
 from wavenet_conv.store.checkpoint import Checkpoint, load_model
 from wavenet_conv.cli.main import main
+from wavenet_conv.cli.output import ordinal
 from wavenet_conv.cli.parser import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, in_our_words
 
 from helpers import ROOT, SMALL_ARGS, cli, interrupt_at, run_main
@@ -48,20 +49,20 @@ def test_score_agrees_with_score_names(trained_run, small_names, monkeypatch, ca
     assert [r["nats_per_target"] for r in rows] == (ref.nll / ref.n_targets).tolist()
     for i, r in enumerate(rows):
         assert r["char_nats"] == ref.chars(i).tolist()
-    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_target", "char_nats"}
+    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_target", "percentile", "char_nats"}
     assert re.fullmatch(r"<stdin>: 3 names scored \(17 targets, end tokens included: \d\.\d{4} nats, \d\.\d{4} bits "
                         r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", stderr), stderr
     code, text, _ = run_main(["score", out / "checkpoint.pt", small_names], monkeypatch, capsys)
     lines = text.splitlines()
-    assert code == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/target"]
-    line, name, nats, per = lines[1].split()
+    assert code == 0 and len(lines) == 1001 and lines[0].split() == ["line", "name", "nats", "nats/target", "percentile"]
+    line, name, nats, per, _ = lines[1].split()
     assert line == "1" and float(per) == pytest.approx(float(nats) / (len(name) + 1), abs=1e-4)
 
 
 def score_rows(stdout: str) -> dict:
     """tsv output -> {line: (name, nats, targets)}, checking the header."""
     header, *rows = stdout.splitlines()
-    assert header.split("\t") == ["line", "name", "nats", "targets", "nats_per_target"]
+    assert header.split("\t") == ["line", "name", "nats", "targets", "nats_per_target", "percentile"]
     return {int(r[0]): (r[1], float(r[2]), int(r[3])) for r in (row.split("\t") for row in rows)}
 
 
@@ -565,3 +566,63 @@ def test_another_runtime_error_is_a_bug_with_its_traceback(trained_run, monkeypa
     monkeypatch.setattr(commands_module, "sample_batches", bug)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         main(["sample", str(trained_run[0]), "-n", "5"])
+
+
+PERCENTILE_NAMES = ["emma", "olivia", "ava", "xqzzyv", "qqqqqq", "zxcvbnm", "mia", "asdfghjkl", "noah", "liam"]
+
+
+@pytest.mark.parametrize("p", [0, "emma's", 99.5])
+def test_min_percentile_keeps_the_rows_at_or_above_it_and_counts_them(trained_run, p, monkeypatch, capsys):
+    out, _ = trained_run
+    loaded = load_model(out)
+    pct = score_names(loaded.model, PERCENTILE_NAMES, loaded.vocab, reference=loaded.reference).percentile.tolist()
+    p = pct[0] if p == "emma's" else p  # a name exactly at P is kept
+    code, stdout, stderr = run_main(["score", out, "-", "--format", "jsonl", "--min-percentile", p], monkeypatch, capsys,
+                                    stdin="\n".join(PERCENTILE_NAMES) + "\n\n")
+    assert code == 0, stderr
+    want = [(i + 1, name, v) for i, (name, v) in enumerate(zip(PERCENTILE_NAMES, pct)) if v >= p]
+    assert [(r["line"], r["name"], r["percentile"]) for r in map(json.loads, stdout.splitlines())] == want
+    assert 0 < len(want) <= len(PERCENTILE_NAMES) and (p > 0) == (len(want) < len(PERCENTILE_NAMES))
+    assert p != pct[0] or want[0][1] == "emma"
+    [closing] = stderr.splitlines()
+    assert closing.endswith(f"; 1 lines skipped (1 empty, 0 not names); kept {len(want)} of 10 names at or above the "
+                            f"{ordinal(p)} percentile"), closing
+
+
+@pytest.mark.parametrize("value", ["101", "-1", "nan", "x"])
+def test_min_percentile_is_a_number_from_0_to_100(trained_run, value, monkeypatch, capsys):
+    code, stdout, stderr = run_main(["score", trained_run[0], "-", "--min-percentile", value], monkeypatch, capsys,
+                                    stdin="emma\n")
+    assert code == 2 and stdout == "" and stderr == (f"wavenet-conv score: error: argument --min-percentile: must be a "
+                                                     f"number from 0 to 100, got {value!r} (see --help)\n")
+
+
+def test_an_older_runs_percentiles_come_from_its_names_file(older_run, trained_run, monkeypatch, capsys):
+    run, _ = older_run
+    code, stdout, stderr = run_main(["score", run, "-", "--format", "tsv"], monkeypatch, capsys, stdin="emma\nxqzzyv\n")
+    assert code == 0 and len(stderr.splitlines()) == 1 and "percentile" not in stderr, stderr
+    code, same, _ = run_main(["score", trained_run[0], "-", "--format", "tsv"], monkeypatch, capsys, stdin="emma\nxqzzyv\n")
+    assert stdout == same and [row.split("\t")[5] for row in stdout.splitlines()[1:]] != ["", ""]
+    assert Checkpoint.load(run).reference == Checkpoint.load(trained_run[0]).reference  # written back
+
+
+@pytest.mark.parametrize("change", ["missing", "changed"])
+def test_an_older_run_without_its_names_file_scores_with_a_blank_percentile_and_says_why_once(
+        older_run, change, monkeypatch, capsys):
+    run, data = older_run
+    if change == "missing":
+        data.unlink()
+    else:
+        data.write_text("emma\nolivia\n")
+    names = "\n".join(PERCENTILE_NAMES * 8000) + "\n"  # more than one chunk: still one note
+    code, stdout, stderr = run_main(["score", run, "-", "--format", "tsv", "--chunk", "50000"], monkeypatch, capsys,
+                                    stdin=names)
+    assert code == 0, stderr
+    assert {row.split("\t")[5] for row in stdout.splitlines()[1:]} == {""} and len(stdout.splitlines()) == 80001
+    note, closing = stderr.splitlines()
+    why = f"its names file {data} is missing" if change == "missing" else f"its names file {data} has changed (sha256 "
+    assert note.startswith(f"wavenet-conv score: note: {run}: no percentiles: {why}") and "80,000 names scored" in closing
+    code, stdout, stderr = run_main(["score", run, "-", "--min-percentile", "95"], monkeypatch, capsys, stdin="emma\n")
+    assert code == 2 and stdout == "" and stderr.startswith(
+        f"wavenet-conv score: error: --min-percentile needs the run's percentiles, and {run} has none: {why}")
+    assert stderr.count("\n") == 1

@@ -37,7 +37,7 @@ def parse_rows(fmt: str, text: str) -> list[dict]:
         return [strict_json(row) for row in text.splitlines()]
     head, *rows = text.splitlines()
     kinds = dict(line=int, name=str, nats=float, targets=int, nats_per_target=float,
-                 char_nats=lambda v: [float(x) for x in v.split(",")])
+                 percentile=lambda v: None if v == "" else float(v), char_nats=lambda v: [float(x) for x in v.split(",")])
     columns = head.split("\t")
     return [{c: kinds[c](v) for c, v in zip(columns, row.split("\t"), strict=True)} for row in rows]
 
@@ -136,8 +136,8 @@ def test_sample_lines_tag_each_sample():
     assert sample_lines(["abcd"], [False], 4) == "abcd…  (cut at max length 4)\n"
 
 
-@pytest.mark.parametrize("fmt,columns", [("tsv", ["line", "name", "nats", "targets", "nats_per_target"]),
-                                         ("table", ["line", "name", "nats", "nats/target"])])
+@pytest.mark.parametrize("fmt,columns", [("tsv", ["line", "name", "nats", "targets", "nats_per_target", "percentile"]),
+                                         ("table", ["line", "name", "nats", "nats/target", "percentile"])])
 def test_the_header_names_each_column_over_it(part, fmt, columns):
     head = header(fmt, False, 8)
     rows = format_rows(fmt, part, False, 8).splitlines()
@@ -153,3 +153,50 @@ def test_the_counts_of_a_job_are_the_sum_of_its_parts(part):
     total = sum([Counts.of_part(part), Counts.of_part(other)], Counts())
     nats, targets = float(part.scores.nll.sum()), int(part.scores.n_targets.sum())
     assert total == Counts(names=3, targets=2 * targets, nats=pytest.approx(2 * nats), empty=2, invalid=1, rows=3)
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "table"])
+def test_every_format_carries_score_names_percentile(trained_run, fmt, monkeypatch, capsys):
+    """tsv and jsonl: ``ScoreResult.percentile`` to the bit; the table: to one decimal, under its header."""
+    out, _ = trained_run
+    code, stdout, stderr = run_main(["score", out, "-", "--format", fmt], monkeypatch, capsys,
+                                    stdin="\n".join(CLI_NAMES) + "\n")
+    assert code == 0 and "percentile" not in stderr, stderr
+    loaded = load_model(out)
+    want = score_names(loaded.model, CLI_NAMES, loaded.vocab, reference=loaded.reference, threads=1).percentile.tolist()
+    if fmt == "table":
+        head, *rows = stdout.splitlines()
+        assert head.split()[4] == "percentile" and [row.split()[4] for row in rows] == [f"{p:.1f}" for p in want]
+    else:
+        assert [r["percentile"] for r in parse_rows(fmt, stdout)] == want
+    assert len(set(want)) >= 5  # not one value for all
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "table"])
+def test_a_percentile_is_blank_without_a_table(part, fmt):
+    rows = format_rows(fmt, part, False, 8).splitlines()
+    assert part.scores.percentile is None and len(rows) == 2
+    if fmt == "table":
+        assert all(row.endswith(" " * 12) and len(row.split()) == 4 for row in rows)
+    else:
+        assert [r["percentile"] for r in parse_rows(fmt, header(fmt, False, 8) + "\n".join(rows))] == [None, None]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_format_rows_writes_each_percentile_exactly_and_only_the_rows_it_is_told_to_keep(part, fmt):
+    pct = [12.5, 100 * 2 / 3]  # 66.66666666666667: a float of 16 digits
+    scores = ScoreResult(**{**vars(part.scores), "percentile": torch.tensor(pct, dtype=torch.float64)})
+    kept = LineScores(part.lines, part.names, scores, [], 0)
+    rows = lambda keep=None: parse_rows(fmt, header(fmt, True, 8) + format_rows(fmt, kept, True, 8, keep))  # noqa: E731
+    assert [r["percentile"] for r in rows()] == pct
+    assert [(r["line"], r["name"], r["percentile"], r["char_nats"]) for r in rows([1])] == \
+        [(7, "bo", pct[1], part.scores.chars(1).tolist())]
+    assert rows([]) == [] and format_rows("table", kept, False, 8, []) == ""
+
+
+@pytest.mark.parametrize("p,words", [(95, "95th"), (1, "1st"), (2, "2nd"), (3, "3rd"), (11, "11th"), (12, "12th"),
+                                     (22, "22nd"), (99.5, "99.5th"), (0, "0th"), (100, "100th")])
+def test_the_closing_count_says_how_many_names_were_kept(p, words):
+    line = closing_count("list.txt", Counts(names=3203, targets=8, nats=16.0, rows=12), p)
+    assert line.endswith(f"; kept 12 of 3,203 names at or above the {words} percentile")
+    assert "kept" not in closing_count("list.txt", Counts(names=3203, targets=8, nats=16.0, rows=12))

@@ -1,13 +1,14 @@
-"""Scoring on Ray (a local cluster of 2 CPUs, no dashboard, every job under a time limit): one row per
-non-empty line with score_lines' numbers and the command's reasons, Parquet ids kept, a worker killed
-in the middle of a job costing a retry and no row, the command on a cluster of its own and joining
-one with --address."""
+"""Scoring on Ray (a local cluster of 3 logical CPUs, no dashboard, every job under a time limit): one
+row per non-empty line with score_lines' numbers and the command's reasons, Parquet ids kept, a worker
+killed in the middle of a job costing a retry and no row, score_dataset's rows in the input's order,
+bad lines an error naming the first unless skip_invalid, the command on a cluster of its own (none of
+Ray's noise on stderr) and joining one with --address."""
 
 import os
+import re
 import signal
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 
@@ -15,8 +16,8 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 import pyarrow as pa  # noqa: E402
 
-from batch_helpers import FailingScorer, SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
-from helpers import BUNDLED_NAMES, ROOT, cli, run_main  # noqa: E402
+from batch_helpers import FailingScorer, JitterScorer, SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
+from helpers import BUNDLED_NAMES, cli, run_main, time_limit  # noqa: E402
 from wavenet_conv import ConfigError, DataError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.cluster.scorer import BatchScorer  # noqa: E402
 from wavenet_conv.cluster.job import score_dataset, score_files  # noqa: E402
@@ -24,36 +25,10 @@ from wavenet_conv.cluster.job import score_dataset, score_files  # noqa: E402
 LIMIT = 240  # seconds a job may take here before the test calls it a hang
 
 
-@contextmanager
-def time_limit(seconds: int = LIMIT):
-    """A ``TimeoutError`` in this (the main) thread if the block runs longer than ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError(f"the job ran over {seconds} s: it hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.fixture(scope="module")
-def cluster():
-    """A local Ray cluster of 2 logical CPUs for this module; its workers import this checkout."""
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), *filter(None, [path])])
-    with time_limit(120):
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if path is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path
+def cluster(ray_cluster):
+    """The module's local Ray cluster (conftest's ``ray_cluster``)."""
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +76,11 @@ def check_rows(table: pa.Table, path, run, chunk: int = 65536) -> None:
 
 
 def test_a_text_file_gets_one_row_per_non_empty_line_with_the_local_numbers(cluster, run, names_file, tmp_path):
-    with time_limit():
-        counts = score_files(run, str(names_file), str(tmp_path / "out"), workers=1)
+    with time_limit(LIMIT):
+        counts = score_files(run, str(names_file), str(tmp_path / "out"), workers=1, skip_invalid=True)
     table = pq.read_table(tmp_path / "out")
-    assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_target", "error"]
+    assert table.column_names == ["path", "line", "name", "nats", "targets", "nats_per_target", "percentile", "error"]
+    assert table.schema.field("percentile").type == pa.float64() and table["percentile"].null_count == len(table)
     check_rows(table, names_file, run)
     nats, reasons = local_scores(run, names_file)
     assert (counts.names, counts.invalid, counts.empty, counts.rows) == (len(nats), len(reasons), 402, table.num_rows)
@@ -122,8 +98,8 @@ def test_files_of_a_folder_or_a_glob_are_keyed_by_path_and_line(cluster, run, tm
     (d / "_SUCCESS").write_text("")
     (d / ".hidden.txt").write_text("zed\n")
     (d / "sub" / "c.txt").write_text("cleo\n")
-    with time_limit():
-        counts = score_files(run, spec.format(d=d), str(tmp_path / "out"))
+    with time_limit(LIMIT):
+        counts = score_files(run, spec.format(d=d), str(tmp_path / "out"), skip_invalid=True)
     rows = sorted((r["path"], r["line"], r["name"]) for r in pq.read_table(tmp_path / "out").to_pylist())
     expected = [(f"{d}/a.txt", 1, "emma"), (f"{d}/a.txt", 3, "x1"), (f"{d}/b.txt", 1, "ava"), (f"{d}/b.txt", 2, "mary ann")]
     assert rows == sorted(expected + ([(f"{d}/sub/c.txt", 1, "cleo")] if spec == "{d}" else []))
@@ -132,7 +108,7 @@ def test_files_of_a_folder_or_a_glob_are_keyed_by_path_and_line(cluster, run, tm
 
 def test_the_command_on_lines_that_are_all_empty_says_so(cluster, run, tmp_path, monkeypatch, capsys):
     (tmp_path / "blank.txt").write_text("\n\n\n")
-    with time_limit():
+    with time_limit(LIMIT):
         code, out, err = run_main(["score", run, tmp_path / "blank.txt", "--engine", "ray", "--output", tmp_path / "out"],
                                   monkeypatch, capsys)
     assert code == 2 and err.splitlines()[-1] == f"wavenet-conv score: error: {tmp_path}/blank.txt: no names in it"
@@ -143,7 +119,7 @@ def test_parquet_files_that_disagree_are_one_line_not_a_traceback(cluster, run, 
     pq.write_table(pa.table({"uid": [1], "name": ["emma"]}), tmp_path / "in" / "a.parquet")
     pq.write_table(pa.table({"uid": [2], "name": [3]}), tmp_path / "in" / "b.parquet")  # names as numbers
     argv = ["score", run, tmp_path / "in", "--engine", "ray", "--output", tmp_path / "out", "--id-column", "uid"]
-    with time_limit():
+    with time_limit(LIMIT):
         code, _, err = run_main(argv, monkeypatch, capsys)
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[-1] == (f"wavenet-conv score: error: {tmp_path}/in: Unable to merge: Field name has "
@@ -169,9 +145,9 @@ def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_p
     killer = threading.Thread(target=kill_twice)
     killer.start()
     try:
-        with time_limit():
+        with time_limit(LIMIT):
             score_files(SlowScorer(run, str(pid_file), pause=0.1), str(names_file), str(tmp_path / "out"),
-                        workers=1, chunk=500)
+                        workers=1, chunk=500, skip_invalid=True)
     finally:
         killer.join()
     pids = pid_file.read_text().split()
@@ -196,12 +172,13 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_c
     if id_column == name_column:  # the names are the key: unique ones
         values = list(dict.fromkeys(values))
     by_id = parquet_input(tmp_path / "in", values, id_column, name_column)
-    with time_limit():
+    with time_limit(LIMIT):
         counts = score_files(run, str(tmp_path / "in"), str(tmp_path / "out"), id_column=id_column,
-                             name_column=None if name_column == "name" else name_column)
+                             name_column=None if name_column == "name" else name_column, skip_invalid=True)
     table = pq.read_table(tmp_path / "out")
     key = "name" if id_column == name_column else id_column
-    assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_target", "error"]
+    assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_target",
+                                                                     "percentile", "error"]
     got = {r[key]: r for r in table.to_pylist()}
     assert len(got) == table.num_rows == len(by_id) == counts.rows  # every row once, empty and null names too
     assert counts.empty == sum(v is not None and not v.strip() for v in by_id.values()) > 1  # "" and " \t "
@@ -214,13 +191,13 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_c
 
 def test_a_workers_input_error_is_the_libraries_not_rays(cluster, run, names_file, tmp_path):
     """A bad batch raises in a worker; the job raises that DataError, not Ray's wrapper of it."""
-    with time_limit(), pytest.raises(DataError, match="^column 'name', row 3: a bad batch$"):
+    with time_limit(LIMIT), pytest.raises(DataError, match="^column 'name', row 3: a bad batch$"):
         score_files(FailingScorer(run, "column 'name', row 3: a bad batch"), str(names_file), str(tmp_path / "out"))
 
 
 def test_score_dataset_from_python(cluster, run):
     ds = ray.data.from_items([{"name": n, "n": i} for i, n in enumerate(["emma", "x1", "mary ann", ""] * 50)])
-    with time_limit():
+    with time_limit(LIMIT):
         rows = sorted(score_dataset(ds, BatchScorer(run, per_char=True), workers=1, chunk=64).take_all(),
                       key=lambda r: r["n"])
     expected = BatchScorer(run, per_char=True)(pa.table({"name": [r["name"] for r in rows]})).to_pylist()
@@ -230,6 +207,59 @@ def test_score_dataset_from_python(cluster, run):
         assert r["char_nats"] is None or max(abs(a - b) for a, b in zip(r["char_nats"], e["char_nats"])) <= 1e-9
 
 
+def test_score_dataset_keeps_the_inputs_order_on_two_workers(cluster, run):
+    """Two actors, every other batch slow: the rows still come back in the input's order, a missing
+    name (None, NaN or pandas' NA) with its reason; the input's own DataContext is left as it was."""
+    pd = pytest.importorskip("pandas")
+    names = ["emma", "x1", "mary ann", "", None, "olivia", float("nan"), "ava", pd.NA, "zoe"] * 24
+    frame = pd.DataFrame({"n": range(len(names)), "name": pd.Series(names, dtype=object)})
+    ds = ray.data.from_pandas([frame[i:i + 40] for i in range(0, len(names), 40)])
+    with time_limit(LIMIT):
+        rows = score_dataset(ds, JitterScorer(run), workers=2, chunk=10).take_all()
+    assert [r["n"] for r in rows] == list(range(len(names)))
+    expected = BatchScorer(run)(frame)
+    assert [r["error"] for r in rows] == [e if isinstance(e, str) else None for e in expected["error"]]
+    assert [r["error"] for r in rows[4:10]] == ["missing name (null)", None, "missing name (null)", None,
+                                                "missing name (null)", None]
+    assert ds.context.execution_options.preserve_order is False
+
+
+def bad_folder(d):
+    """A folder of a text file whose 4th line is not a name and a binary file (every line bad)."""
+    d.mkdir()
+    (d / "a.txt").write_text("emma\nava\n\nx1\nolivia\nj.r\n")
+    (d / "b.bin").write_bytes(b"\x00\x01\x02\n\x89PNG\r\n\x1a\n")
+    return d
+
+
+def test_bad_lines_are_an_error_naming_the_smallest_path_and_line_once_every_row_is_written(cluster, run, tmp_path):
+    d = bad_folder(tmp_path / "in")
+    with time_limit(LIMIT), pytest.raises(DataError) as e:
+        score_files(run, str(d), str(tmp_path / "out"), chunk=2)
+    assert str(e.value).startswith(f"{d}/a.txt:4: character 2 '1' in 'x1' is not in the vocabulary")
+    assert f"(first of 5 bad lines; {tmp_path / 'out'} holds every row" in str(e.value)
+    rows = sorted((r["path"], r["line"], r["error"] is None) for r in pq.read_table(tmp_path / "out").to_pylist())
+    assert [r[:2] for r in rows] == [(f"{d}/a.txt", i) for i in (1, 2, 4, 5, 6)] + [(f"{d}/b.bin", i) for i in (1, 2, 3)]
+    assert sum(ok for *_, ok in rows) == 3
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_command_on_a_folder_with_a_binary_file_exits_2_unless_skip_invalid(cluster, run, tmp_path, monkeypatch,
+                                                                                 capsys, skip):
+    d, out = bad_folder(tmp_path / "in"), tmp_path / "out"
+    argv = ["score", run, d, "--engine", "ray", "--output", out, *(["--skip-invalid"] if skip else [])]
+    with time_limit(LIMIT):
+        code, stdout, err = run_main(argv, monkeypatch, capsys)
+    assert pq.read_table(out).num_rows == 8
+    if skip:
+        assert code == 0 and stdout == f"{out}: 8 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
+        assert err.splitlines()[-1].startswith(f"{d}: 3 names scored")
+    else:
+        assert code == 2 and stdout == "" and "Traceback" not in err
+        assert err.splitlines()[-1].startswith(f"wavenet-conv score: error: {d}/a.txt:4: character 2 '1' in 'x1' is "
+                                               "not in the vocabulary")
+
+
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_a_worker_scores_on_a_thread_per_cpu_ray_gave_it(cluster, run, cpus):
     def call():
@@ -237,21 +267,22 @@ def test_a_worker_scores_on_a_thread_per_cpu_ray_gave_it(cluster, run, cpus):
 
         return ThreadsScorer(run)(pd.DataFrame({"name": ["emma"]}))["threads"].tolist()
 
-    with time_limit():
+    with time_limit(LIMIT):
         assert ray.get(ray.remote(num_cpus=cpus)(call).remote()) == [cpus]
 
 
 def test_too_few_cpus_for_the_workers_is_an_error_before_any_work(cluster, run, names_file, tmp_path):
-    """On 2 CPUs, two actors of one CPU would leave none for reading and writing and the job would wait
+    """On 3 CPUs, three actors of one CPU would leave none for reading and writing and the job would wait
     forever: refused at once."""
-    with time_limit(30), pytest.raises(ConfigError, match=r"the Ray cluster has 2 CPUs: 2 workers of 1 CPU need 3 "):
-        score_files(run, str(names_file), str(tmp_path / "out"), workers=2)
+    with time_limit(30), pytest.raises(ConfigError, match=r"the Ray cluster has 3 CPUs: 3 workers of 1 CPU need 4 "):
+        score_files(run, str(names_file), str(tmp_path / "out"), workers=3)
     assert not (tmp_path / "out").exists()
 
 
 def test_the_command_starts_a_cluster_for_two_workers_and_counts_as_the_local_command(run, names_file, tmp_path):
     out = tmp_path / "out"
-    ray_job = cli("score", run, names_file, "--engine", "ray", "--output", out, "--workers", 2, "--chars", timeout=LIMIT)
+    ray_job = cli("score", run, names_file, "--engine", "ray", "--output", out, "--workers", 2, "--chars",
+                  "--skip-invalid", timeout=LIMIT)
     local = cli("score", run, names_file, "--skip-invalid", timeout=LIMIT)
     assert ray_job.returncode == 0, ray_job.stderr[-2000:]
     assert ray_job.stdout == f"{out}: 19,602 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
@@ -263,10 +294,44 @@ def test_the_command_starts_a_cluster_for_two_workers_and_counts_as_the_local_co
         assert r["char_nats"] is None if r["error"] else abs(sum(r["char_nats"]) - r["nats"]) < 1e-4
 
 
+def test_the_command_shows_none_of_rays_noise(run, tmp_path):
+    """A job on a cluster of its own: on stderr the closing count alone, not Ray's notice of token
+    authentication nor its core worker's line about an actor's arguments in the object store."""
+    path = tmp_path / "names.txt"
+    path.write_text("emma\nava\n\nolivia\n")
+    job = cli("score", run, path, "--engine", "ray", "--output", tmp_path / "out", timeout=LIMIT)
+    local = cli("score", run, path, timeout=LIMIT)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert "Token authentication" not in job.stderr and "constructor arguments in the object store" not in job.stderr
+    assert not re.search(r"\bINFO\b", job.stderr)  # Ray Data's progress lines
+    assert job.stderr.splitlines()[-1] == local.stderr.splitlines()[-1]
+
+
 def test_the_command_joins_a_running_cluster_with_address(cluster, run, names_file, tmp_path):
     address = ray.get_runtime_context().gcs_address  # this module's cluster, joined by another process
     job = cli("score", run, names_file, "--engine", "ray", "--output", tmp_path / "out", "--address", address,
-              timeout=LIMIT)
+              "--skip-invalid", timeout=LIMIT)
     assert job.returncode == 0, job.stderr[-2000:]
     check_rows(pq.read_table(tmp_path / "out"), names_file, run)
-    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # still up: the job only left it
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 3  # still up: the job only left it
+
+
+def test_a_job_writes_the_local_percentiles_and_keeps_the_names_at_or_above_min_percentile(cluster, trained_run,
+                                                                                          tmp_path):
+    """A run with a percentile table: each name kept has the local command's percentile; with
+    min_percentile the names below it and the lines that are not names are counted, not written."""
+    run = trained_run[0]
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(mixed_lines(200, ["emma", "olivia", "xqzzyv", "ava", "zxcvbnm", "mia", "qqqqqq"])) + "\n")
+    loaded = load_model(run)
+    with open(path, "rb") as f:
+        parts = list(score_lines(loaded.model, read_lines(f), loaded.vocab, skip_invalid=True, threads=1,
+                                 reference=loaded.reference))
+    local = {line: p for part in parts for line, p in zip(part.lines, part.scores.percentile.tolist())}
+    with time_limit(LIMIT):
+        counts = score_files(run, str(path), str(tmp_path / "out"), skip_invalid=True, min_percentile=90)
+    table = pq.read_table(tmp_path / "out")
+    want = {line: p for line, p in local.items() if p >= 90}
+    assert dict(zip(table["line"].to_pylist(), table["percentile"].to_pylist())) == want
+    assert 0 < len(want) < len(local) and table["error"].null_count == len(table)
+    assert (counts.names, counts.invalid, counts.rows) == (len(local), 4, len(want))

@@ -68,6 +68,8 @@ MISTAKES = [
     (["", *RAY], "the input is an empty path: give a file, folder, glob or URI"),
     (["{d}/names.txt", *RAY, "--address", "nowhere"], "--address must be auto, HOST:PORT or ray://HOST:PORT, got 'nowhere'"),
     (["{d}/names.txt", *RAY, "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
+    (["{d}/names.txt", *RAY, "--min-percentile", "95"], "--min-percentile needs the run's percentiles, and {d}/run has "
+     "none: its checkpoint records no names file"),
 ]
 
 
@@ -83,9 +85,11 @@ def test_a_mistake_is_one_line_and_exit_2_before_any_cluster(inputs, monkeypatch
     assert err.startswith("wavenet-conv score: error: ") and message.format(d=inputs) in err
 
 
+@pytest.mark.parametrize("skip", [[], ["--skip-invalid"]], ids=["", "skip-invalid"])
 @pytest.mark.parametrize("counts", [Counts(names=2, targets=7, nats=7.0, empty=1, invalid=1, rows=3), Counts(empty=3)],
                          ids=["names", "no names"])
-def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts(counts, inputs, monkeypatch, capsys):
+def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts(counts, skip, inputs, monkeypatch,
+                                                                                 capsys):
     """``score --engine ray`` without Ray: ``score_files`` (faked) gets the options as its arguments,
     once checked; the command prints what it wrote and the closing line of its ``Counts``."""
     calls, checks = [], []
@@ -94,16 +98,18 @@ def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts
     monkeypatch.setattr(commands_module, "score_files", lambda *a, **k: calls.append((a, k)) or counts)
     names, out = inputs / "names.txt", inputs / "out"
     argv = ["score", inputs / "run", names, "--engine", "ray", "--output", out, "--workers", 3, "--threads", 2,
-            "--chars", "--lowercase", "--chunk", 100]
+            "--chars", "--lowercase", "--chunk", 100, *skip]
     code, stdout, stderr = run_main(argv, monkeypatch, capsys)
     (scorer, *where), kwargs = calls[0]
     assert len(calls) == 1 and len(checks) == 1 and where == [str(names), str(out)]
     assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True,
                                    threads=None)
     assert kwargs == dict(workers=3, cpus_per_worker=2, gpus_per_worker=0, address=None, id_column=None,
-                          name_column=None, chunk=100)
-    if counts.names:
-        assert code == 0 and stderr == closing_count(str(names), counts) + "\n"
+                          name_column=None, chunk=100, skip_invalid=bool(skip), min_percentile=None)
+    if counts.names:  # the run is a model alone: a note that it has no percentiles, then the closing line
+        note = (f"wavenet-conv score: note: {inputs / 'run'}: no percentiles: its checkpoint records no names file "
+                "(a model saved without its run)")
+        assert code == 0 and stderr == f"{note}\n{closing_count(str(names), counts)}\n"
         assert stdout == f"{out}: 3 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
     else:
         assert code == 2 and stdout == "" and stderr == f"wavenet-conv score: error: {names}: no names in it\n"
@@ -196,3 +202,107 @@ def test_the_writers_counts_of_names_empty_and_invalid_rows():
     assert (c.names, c.empty, c.invalid, c.rows, c.targets, c.nats) == (1, 2, 2, 5, 5, 5.0) and kept.num_rows == 5
     kept, c = count(table, drop_empty=True)  # text input: blank lines are counted, not written
     assert (c.names, c.empty, c.invalid, c.rows) == (1, 2, 2, 3) and kept["name"].to_pylist() == ["emma", "x1", None]
+
+
+@needs_ray
+@pytest.mark.parametrize("call", ["score_dataset", "score_files"])
+@pytest.mark.parametrize("workers", [0, -1])
+def test_the_library_refuses_workers_below_one_before_any_cluster(inputs, monkeypatch, call, workers):
+    import ray
+
+    from wavenet_conv.cluster import job
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("a Ray cluster was started"))
+    args = (None, str(inputs / "run")) if call == "score_dataset" else (str(inputs / "run"), str(inputs / "names.txt"),
+                                                                       str(inputs / "out"))
+    with pytest.raises(ArgumentError, match=f"^{call}: workers must be an integer >= 1, got {workers}$") as e:
+        getattr(job, call)(*args, workers=workers)
+    assert (e.value.who, e.value.argument) == (call, "workers")
+
+
+@needs_ray
+def test_the_writer_finds_the_bad_row_of_the_smallest_key_in_any_block_order():
+    """The job's "first" bad line: the smallest (path, line) over every block and write task, whatever
+    order they come in; empty names are no bad rows; a null key sorts first."""
+    import pyarrow as pa
+
+    from wavenet_conv.cluster.writer import first_invalid, smallest
+
+    def block(path, lines, errors):
+        return pa.table({"path": [path] * len(lines), "line": lines, "name": ["x"] * len(lines), "error": errors})
+
+    blocks = [block("b.txt", [1, 2], ["bad b1", None]), block("a.txt", [9, 3], ["bad a9", "empty name"]),
+              block("a.txt", [10, 12], [None, "bad a12"]), block("a.txt", [1], [None])]
+    for order in (blocks, blocks[::-1]):
+        found = [first_invalid(t, ["path", "line"]) for t in order]
+        assert smallest(found)[1:] == (("a.txt", 9), "bad a9")
+    assert smallest([first_invalid(blocks[3], ["path", "line"]), None]) is None
+    parquet = pa.table({"uid": [7, None, 3], "name": ["x1", None, "y2"], "error": ["bad 7", "missing name (null)", "bad 3"]})
+    assert first_invalid(parquet, ["uid"])[1:] == ((None,), "missing name (null)")
+    assert first_invalid(parquet, [])[1:] == ((None,), "missing name (null)")  # the names are the key
+    assert first_invalid(parquet.slice(0, 1), [])[1:] == (("x1",), "bad 7")
+
+
+@pytest.mark.parametrize("keys,first,message", [
+    (["path", "line"], (("in/a.txt", 9), "bad"), "in/a.txt:9: bad (first of 3 bad lines; out holds every row, each "
+                                                 "bad one with its reason in error)"),
+    (["uid"], ((17,), "missing name (null)"), "in: uid 17: missing name (null) (first of 3 bad rows; out holds"),
+])
+def test_a_jobs_bad_line_is_named_as_the_local_command_names_it(keys, first, message):
+    from wavenet_conv.cluster.job import invalid_error
+
+    error = invalid_error((None, *first), keys, "in", "out", Counts(invalid=3))
+    assert type(error) is DataError and str(error).startswith(message)
+
+
+def test_dropped_lines_leaves_out_the_matching_lines_of_fd_2_and_passes_the_rest(capfd):
+    import os
+    import re
+
+    from wavenet_conv.cluster.job import dropped_lines
+
+    with dropped_lines(re.compile(rb"noise \d+")):
+        os.write(2, b"keep 1\n[E] core: noise 42 here\nkeep 2\n")
+        os.write(2, b"keep 3, no end of line")
+    os.write(2, b"\nafter\n")
+    assert capfd.readouterr().err == "keep 1\nkeep 2\nkeep 3, no end of line\nafter\n"
+
+
+def test_dropped_records_leaves_out_a_loggers_matching_records(caplog):
+    import logging
+
+    from wavenet_conv.cluster.job import dropped_records
+
+    logger = logging.getLogger("wavenet_conv.test_noise")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    root = logging.getLogger()
+    with dropped_records(root, "Token authentication is enabled"):
+        logger.warning("Token authentication is enabled for this Ray cluster. Set ...")
+        logger.warning("a real warning")
+    logger.warning("Token authentication is enabled, after")
+    assert [r.getMessage() for r in caplog.records] == ["a real warning", "Token authentication is enabled, after"]
+
+
+def test_min_percentile_is_handed_to_the_job_which_counts_the_names_it_kept(trained_run, inputs, monkeypatch, capsys):
+    """``score_files`` (faked) gets ``min_percentile``; the command says it wrote the names it kept."""
+    calls, counts = [], Counts(names=10, targets=50, nats=100.0, rows=2)
+    monkeypatch.setattr(commands_module, "score_files", lambda *a, **k: calls.append(k) or counts)
+    names, out = inputs / "names.txt", inputs / "out"
+    code, stdout, stderr = run_main(["score", trained_run[0], names, "--engine", "ray", "--output", out,
+                                     "--min-percentile", "99.5"], monkeypatch, capsys)
+    assert code == 0 and calls[0]["min_percentile"] == 99.5
+    assert stdout == f"{out}: 2 rows written (Parquet; one per name kept, keyed by path and line)\n"
+    assert stderr == closing_count(str(names), counts, 99.5) + "\n" and "kept 2 of 10 names at or above the 99.5th" in stderr
+
+
+@needs_ray
+@pytest.mark.parametrize("value,problem", [(95, "needs the run's percentiles, and .*run has none: its checkpoint records "
+                                                "no names file"), (101, "must be a number from 0 to 100, got 101")])
+def test_the_library_refuses_a_min_percentile_it_cannot_apply_before_any_cluster(inputs, monkeypatch, value, problem):
+    import ray
+
+    from wavenet_conv.cluster.job import score_files
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("a Ray cluster was started"))
+    with pytest.raises(ArgumentError, match=f"score_files: min_percentile {problem}"):
+        score_files(str(inputs / "run"), str(inputs / "names.txt"), str(inputs / "out"), min_percentile=value)

@@ -14,9 +14,10 @@ from .models.tree import TreeModel
 from .models.flat import FlatModel
 from .inference.folded import FoldedModel, fold
 from .inference.scoring import ScoreResult, score_names
+from .inference.percentiles import ReferenceTable
 from .inference.streaming import LineScores, score_lines
 from .inference.sampling import sample_names
-from .store.checkpoint import load_model
+from .store.checkpoint import Checkpoint, load_model
 from .training.train import TrainResult, train
 from .training.teachers import resume_recipe, train_recipe
 from .inference.export import export_onnx
@@ -30,5 +31,5 @@ __all__ = [
     "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "read_lines", "sequences",
     "FoldedModel", "fold", "ScoreResult", "score_names", "LineScores", "score_lines", "sample_names",
-    "load_model", "TrainResult", "train", "train_recipe", "resume_recipe", "export_onnx",
+    "ReferenceTable", "Checkpoint", "load_model", "TrainResult", "train", "train_recipe", "resume_recipe", "export_onnx",
 ]

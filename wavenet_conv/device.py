@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import operator
 import os
+import platform
 import time
 from contextlib import contextmanager
 
@@ -172,3 +173,18 @@ def torch_threads(threads, who: str):
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def cpu_name() -> str:
+    """This CPU's model name and widest vector unit, from /proc/cpuinfo (e.g. "Intel(R) Xeon(R)
+    Processor, AVX-512"): float32 results can differ in their last bits from one CPU to another (a
+    BLAS picks its kernels by the CPU), so a record of exact numbers names the CPU that made them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    units = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name or platform.machine()}, {units}"

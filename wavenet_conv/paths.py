@@ -1,10 +1,13 @@
-"""Where the bundled data lives."""
+"""Where the bundled data and the bundled model live."""
 
 import os
 
-from .errors import DataError
+from .errors import CheckpointError, DataError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# the bundled model: the small recipe trained on the bundled names (data/build_model.py makes both files)
+BUNDLED_MODEL = os.path.join(PACKAGE_DIR, "bundled", "model.pt")
+BUNDLED_RECORD = os.path.join(PACKAGE_DIR, "bundled", "model.json")  # its sha256, losses and how it was made
 
 
 def bundled_names() -> str:
@@ -14,3 +17,12 @@ def bundled_names() -> str:
             return os.path.normpath(path)
     raise DataError("the bundled names file is missing (wavenet_conv/names.txt): give a names file of your own "
                     "(data=PATH)")
+
+
+def bundled_model() -> str:
+    """Path of the bundled model, wavenet_conv/bundled/model.pt: the ``small`` recipe trained on the
+    bundled names (``load_model()`` loads it; data/build_model.py makes it)."""
+    if os.path.exists(BUNDLED_MODEL):
+        return BUNDLED_MODEL
+    raise CheckpointError(f"the bundled model is missing ({BUNDLED_MODEL}): give a run folder or checkpoint of your own, "
+                    "or rebuild it with python data/build_model.py")

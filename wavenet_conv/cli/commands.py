@@ -8,6 +8,7 @@ that ``score --engine`` local or ray does not take, and a list with no names in 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..store.checkpoint import load_model
+from ..store.checkpoint import CHECKPOINT_NAME, is_run_path, load_model
 from ..inference.compare import compare_forms, race_forms
 from ..models.config import ModelConfig, recipe, recipe_model, recipe_teachers
 from ..data import Vocab, check_split, lecture_split, load_names, open_names, read_lines, source_name
@@ -26,7 +27,7 @@ from .output import closing_count, format_rows, header, sample_lines
 from .parser import MODEL_OPTIONS, PROG, RAY_OPTIONS, TRAIN_OPTIONS, flag, given, our_words
 from ..paths import bundled_names
 from ..cluster.counts import Counts
-from ..cluster.job import score_files  # Ray itself is imported only by a job on it
+from ..cluster.job import import_ray, score_files  # Ray itself is imported only by a job on it
 from ..cluster.scorer import BatchScorer
 from ..inference.sampling import MAX_LEN, sample_batches
 from ..inference.streaming import score_lines
@@ -107,14 +108,33 @@ def cmd_train(args):
 
 
 def cmd_score(args):
+    args.run, args.file = run_and_file(args.run, args.file, args.engine)
     check_engine_options(args)
     source, counts = (args.file, score_on_ray(args)) if args.engine == "ray" else score_here(args)
     if counts.names + counts.invalid == 0 and args.shard is None:
         raise DataError(f"{source}: no names in it")
     if args.engine == "ray":
-        print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per non-empty line, keyed by "
+        each = "non-empty line" if args.min_percentile is None else "name kept"
+        print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per {each}, keyed by "
               f"{args.id_column or 'path and line'})")
-    print(closing_count(source, counts), file=sys.stderr)
+    print(closing_count(source, counts, args.min_percentile), file=sys.stderr)
+
+
+def run_and_file(run: str | None, file: str | None, engine: str = "local") -> tuple[str | None, str]:
+    """``score [RUN] [FILE]``'s model and input: two paths are RUN and FILE; a lone path is RUN when it
+    is a run folder or checkpoint file (``is_run_path``), else FILE ('-': stdin); RUN None is the
+    bundled model, FILE none stdin. A lone local path that is no file is a ``DataError`` naming it
+    (with ``engine`` ray it may be a glob or URI, which ``score_files`` checks)."""
+    if file is not None or run == "":  # "": load_model's error
+        return run, "-" if file is None else file
+    if run is None or is_run_path(run):
+        return run, "-"
+    if engine == "local" and run != "-":
+        if not os.path.exists(run):
+            raise DataError(f"{run}: no such file, run folder or checkpoint")
+        if os.path.isdir(run):
+            raise DataError(f"{run}: a folder without {CHECKPOINT_NAME}: neither a run folder nor a names file")
+    return None, run
 
 
 def score_here(args) -> tuple[str, Counts]:
@@ -126,7 +146,7 @@ def score_here(args) -> tuple[str, Counts]:
         loaded = load_run(args)
         parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
                             skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
-                            shard=args.shard, source=source, threads=None)
+                            shard=args.shard, source=source, threads=None, reference=reference_for(args, loaded))
         counts, width = Counts(), None
         for part in parts:
             for line, problem in part.invalid:
@@ -134,13 +154,29 @@ def score_here(args) -> tuple[str, Counts]:
             if width is None:
                 width = max([12, *map(len, part.names)])
                 sys.stdout.write(header(args.format, args.chars, width))
-            sys.stdout.write(format_rows(args.format, part, args.chars, width))
+            keep = None if args.min_percentile is None else \
+                (part.scores.percentile >= args.min_percentile).nonzero()[:, 0].tolist()
+            sys.stdout.write(format_rows(args.format, part, args.chars, width, keep))
             sys.stdout.flush()
-            counts += Counts.of_part(part)
+            counts += Counts.of_part(part) if keep is None else replace(Counts.of_part(part), rows=len(keep))
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     return source, counts
+
+
+def reference_for(args, loaded, note: bool = True):
+    """``score``'s percentile table: the run's (``LoadedModel.reference``), or None with one note on
+    stderr saying why (with ``note``); with ``--min-percentile``, no table is an ``ArgumentError``,
+    before any scoring."""
+    if loaded.reference is None:
+        run = args.run if args.run is not None else "the bundled model"
+        if args.min_percentile is not None:
+            raise ArgumentError(PROG, "min_percentile", f"needs the run's percentiles, and {run} has none: "
+                                f"{loaded.no_reference}")
+        if note:
+            print(f"{PROG} score: note: {run}: no percentiles: {loaded.no_reference}", file=sys.stderr)
+    return loaded.reference
 
 
 def check_engine_options(args) -> None:
@@ -165,12 +201,19 @@ def check_engine_options(args) -> None:
 def score_on_ray(args) -> Counts:
     """``score RUN INPUT --engine ray --output DIR``: ``score_files``, its workers of ``--threads`` CPUs
     each (1 unless a number is given); returns the counts of what was written and skipped."""
+    import_ray()  # first: importing Ray Data sets its loggers' levels
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's INFO lines: the closing line is ours
     gpus = args.gpus_per_worker or 0
+    loaded = load_model(args.run)
+    reference_for(args, loaded, note=False)  # --min-percentile's error before the cluster starts
     scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
-    return score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
-                       cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
-                       address=args.address, id_column=args.id_column, name_column=args.name_column, chunk=args.chunk)
+    counts = score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
+                         cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
+                         address=args.address, id_column=args.id_column, name_column=args.name_column, chunk=args.chunk,
+                         skip_invalid=args.skip_invalid, min_percentile=args.min_percentile)
+    if counts.names:  # the note of a run without percentiles, once the job has scored names
+        reference_for(args, loaded)
+    return counts
 
 
 def cmd_sample(args):

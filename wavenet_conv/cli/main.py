@@ -2,8 +2,9 @@
 
     wavenet-conv train                      # the lecture's model, conv form, default recipe, bundled names
     wavenet-conv train --recipe lecture     # the lecture's recipe: tree form, SGD, 200k steps
-    wavenet-conv score runs/RUN names.txt   # nats per name; '-' reads stdin
-    wavenet-conv sample runs/RUN -n 20 --seed 1
+    wavenet-conv score names.txt            # nats per name, under the bundled model; '-' or none reads stdin
+    wavenet-conv score runs/RUN names.txt   # under a run of your own
+    wavenet-conv sample -n 20 --seed 1      # from the bundled model (sample runs/RUN: from a run)
     wavenet-conv check                      # the two forms' logits on the dev split, and their speed
     wavenet-conv export runs/RUN model.onnx # the conv form as ONNX, for serving
 

@@ -15,9 +15,9 @@ FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
 def header(fmt: str, chars: bool, width: int) -> str:
     """The first line of ``score``'s output (none for jsonl)."""
     if fmt == "tsv":
-        return "line\tname\tnats\ttargets\tnats_per_target" + ("\tchar_nats" if chars else "") + "\n"
+        return "line\tname\tnats\ttargets\tnats_per_target\tpercentile" + ("\tchar_nats" if chars else "") + "\n"
     if fmt == "table":
-        return f"{'line':>7}  {'name':<{width}}  {'nats':>8}  {'nats/target':>11}" + (
+        return f"{'line':>7}  {'name':<{width}}  {'nats':>8}  {'nats/target':>11}  {'percentile':>10}" + (
             "   bits per character ('.' the end)" if chars else "") + "\n"
     return ""
 
@@ -36,36 +36,52 @@ def json_number(v: float) -> str:
     return repr(v) if math.isfinite(v) else "null"
 
 
-def format_rows(fmt: str, part: LineScores, chars: bool, width: int) -> str:
-    """One chunk of ``score`` output: a row per scored name. tsv and jsonl carry each float64 exactly
-    (``number``): ``nats`` is the name's ``nll``, ``nats_per_target`` is ``nats / targets`` in float64,
-    ``char_nats`` its ``chars(i)``; the table, for people, rounds."""
-    r = part.scores
-    rows = [(line, name, nats, n, nats / n)  # Python floats: float64, computed once
-            for line, name, nats, n in zip(part.lines, part.names, r.nll.tolist(), r.n_targets.tolist())]
-    per = [r.chars(i).tolist() for i in range(len(part.names))] if chars else None
+def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None) -> str:
+    """One chunk of ``score`` output: a row per scored name (the names at the indices ``keep`` alone,
+    when given). tsv and jsonl carry each float64 exactly (``number``): ``nats`` is the name's ``nll``,
+    ``nats_per_target`` is ``nats / targets`` in float64, ``percentile`` its ``ScoreResult.percentile``
+    (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)``; the table, for people, rounds."""
+    r, keep = part.scores, range(len(part.names)) if keep is None else keep
+    nll, targets = r.nll.tolist(), r.n_targets.tolist()  # Python floats: float64, each ratio computed once
+    pct = r.percentile.tolist() if r.percentile is not None else [None] * len(nll)
+    rows = [(part.lines[i], part.names[i], nll[i], targets[i], nll[i] / targets[i], pct[i]) for i in keep]
+    per = [r.chars(i).tolist() for i in keep] if chars else None
     if fmt == "tsv":
-        out = [f"{line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}" for line, name, nats, n, ratio in rows]
+        out = [f"{line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}\t{'' if p is None else number(p)}"
+               for line, name, nats, n, ratio, p in rows]
         if chars:
             out = [f"{row}\t{','.join(map(number, c))}" for row, c in zip(out, per)]
     elif fmt == "jsonl":
         out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {json_number(nats)}, "targets": {n}, '
-               f'"nats_per_target": {json_number(ratio)}' for line, name, nats, n, ratio in rows]
+               f'"nats_per_target": {json_number(ratio)}, "percentile": {"null" if p is None else json_number(p)}'
+               for line, name, nats, n, ratio, p in rows]
         out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}]}}' for row, c in zip(out, per)] if chars \
             else [row + "}" for row in out]
     else:
-        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}" for line, name, nats, n, ratio in rows]
+        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {'' if p is None else f'{p:.1f}':>10}"
+               for line, name, nats, n, ratio, p in rows]
         if chars:  # bits per character, each under a label: the character, then '.' for the end token
-            out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(name + ".", c))
-                   for row, name, c in zip(out, part.names, per)]
+            out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(row_name + ".", c))
+                   for row, (_, row_name, *_), c in zip(out, rows, per)]
     return "".join(row + "\n" for row in out)
 
 
-def closing_count(source: str, c: Counts) -> str:
-    """The last line of a scoring job, on stderr: what was scored and what was skipped."""
+def closing_count(source: str, c: Counts, min_percentile: float | None = None) -> str:
+    """The last line of a scoring job, on stderr: what was scored and what was skipped; with
+    ``min_percentile``, how many names it kept (``c.rows``: the rows written)."""
     mean = f": {c.nats / c.targets:.4f} nats, {c.nats / c.targets / math.log(2):.4f} bits per target" if c.targets else ""
+    kept = "" if min_percentile is None else \
+        f"; kept {c.rows:,} of {c.names:,} names at or above the {ordinal(min_percentile)} percentile"
     return (f"{source}: {c.names:,} names scored ({c.targets:,} targets, end tokens included{mean}); "
-            f"{c.empty + c.invalid:,} lines skipped ({c.empty:,} empty, {c.invalid:,} not names)")
+            f"{c.empty + c.invalid:,} lines skipped ({c.empty:,} empty, {c.invalid:,} not names){kept}")
+
+
+def ordinal(p: float) -> str:
+    """A percentile's rank in words: 95 -> "95th", 1 -> "1st", 22 -> "22nd", 99.5 -> "99.5th"."""
+    text = f"{p:g}"
+    if p != int(p) or int(p) % 100 in (11, 12, 13):
+        return text + "th"
+    return text + {1: "st", 2: "nd", 3: "rd"}.get(int(p) % 10, "th")
 
 
 def sample_lines(words, marks, max_len: int) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import re
 import typing
 from dataclasses import fields
@@ -39,6 +40,10 @@ FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads", "tea
 EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
+BUNDLED_HELP = "the bundled model, the small recipe trained on the bundled names"  # score's and sample's RUN
+PERCENTILE_HELP = ("percentile: how unusual a name is, 0-100: the share of the run's reference names (held-out names "
+                   "of about its length, which it did not train on) that are less unusual than it (a lower nats per "
+                   "target); blank (null) for a run without them, with a note on stderr saying why.")
 RECIPE_HELP = ("default: the lecture's model, conv form, 8 epochs of whole names, AdamW; small: the best found at the "
                "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; small and best "
                "first train two wide teachers (OUT/teacher-0, OUT/teacher-1) and distill from them; wide: the best "
@@ -77,6 +82,17 @@ def shard_arg(text: str) -> tuple[int, int]:
         return parse_shard(text)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def percent_arg(text: str) -> float:
+    """--min-percentile: a number from 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 100, got {text[:40]!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------- parser
@@ -153,25 +169,33 @@ def add_train(sub, common) -> None:
 
 
 def add_score(sub, common) -> None:
-    s = sub.add_parser("score", parents=[common], help="nats per name (and per target) under a trained model",
+    s = sub.add_parser("score", parents=[common], help="nats per name (and per target) under a trained model, and "
+                       "how unusual each name is (its percentile)",
                        description="Score a list of names of any length, streamed a chunk at a time: one row per "
                                    "name, in input order, with its line number, total nats, targets (characters + "
-                                   "the end token) and nats per target. A name may use only the characters of "
+                                   f"the end token), nats per target and percentile. {PERCENTILE_HELP} "
+                                   "A name may use only the characters of "
                                    "the run's training names (a-z for the bundled names and the lecture's file); "
                                    "blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
-    s.add_argument("run", metavar="RUN_OR_CHECKPOINT")
-    s.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
+    s.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder or checkpoint file (default: {BUNDLED_HELP}); "
+                   "given one path, it is RUN when it is a run folder or a checkpoint file, else FILE")
+    s.add_argument("file", nargs="?", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
                    "with --engine ray also a folder, a glob, a URI, or Parquet")
     s.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned, for a terminal; the default), tsv (with a header row) or jsonl "
-                        '({"line", "name", "nats", "targets", "nats_per_target"} per row)')
+                        '({"line", "name", "nats", "targets", "nats_per_target", "percentile"} per row)')
     s.add_argument("--chars", action="store_true", help="also the surprisal of every character and of the end "
                    "token: bits in a table, nats in tsv/jsonl (char_nats)")
     s.add_argument("--skip-invalid", action="store_true", help="report a line that is not a name on stderr "
                    "(FILE:LINE: reason) and go on; without it, the first such line stops the job (exit 2) after "
-                   "the rows of the lines before it (--engine ray: always a row, its reason in error)")
+                   "the rows of the lines before it. --engine ray writes every line's row, a bad one's reason in "
+                   "error, and then without it exits 2 naming the first: the smallest FILE:LINE (Parquet: key)")
     s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma')")
+    s.add_argument("--min-percentile", type=percent_arg, metavar="P", help="keep only the names at or above the "
+                   "P-th percentile (0-100; e.g. 95: the unusual ones) and say on stderr how many were kept; needs "
+                   "the run's percentiles. --engine ray writes only those rows (a line that is not a name has no "
+                   "percentile: it is counted, not written)")
     s.add_argument("--shard", metavar="K/N", type=shard_arg, help="score only the lines i with (i - 1) mod N == K "
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
     s.add_argument("--chunk", type=int, default=65536, metavar="LINES",
@@ -193,7 +217,7 @@ def add_score(sub, common) -> None:
 
 def add_sample(sub, common) -> None:
     g = sub.add_parser("sample", parents=[common], help="sample names from a trained model (cached generation)")
-    g.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    g.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder or checkpoint file (default: {BUNDLED_HELP})")
     g.add_argument("-n", "--num", dest="num", type=int, default=20, help="how many (20)")
     g.add_argument("--seed", type=torch_seed, default=None, help="random seed (default: unseeded)")
     g.add_argument("--temperature", type=float, default=1.0, help="divides the logits (1.0)")

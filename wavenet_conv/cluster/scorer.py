@@ -2,7 +2,7 @@
 a loop over pandas chunks, any pool of processes.
 
     scorer = BatchScorer("runs/demo")                       # picklable; the model loads on first use
-    scorer(pd.DataFrame({"name": ["emma", "x1", None]}))    # + nats, targets, nats_per_target, error
+    scorer(pd.DataFrame({"name": ["emma", "x1", None]}))    # + nats, targets, nats_per_target, percentile, error
 
 A batch is a pandas DataFrame, a pyarrow Table or a dict of numpy arrays with a column of names; it
 comes back of the same kind with the columns added, a row per row, in order:
@@ -10,8 +10,11 @@ comes back of the same kind with the columns added, a row per row, in order:
     nats            float64: the name's negative log-likelihood (its characters and the end token)
     targets         int: characters + 1 (the end token)
     nats_per_target float64: nats / targets (the end token a target too)
+    percentile      float64, 0-100: the share of the run's reference names (held-out names of about
+                    this length) that are less unusual than this one (``ScoreResult.percentile``);
+                    null for a run without a percentile table (``LoadedModel.no_reference``)
     error           str: why the row is not a name, ``score_lines``' reason (the command line's after
-                    ``FILE:LINE:``; "empty name" for "", "null" for a missing value)
+                    ``FILE:LINE:``; "empty name" for "", "missing name (null)" for a missing value)
     char_nats       (with ``per_char``) list of float64: the nats of each character, then the end's
 
 A value is scored as a line of a list is: without whitespace at either end ("emma\n" is "emma"; the
@@ -41,8 +44,8 @@ from ..device import torch_threads
 from ..errors import DataError
 from ..inference.streaming import score_lines
 
-NULL = "null"  # the error of a missing value (None, NaN, pandas' NA)
-_LOADED: dict[tuple[str, str], LoadedModel] = {}  # (run, device) -> the model, once per process
+NULL = "missing name (null)"  # the error of a missing value (None, NaN, pandas' NA), as EMPTY_NAME is a blank one's
+_LOADED: dict[tuple[str | None, str], LoadedModel] = {}  # (run, device) -> the model, once per process
 
 
 def allotted_cpus() -> int | None:
@@ -62,15 +65,16 @@ def is_null(value) -> bool:
 class BatchScorer:
     """A callable that adds a run's scores to a batch of names (see the module's docstring).
 
-    run: a run folder or checkpoint, readable where the scorer runs. column: the column of names.
+    run: a run folder or checkpoint, readable where the scorer runs; None: the bundled model (each
+    worker's own installed copy). column: the column of names.
     device: "cpu", "cuda" or "auto". lowercase: fold case before checking (``score_lines``').
     per_char: also ``char_nats``. threads: torch threads per call (None: Ray's CPUs for the worker,
     else 1).
     """
 
-    def __init__(self, run: str | os.PathLike, column: str = "name", device: str = "cpu", lowercase: bool = False,
-                 per_char: bool = False, threads: int | None = None):
-        self.run, self.column, self.device = os.fspath(run), column, device
+    def __init__(self, run: str | os.PathLike | None = None, column: str = "name", device: str = "cpu",
+                 lowercase: bool = False, per_char: bool = False, threads: int | None = None):
+        self.run, self.column, self.device = None if run is None else os.fspath(run), column, device
         self.lowercase, self.per_char, self.threads = lowercase, per_char, threads
 
     def kwargs(self) -> dict:
@@ -80,7 +84,7 @@ class BatchScorer:
 
     def load(self) -> LoadedModel:
         """The run's model on ``device``, loaded once per process."""
-        key = (os.path.abspath(self.run), self.device)
+        key = (None if self.run is None else os.path.abspath(self.run), self.device)
         if key not in _LOADED:
             _LOADED[key] = load_model(self.run, device=self.device)
         return _LOADED[key]
@@ -95,9 +99,9 @@ class BatchScorer:
     def score(self, names: list, given: list | None = None) -> dict[str, np.ndarray]:
         """``names`` (str or null) -> the output columns as numpy arrays, NaN/0/None where not scored.
         given: errors that come with the rows (None where none); those rows are not scored."""
-        model, vocab, _ = self.load()
+        loaded = self.load()
         n = len(names)
-        nats, targets = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+        nats, targets, percentile = np.full(n, np.nan), np.zeros(n, dtype=np.int64), np.full(n, np.nan)
         errors = np.array([None if is_null(e) else e for e in given] if given else [None] * n, dtype=object)
         chars = np.full(n, None, dtype=object)
         lines = []  # what score_lines sees: "" (not scored) for a null or a row with an error
@@ -105,16 +109,20 @@ class BatchScorer:
             if errors[i] is None and is_null(value):
                 errors[i] = NULL
             lines.append("" if errors[i] else value)
-        for part in score_lines(model, lines, vocab, chunk=max(n, 1), skip_invalid=True, lowercase=self.lowercase,
-                                per_char=self.per_char, threads=None):  # the threads __call__ set
+        for part in score_lines(loaded.model, lines, loaded.vocab, chunk=max(n, 1), skip_invalid=True,
+                                lowercase=self.lowercase, per_char=self.per_char, threads=None,  # the threads __call__ set
+                                reference=loaded.reference):
             rows = np.asarray(part.lines, dtype=np.int64) - 1  # score_lines numbers lines from 1
             nats[rows], targets[rows] = part.scores.nll.numpy(), part.scores.n_targets.numpy()
+            if part.scores.percentile is not None:
+                percentile[rows] = part.scores.percentile.numpy()
             for line, problem in part.invalid:
                 errors[line - 1] = problem
             for j, row in enumerate(rows if self.per_char else []):
                 chars[row] = part.scores.chars(j).numpy()
         errors[(targets == 0) & (errors == None)] = EMPTY_NAME  # noqa: E711 -- elementwise
-        out = dict(nats=nats, targets=targets, nats_per_target=nats / np.maximum(targets, 1), error=errors)
+        out = dict(nats=nats, targets=targets, nats_per_target=nats / np.maximum(targets, 1), percentile=percentile,
+                   error=errors)
         return {**out, "char_nats": chars} if self.per_char else out
 
 
@@ -135,7 +143,7 @@ def column_values(batch, column: str) -> list:
     return values
 
 
-SCORE_COLUMNS = ("nats", "targets", "nats_per_target", "error", "char_nats")  # what a call adds (or replaces)
+SCORE_COLUMNS = ("nats", "targets", "nats_per_target", "percentile", "error", "char_nats")  # what a call adds (or replaces)
 
 
 def with_columns(batch, scores: dict[str, np.ndarray]):
@@ -145,11 +153,11 @@ def with_columns(batch, scores: dict[str, np.ndarray]):
     if hasattr(batch, "append_column"):  # pyarrow.Table
         import pyarrow as pa
 
-        types = dict(nats=pa.float64(), targets=pa.int64(), nats_per_target=pa.float64(), error=pa.string(),
-                     char_nats=pa.list_(pa.float64()))
+        types = dict(nats=pa.float64(), targets=pa.int64(), nats_per_target=pa.float64(), percentile=pa.float64(),
+                     error=pa.string(), char_nats=pa.list_(pa.float64()))
         batch = batch.drop_columns([c for c in scores if c in batch.column_names])
         for name, values in scores.items():
-            mask = None if name in ("error", "char_nats") else ~scored
+            mask = None if name in ("error", "char_nats") else np.isnan(values) if name == "percentile" else ~scored
             values = [None if v is None else v.tolist() for v in values] if name == "char_nats" else values
             batch = batch.append_column(name, pa.array(values, type=types[name], mask=mask))
         return batch

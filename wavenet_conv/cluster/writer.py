@@ -1,9 +1,11 @@
 """The writer of a job on Ray (Ray is imported here: ``job.score_files`` imports this module only when a
-job runs): scored blocks as Parquet files, one per write task, counted as they are written."""
+job runs): scored blocks as Parquet files, one per write task, counted as they are written, and the
+row that is not a name with the smallest key found (the job's "first" bad line)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,25 +34,62 @@ def count(table: pa.Table, drop_empty: bool) -> tuple[pa.Table, Counts]:
                          invalid=len(table) - names - (0 if drop_empty else n_empty), rows=len(table))
 
 
+def kept(table: pa.Table, min_percentile: float | None) -> pa.Table:
+    """The rows of ``table`` at or above ``min_percentile`` (all of them with None): a row without a
+    percentile (a line that is not a name) is not kept."""
+    if min_percentile is None:
+        return table
+    return table.filter(pc.fill_null(pc.greater_equal(table["percentile"], min_percentile), False))
+
+
+def value_order(value) -> tuple:
+    """A key that orders a column's values, null first (and values Python cannot order by their repr)."""
+    if value is None:
+        return (0,)
+    return (1, value) if isinstance(value, (int, float, str, bytes)) else (2, repr(value))
+
+
+def first_invalid(table: pa.Table, keys: list[str]) -> tuple | None:
+    """(order, key values, reason) of the row of ``table`` that is not a name (an error, but not an empty
+    name's) with the smallest key (``keys``, or the name where the names are the key), or None."""
+    bad = pc.and_(pc.is_valid(table["error"]), pc.fill_null(pc.not_equal(table["error"], EMPTY_NAME), False))
+    table = table.filter(bad)
+    if not len(table):
+        return None
+    rows = zip(*(table[c].to_pylist() for c in keys or ["name"]), table["error"].to_pylist())
+    first = min(rows, key=lambda row: tuple(map(value_order, row[:-1])))
+    return tuple(map(value_order, first[:-1])), first[:-1], first[-1]
+
+
+def smallest(found) -> tuple | None:
+    """Of ``found`` (``first_invalid``'s, None where none), the one of the smallest key, or None."""
+    return min((f for f in found if f is not None), default=None, key=lambda f: f[0])
+
+
 class ScoreSink(Datasink):
     """Write scored blocks under the folder or URI ``path`` as ``part-JOB-TASK.parquet``, the key columns
-    ``keys`` first, and count them (``counts``, once the write is complete). A retried write task
-    writes the same file name again: its rows are never written twice."""
+    ``keys`` first, and count them (``counts``, once the write is complete; ``first_invalid``: the
+    ``first_invalid`` of all the rows, or None). With ``min_percentile``, only the rows at or above it
+    are written (``kept``; ``counts.rows``). A retried write task writes the same file name again: its
+    rows are never written twice."""
 
-    def __init__(self, path: str, keys: list[str], drop_empty: bool):
-        self.path, self.keys, self.drop_empty = path, keys, drop_empty
+    def __init__(self, path: str, keys: list[str], drop_empty: bool, min_percentile: float | None = None):
+        self.path, self.keys, self.drop_empty, self.min_percentile = path, keys, drop_empty, min_percentile
         self.job = uuid.uuid4().hex[:12]
         self.counts: Counts | None = None
+        self.first_invalid: tuple | None = None
 
-    def write(self, blocks, ctx) -> Counts:
+    def write(self, blocks, ctx) -> tuple[Counts, tuple | None]:
         fs, root = pafs.FileSystem.from_uri(self.path)
         name = f"{root}/part-{self.job}-{ctx.task_idx:06d}.parquet"
-        total, writer = Counts(), None
+        total, found, writer = Counts(), [], None
         try:
             for block in blocks:
                 table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False)
                 table, counts = count(table, self.drop_empty)
-                total += counts
+                found.append(first_invalid(table, self.keys))
+                table = kept(table, self.min_percentile)
+                total += replace(counts, rows=len(table))
                 if len(table):
                     table = table.select([c for c in (*self.keys, *OUTPUT) if c in table.column_names])
                     writer = writer or pq.ParquetWriter(name, table.schema, filesystem=fs)
@@ -58,11 +97,12 @@ class ScoreSink(Datasink):
         finally:
             if writer is not None:
                 writer.close()
-        return total
+        return total, smallest(found)
 
     @property
     def min_rows_per_write(self) -> int:
         return ROWS_PER_FILE
 
     def on_write_complete(self, write_result) -> None:
-        self.counts = sum(write_result.write_returns, Counts())
+        self.counts = sum((counts for counts, _ in write_result.write_returns), Counts())
+        self.first_invalid = smallest(first for _, first in write_result.write_returns)

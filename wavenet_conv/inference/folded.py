@@ -179,12 +179,37 @@ def fold_head(model: WaveNetCore) -> FoldedHead:
     return FoldedHead(w, bias, model.skip_head.fc1 if model.config.skip else None, V)
 
 
+@contextmanager
+def one_thread():
+    """Run the block at one torch thread (the caller's count restored after)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def sigmoid_(x: torch.Tensor) -> torch.Tensor:
+    """``x.sigmoid_()``, on a CPU at one thread: torch splits a large elementwise op between threads at
+    any element, and the elements at the end of a thread's share take the scalar sigmoid, not the
+    vectorized one, whose last bit can differ; at one thread each element of a row takes the path of its
+    column, wherever the row lands (batch invariance; the GEMMs keep the caller's threads)."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: inductor's own kernel
+        return x.sigmoid_()
+    with one_thread():
+        return x.sigmoid_()
+
+
 def sigmoid_tanh_(x: torch.Tensor, doubled: bool) -> torch.Tensor:
     """tanh in place: on a CPU as 2 sigmoid(2x) - 1 (``x`` already holds 2x when ``doubled``), elsewhere
     ``tanh_`` (one pass; a GPU's tanh is as fast as its sigmoid)."""
     if x.device.type != "cpu" and not doubled:
         return x.tanh_()
-    return (x if doubled else x.mul_(2)).sigmoid_().mul_(2).sub_(1)
+    return sigmoid_(x if doubled else x.mul_(2)).mul_(2).sub_(1)
 
 
 def after_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips: torch.Tensor | None,
@@ -201,7 +226,7 @@ def after_mix(layer: FoldedLayer, a: torch.Tensor, h: torch.Tensor | None, skips
     else:
         f, g = a.chunk(2, dim=-1)
         f = sigmoid_tanh_(f, layer.doubled) if block.activation == "gated" else f
-        z = f.mul_(g.sigmoid_())  # (N, inner)
+        z = f.mul_(sigmoid_(g))  # (N, inner)
     out = z
     if block.residual:
         carry = h if block.res_in is None else gemm(None, h, block.res_in.weight.t(), rows)
@@ -396,5 +421,7 @@ class FoldedModel:
 
 
 def fold(model: WaveNetCore) -> FoldedModel:
-    """The folded form of ``model`` (eval mode; see ``eval_mode``)."""
-    return FoldedModel(model)
+    """The folded form of ``model`` (eval mode; see ``eval_mode``), made at one thread: its products (the
+    start states' GEMVs, the tables) then have the same bits whatever the caller's thread count."""
+    with one_thread():
+        return FoldedModel(model)

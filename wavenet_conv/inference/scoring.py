@@ -44,6 +44,7 @@ from ..device import torch_threads
 from ..errors import ArgumentError, DataError
 from ..models.flat import FlatModel
 from .folded import FoldedModel, eval_mode, fold
+from .percentiles import ReferenceTable, percentiles
 from ..models.tree import TreeModel
 from ..validate import model_of, one_of, string_list, vocab_of
 
@@ -61,6 +62,9 @@ class ScoreResult:
     char_nll: with ``per_char=True``, the NLL in nats of every target, flat, (sum of n_targets,)
         float64 CPU: name i's are ``char_nll[offsets[i]:offsets[i + 1]]``, its characters then the end
         token (``chars(i)``). offsets: (N + 1,) long. Both None without ``per_char``.
+    percentile: with a ``reference`` table, (N,) float64 CPU, 0-100: the share of the reference names
+        (held-out names of about this length) that are less unusual than this one (a lower nats per
+        target), in percent (``percentiles.py``); None without a table.
     """
 
     nll: torch.Tensor
@@ -69,6 +73,7 @@ class ScoreResult:
     bits_per_target: float
     char_nll: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
+    percentile: torch.Tensor | None = None
 
     @classmethod
     def from_nll(cls, nll: torch.Tensor, n_targets: torch.Tensor, char_nll: torch.Tensor | None = None) -> "ScoreResult":
@@ -237,12 +242,19 @@ def check_model_and_method(model: nn.Module, method: str, vocab: Vocab, who: str
     return method
 
 
+def check_reference(who: str, reference) -> None:
+    """An ``ArgumentError`` unless ``reference`` is a ``ReferenceTable`` or None."""
+    if reference is not None and not isinstance(reference, ReferenceTable):
+        raise ArgumentError(who, "reference", f"must be a ReferenceTable (load_model(...).reference) or None, "
+                            f"got a {type(reference).__name__}")
+
+
 @dataclass
 class ScoringRequest:
     """How ``score_encoded`` scores, the same for every list of a call: the model (in eval mode) and its
     vocabulary, the method (checked, not "auto": ``check_model_and_method``), ``per_char``,
-    ``chunk_positions`` and ``batch`` as ``score_names`` takes them, and ``folded``, the model's folded
-    form for the fast path (``prepare`` makes it)."""
+    ``chunk_positions``, ``batch`` and ``reference`` as ``score_names`` takes them, and ``folded``, the
+    model's folded form for the fast path (``prepare`` makes it)."""
 
     model: nn.Module
     vocab: Vocab
@@ -251,6 +263,7 @@ class ScoringRequest:
     chunk_positions: int = 8192
     batch: int = 8192
     folded: FoldedModel | None = None
+    reference: ReferenceTable | None = None
 
     @classmethod
     def prepare(cls, model: nn.Module, vocab: Vocab, method: str, **options) -> "ScoringRequest":
@@ -265,7 +278,9 @@ def score_encoded(request: ScoringRequest, names: list[str], tokens: torch.Tenso
     r = request
     if not names:
         empty = torch.zeros(0)
-        return ScoreResult.from_nll(empty, torch.zeros(0, dtype=torch.long), empty if r.per_char else None)
+        result = ScoreResult.from_nll(empty, torch.zeros(0, dtype=torch.long), empty if r.per_char else None)
+        result.percentile = percentiles(r.reference, result.nll, result.n_targets)
+        return result
     if r.method == "fast":
         nll, char_nll = _score_fast(r.folded, tokens, lengths, r.chunk_positions, r.per_char)
     elif r.method == "bucketed":
@@ -274,7 +289,9 @@ def score_encoded(request: ScoringRequest, names: list[str], tokens: torch.Tenso
         nll, char_nll = _score_contexts(r.model, names, r.vocab, lengths, r.batch)
     else:
         nll, char_nll = _score_forward(r.model, names, r.vocab, r.batch)
-    return ScoreResult.from_nll(nll, lengths + 1, char_nll if r.per_char else None)
+    result = ScoreResult.from_nll(nll, lengths + 1, char_nll if r.per_char else None)
+    result.percentile = percentiles(r.reference, result.nll, result.n_targets)
+    return result
 
 
 def score_names(
@@ -286,6 +303,7 @@ def score_names(
     batch: int = 8192,
     per_char: bool = False,
     threads="auto",
+    reference: ReferenceTable | None = None,
 ) -> ScoreResult:
     """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result.
 
@@ -299,11 +317,13 @@ def score_names(
         pass (a flat tensor and offsets: no per-name Python objects).
     threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting);
         the caller's setting is restored afterwards.
+    reference: a ``ReferenceTable`` (``load_model(...).reference``) for ``ScoreResult.percentile``.
 
     Scored in eval mode; the model's train/eval mode is restored afterwards. Deterministic. Raises
     ``DataError`` naming the index and the name for an empty name or a character outside ``vocab``.
     """
     method = check_model_and_method(model, method, vocab, "score_names")
+    check_reference("score_names", reference)
     names = string_list("score_names", "names", names)
     if not names:
         raise DataError("no names to score: the list is empty")
@@ -313,5 +333,5 @@ def score_names(
         check_name(names[i], vocab, f"names[{i}]")  # raises, naming the index and the problem
     with eval_mode(model), torch_threads(threads, "score_names"):
         request = ScoringRequest.prepare(model, vocab, method, per_char=per_char, chunk_positions=chunk_positions,
-                                         batch=batch)
+                                         batch=batch, reference=reference)
         return score_encoded(request, names, tokens, lengths)

@@ -20,7 +20,7 @@ from ..data import Vocab, fold_case, line_name, name_problem
 from ..device import check_threads, torch_threads
 from ..errors import ArgumentError, DataError
 from .folded import eval_mode
-from .scoring import ScoreResult, ScoringRequest, check_model_and_method, encode_names, score_encoded
+from .scoring import ScoreResult, ScoringRequest, check_model_and_method, check_reference, encode_names, score_encoded
 from ..validate import integer
 
 
@@ -73,6 +73,7 @@ def score_lines(
     method: str = "auto",
     chunk_positions: int = 8192,
     threads="auto",
+    reference=None,
 ) -> Iterator[LineScores]:
     """Score a stream of lines, ``chunk`` lines at a time, yielding a ``LineScores`` per chunk: memory
     stays flat however long the stream (a file, ``read_lines(stdin)``, a generator).
@@ -88,13 +89,16 @@ def score_lines(
         processes (or machines) split one list; the other lines are not even checked.
     method, chunk_positions: as in ``score_names``.
     threads: as in ``score_names``, while a chunk is scored ("auto" is decided once, at the start).
+    reference: as in ``score_names``: a ``ReferenceTable``, for ``ScoreResult.percentile``.
     """
     method = check_model_and_method(model, method, vocab, "score_lines")
+    check_reference("score_lines", reference)
     chunk = integer("score_lines", "chunk", chunk, 1)
     shard = None if shard is None else check_shard(shard)
     threads = check_threads(threads, "score_lines")  # "auto" decided once, for the whole stream
     with eval_mode(model):
-        request = ScoringRequest.prepare(model, vocab, method, per_char=per_char, chunk_positions=chunk_positions)
+        request = ScoringRequest.prepare(model, vocab, method, per_char=per_char, chunk_positions=chunk_positions,
+                                         reference=reference)
         for numbers, block in line_chunks(lines, chunk, shard):
             if lowercase:
                 block = [fold_case(line) for line in block]

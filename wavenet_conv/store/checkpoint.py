@@ -26,14 +26,16 @@ these keys, each of them (a test holds this list to what is written)::
     swa_count       how many steps' weights ``swa`` averages
     teachers        [{"path", "sha256"}]: the teachers' checkpoints of a distilled run (``distill``), or []
     metrics         the run's metrics (None until the end)
+    reference       its percentile table, ``ReferenceTable.to_dict()`` of the dev split (None until the end)
 
 A checkpoint that only holds a model (``Checkpoint.of_model(model, vocab).save(path)``) has None or
 empty values for the run's keys; it loads and scores, and cannot be resumed.
 
 Older files are converted in one place, ``upgrade``: wavenet_conv 0.2 named ``train_hashes``
 ``train_words``; a ``train_config`` from before a field was added gets the value that field had then
-(``ADDED_FIELDS``); a file without ``batchnorm`` loads with BatchNorm's defaults; any other key a file
-lacks takes its default here.
+(``ADDED_FIELDS``); a file without ``batchnorm`` loads with BatchNorm's defaults; a file from before
+percentiles has no ``reference`` (None: ``reference.reference_of`` makes it from the run's names file);
+any other key a file lacks takes its default here.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ..models.config import FlatConfig, ModelConfig, TrainConfig
 from ..models.conv import ConvModel
 from ..models.flat import FlatModel
 from ..models.tree import TreeModel
+from ..paths import bundled_model
 from ..version import __version__
 
 FORMAT = "wavenet_conv.checkpoint"
@@ -103,6 +106,25 @@ def resolve(path_or_run: str | os.PathLike) -> Path:
     return p
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every file torch.save writes (a zip archive)
+
+
+def is_run_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a run folder (it holds ``checkpoint.pt``) or a checkpoint file (a regular file
+    in torch.save's zip format): the command line's test of a lone path. A pipe or device is never
+    read, so a list on one is left whole."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / CHECKPOINT_NAME).is_file()
+    if not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            return f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
 def read_file(path: Path) -> dict:
     """The dict in a checkpoint file, checked to be ours and of this format (``CheckpointError`` otherwise)."""
     try:
@@ -131,6 +153,7 @@ def upgrade(d: dict) -> dict:
         d["train_config"] = {**ADDED_FIELDS, **d["train_config"]}
     d["val_curve"] = [tuple(v) for v in d.get("val_curve") or []]
     d["teachers"] = list(d.get("teachers") or [])
+    d.setdefault("reference", None)  # saved before percentiles
     known = {f.name for f in fields(Checkpoint)}
     return {k: v for k, v in d.items() if k in known}
 
@@ -159,6 +182,7 @@ class Checkpoint:
     swa_count: int = 0
     teachers: list[dict] = field(default_factory=list)  # [{"path", "sha256"}]
     metrics: dict | None = None
+    reference: dict | None = None  # ReferenceTable.to_dict() (``inference.percentiles``), or None
     library_version: str = __version__  # the wavenet_conv that wrote it
 
     @classmethod
@@ -258,13 +282,36 @@ class Checkpoint:
 class LoadedModel:
     """What ``load_model`` returns: the model in eval mode, its vocabulary, the checkpoint's metadata
     (the file's dict but the weights and optimizer state), its file, and the ``Checkpoint`` less its
-    weights (``state_dict`` {}, ``optimizer`` and ``swa`` None): its ``finished``, ``step``, ``train_config``..."""
+    weights (``state_dict`` {}, ``optimizer`` and ``swa`` None): its ``finished``, ``step``, ``train_config``...
+    ``reference``: its percentile table (``inference.percentiles``), or None, ``no_reference`` saying why."""
 
     model: torch.nn.Module
     vocab: Vocab
     meta: dict
     path: Path
     checkpoint: Checkpoint
+    _reference: tuple | None = field(default=None, init=False, repr=False)  # (table or None, why), once asked
+
+    @property
+    def reference(self):
+        """The run's ``ReferenceTable``: its checkpoint's; for a run saved without one (before this
+        release, or stopped early), made on first use from the run's names file if that is there
+        unchanged, and saved into the checkpoint where its folder can be written (``reference.reference_of``);
+        None otherwise (``no_reference`` says why)."""
+        return self.reference_state()[0]
+
+    @property
+    def no_reference(self) -> str | None:
+        """Why ``reference`` is None, e.g. "its names file data/x.txt is missing"; None when there is one."""
+        return self.reference_state()[1]
+
+    def reference_state(self) -> tuple:
+        """(``reference``, ``no_reference``), worked out on the first call (``reference.reference_of``)."""
+        if self._reference is None:
+            from .reference import reference_of  # it reads this module
+
+            self._reference = reference_of(self)
+        return self._reference
 
     def __iter__(self):  # model, vocab, meta = load_model(...)
         return iter((self.model, self.vocab, self.meta))
@@ -275,15 +322,17 @@ class LoadedModel:
         return None if hashes is None else in_word_hashes(word, hashes)
 
 
-def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu", form: str | None = None) -> LoadedModel:
-    """Load a trained model from a run folder or checkpoint file.
+def load_model(path_or_run: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               form: str | None = None) -> LoadedModel:
+    """Load a trained model from a run folder or checkpoint file; None: the bundled model
+    (``paths.bundled_model()``, the ``small`` recipe trained on the bundled names).
 
     ``device``: where to put it ("cpu", "cuda", or "auto": cuda when available).
     ``form``: "conv" or "tree" to get that form of a tree/conv model (same weights), None as trained.
 
     >>> model, vocab, meta = load_model("runs/my-run")          # doctest: +SKIP
     """
-    path = resolve(path_or_run)
+    path = resolve(bundled_model() if path_or_run is None else path_or_run)
     ckpt = Checkpoint.load(path)
     model = ckpt.model(str(path))
     if form is not None and form != ckpt.kind:

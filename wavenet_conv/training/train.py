@@ -5,7 +5,8 @@
 optimizer and the batches) or from its checkpoint (``resume_run``), then::
 
     train_steps(run, ...)     # the loop: lr, batch, loss, backward, optimizer step, now and then a checkpoint
-    finish(run, ...)          # the averaged weights, split losses, metrics.json, loss.png, the last checkpoint
+    finish(run, ...)          # the averaged weights, split losses, the percentile table, metrics.json, loss.png,
+                              # the last checkpoint
 
 A checkpoint is a ``Run`` saved (``save``, through ``store.checkpoint.Checkpoint``).
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from ..data import Vocab, check_split, lecture_split, read_data
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged
+from ..inference.percentiles import reference_table
 from ..inference.scoring import score_names
 from ..models.config import ModelConfig, TrainConfig, recipe
 from ..models.conv import ConvModel
@@ -451,9 +453,10 @@ def diverged(run: Run):
                            f"{kept(run)}", step, run.saved_step)
 
 
-def save(run: Run, metrics: dict | None = None) -> None:
+def save(run: Run, metrics: dict | None = None, reference=None) -> None:
     """Write the run's checkpoint (atomically; nothing when the run has no folder), once the losses and
-    the state are checked finite (``TrainingDiverged`` otherwise). A failed write (a full disk) raises
+    the state are checked finite (``TrainingDiverged`` otherwise); at the end, with its ``metrics`` and
+    its percentile table ``reference`` (a ``ReferenceTable``). A failed write (a full disk) raises
     ``OSError`` saying which checkpoint stays."""
     verify_finite(run)
     if run.run_dir is None:
@@ -463,7 +466,7 @@ def save(run: Run, metrics: dict | None = None) -> None:
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, train_hashes=run.train_hashes, data=run.data,
         swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
-        teachers=run.teachers, metrics=metrics,
+        teachers=run.teachers, metrics=metrics, reference=None if reference is None else reference.to_dict(),
     )
     path = run.run_dir / CHECKPOINT_NAME
     try:
@@ -484,8 +487,9 @@ def kept(run: Run) -> str:
 
 def finish(run: Run, log) -> TrainResult:
     """The end of a run: the averaged weights (and BatchNorm's statistics for them), split losses in
-    eval mode, the last checkpoint, metrics.json and loss.png; for a finished run resumed as it ended,
-    its own metrics, and nothing is written."""
+    eval mode, the last checkpoint with the percentile table of the dev split (``percentiles.py``: names
+    the model did not train on), metrics.json and loss.png; for a finished run resumed as it ended, its
+    own metrics, and nothing is written."""
     tc, model = run.config, run.model
     if run.done is not None:
         log(f"the run is finished: train {run.done['train_loss']:.4f}  val {run.done['val_loss']:.4f}; nothing to do")
@@ -502,6 +506,7 @@ def finish(run: Run, log) -> TrainResult:
     train_words, val_words, test_words = run.splits
     losses = dict(train_loss=split_loss(model, train_words, run.vocab), val_loss=split_loss(model, val_words, run.vocab),
                   test_loss=split_loss(model, test_words, run.vocab) if tc.eval_test else None)
+    reference = reference_table(model, run.vocab, val_words, threads=1) if run.run_dir is not None else None
     run.eval_seconds += device_clock(run.device) - t0
     metrics = {**losses, **run_metrics(run)}
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
@@ -509,7 +514,7 @@ def finish(run: Run, log) -> TrainResult:
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
         f"{run.eval_seconds:.1f} s evaluating)")
     if run.run_dir is not None:
-        save(run, metrics)
+        save(run, metrics, reference)
         (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         block = tc.loss_block or max(1, tc.steps // 200)
         if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):

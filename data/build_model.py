@@ -1,0 +1,146 @@
+"""Build the bundled model, wavenet_conv/bundled/model.pt, and its record, wavenet_conv/bundled/model.json.
+
+    python data/build_model.py            # trains the small recipe on data/names.txt, then writes both files
+    python data/build_model.py --check    # only checks the committed files (sha256, val loss reproduced)
+
+The model is the library's own ``small`` recipe (the lecture's model, 76,579 parameters, distilled
+from two ``wide`` teachers), trained on the CPU with one thread on data/names.txt, with the lecture's
+split (seed 42): the same as ``wavenet-conv train --recipe small --device cpu --threads 1``. The run
+goes to runs/bundled-small (ignored by git); run again, an interrupted build goes on where it stopped
+and a finished one is only packaged again. ``--out DIR`` trains elsewhere.
+
+model.pt holds only the model: its weights, BatchNorm settings, vocabulary and configs, the names
+file's record (its path in the repository, sha256 and size), the losses and the percentiles'
+reference table (the dev split's), and none of the run's training state. model.json records its
+sha256, the recipe, the losses at full precision and how the model was made. The val loss recorded
+is ``score_names`` over the dev split with one thread, the call that tests/test_bundled.py repeats
+on the shipped weights.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # the checkout's wavenet_conv, also when it is not installed
+
+from wavenet_conv.data import lecture_split, load_names, sha256_file  # noqa: E402
+from wavenet_conv.device import cpu_name, resolve_precision  # noqa: E402
+from wavenet_conv.inference.percentiles import reference_table  # noqa: E402
+from wavenet_conv.inference.scoring import score_names  # noqa: E402
+from wavenet_conv.models.config import recipe, recipe_model, recipe_teachers  # noqa: E402
+from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD  # noqa: E402
+from wavenet_conv.store.checkpoint import Checkpoint  # noqa: E402
+from wavenet_conv.training.teachers import is_recipe_folder, resume_recipe, teacher_folder, train_recipe  # noqa: E402
+from wavenet_conv.version import __version__  # noqa: E402
+
+RECIPE = "small"
+DATA = os.path.join(HERE, "names.txt")
+DATA_PATH = "data/names.txt"  # the data record's path: the repository's file (shipped as wavenet_conv/names.txt)
+OUT = os.path.join(ROOT, "runs", "bundled-small")
+COMMAND = "python data/build_model.py"
+MAX_BYTES = 400_000
+
+
+def train_model(out: str) -> dict:
+    """Train the recipe into ``out`` (or go on with the one there); returns the training seconds of
+    each teacher and of the student (their steps alone, over every session)."""
+    teachers = recipe_teachers(RECIPE, device="cpu")
+    if is_recipe_folder(out):
+        resume_recipe(out, threads=1)
+    else:
+        train_recipe(recipe_model(RECIPE), recipe(RECIPE, device="cpu"), teachers, out, data=DATA, threads=1)
+    seconds = {f"teacher-{k}": Checkpoint.load(teacher_folder(out, k)).train_seconds for k in range(len(teachers))}
+    return {**seconds, "student": Checkpoint.load(out).train_seconds}
+
+
+def split_losses(model, vocab) -> dict:
+    """The lecture's split of data/names.txt: each split's mean loss (score_names, one thread), the
+    dev split's reference table, and the sizes."""
+    train, val, test = lecture_split(load_names(DATA))
+    losses = {f"{part}_loss": score_names(model, words, vocab, threads=1).mean_loss
+              for part, words in (("train", train), ("val", val), ("test", test))}
+    return {**losses, "split": {"train": len(train), "val": len(val), "test": len(test)},
+            "reference": reference_table(model, vocab, val, threads=1)}
+
+
+def bundled_checkpoint(run: Checkpoint, out: str) -> tuple[Checkpoint, dict]:
+    """The model-only checkpoint of the finished run in ``out``, and its losses."""
+    if not run.finished:
+        sys.exit(f"{out}: the run is not finished (step {run.step}): run the build again to go on")
+    if run.train_config.recipe != RECIPE or run.data["sha256"] != sha256_file(DATA):
+        sys.exit(f"{out}: holds the {run.train_config.recipe} recipe on {run.data['path']}, not {RECIPE} on {DATA}")
+    model = run.model()
+    with torch.inference_mode():
+        found = split_losses(model, run.vocab)
+    if found["val_loss"] != run.metrics["val_loss"]:
+        print(f"note: val {found['val_loss']!r} scored here, {run.metrics['val_loss']!r} at the end of training")
+    metrics = {k: found[k] for k in ("train_loss", "val_loss", "test_loss", "split")}
+    metrics.update({k: run.metrics[k] for k in ("params", "steps", "recipe", "device", "torch_version")})
+    data = {"path": DATA_PATH, "sha256": sha256_file(DATA), "n_words": run.data["n_words"]}
+    ckpt = Checkpoint.of_model(model, run.vocab, train_config=run.train_config, step=run.step, data=data,
+                               metrics=metrics, reference=found["reference"].to_dict())
+    return ckpt, metrics
+
+
+def record(ckpt: Checkpoint, metrics: dict, seconds: dict) -> dict:
+    """model.json: what model.pt is and how it was made."""
+    tc = ckpt.train_config
+    return {
+        "file": os.path.basename(BUNDLED_MODEL),
+        "sha256": sha256_file(BUNDLED_MODEL),
+        "bytes": os.path.getsize(BUNDLED_MODEL),
+        "recipe": tc.recipe,
+        "val_loss": metrics["val_loss"],
+        "test_loss": metrics["test_loss"],
+        "train_loss": metrics["train_loss"],
+        "split": metrics["split"],
+        "params": metrics["params"],
+        "data": ckpt.data,
+        "made_by": COMMAND,
+        "made_with": {"wavenet_conv": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                      "device": metrics["device"], "cpu": cpu_name(), "threads": 1,
+                      "precision": str(resolve_precision(tc.precision, torch.device(metrics["device"]))).split(".")[-1],
+                      "train_seconds": {k: round(v, 1) for k, v in seconds.items()}},
+        "how": f"the {tc.recipe} recipe: two wide teachers (621,603 parameters each), then the lecture's model "
+               f"({metrics['params']:,} parameters) distilled from them, {tc.steps:,} steps; val and test: "
+               "score_names' mean loss over the lecture split's dev and test names, one thread",
+    }
+
+
+def check() -> None:
+    """The committed files: model.pt's sha256 and size, and its val loss reproduced exactly."""
+    rec = json.load(open(BUNDLED_RECORD))
+    digest = sha256_file(BUNDLED_MODEL)
+    ckpt = Checkpoint.load(BUNDLED_MODEL)
+    with torch.inference_mode():
+        val = score_names(ckpt.model(), lecture_split(load_names(DATA))[1], ckpt.vocab, threads=1).mean_loss
+    print(f"{BUNDLED_MODEL}: {os.path.getsize(BUNDLED_MODEL):,} bytes, sha256 {digest}, val {val!r}")
+    if digest != rec["sha256"] or val != rec["val_loss"] or os.path.getsize(BUNDLED_MODEL) > MAX_BYTES:
+        sys.exit(f"MISMATCH: expected sha256 {rec['sha256']}, val {rec['val_loss']!r}, at most {MAX_BYTES:,} bytes")
+    print("OK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="only check the committed model.pt against model.json")
+    ap.add_argument("--out", default=OUT, help=f"the recipe's run folder (default: {os.path.relpath(OUT, ROOT)})")
+    args = ap.parse_args()
+    if not args.check:
+        torch.set_num_threads(1)
+        seconds = train_model(args.out)
+        ckpt, metrics = bundled_checkpoint(Checkpoint.load(args.out), args.out)
+        ckpt.save(BUNDLED_MODEL)
+        with open(BUNDLED_RECORD, "w", encoding="utf-8", newline="\n") as f:
+            f.write(json.dumps(record(ckpt, metrics, seconds), indent=2) + "\n")
+    check()
+
+
+if __name__ == "__main__":
+    main()

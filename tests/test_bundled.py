@@ -1,0 +1,207 @@
+"""The bundled model (wavenet_conv/bundled/model.pt, made by data/build_model.py): its recorded val loss
+reproduced exactly from the shipped weights on the bundled split, its size, data and reference table,
+``load_model()`` with no path, and the command line's ``score`` and ``sample`` without a run (a lone
+path of ``score`` is the run when it is a run folder or checkpoint file, else the names file)."""
+
+import fnmatch
+import ast
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from batch_helpers import random_run
+from helpers import BUNDLED_NAMES, ROOT, run_main
+import wavenet_conv.paths as paths_module
+from wavenet_conv import CheckpointError, ModelConfig, load_model, sample_names, score_names
+from wavenet_conv.cli.commands import run_and_file
+from wavenet_conv.cli.output import sample_lines
+from wavenet_conv.cluster.scorer import BatchScorer
+from wavenet_conv.data import lecture_split, load_names, sha256_file
+from wavenet_conv.device import cpu_name
+from wavenet_conv.inference.percentiles import ReferenceTable
+from wavenet_conv.inference.sampling import MAX_LEN
+from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD, bundled_model
+from wavenet_conv.store.checkpoint import Checkpoint, is_run_path
+
+MAX_BYTES = 400_000
+
+
+@pytest.fixture(scope="module")
+def record():
+    with open(BUNDLED_RECORD, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return lecture_split(load_names(BUNDLED_NAMES))
+
+
+@pytest.mark.parametrize("split,key", [(1, "val_loss"), (2, "test_loss")])
+def test_the_recorded_losses_are_reproduced_exactly(bundled, splits, record, split, key):
+    """Bit for bit on a CPU like the one that made the model (float32 GEMMs may round otherwise on
+    another: there, within 1e-6 nats)."""
+    loss = score_names(bundled.model, splits[split], bundled.vocab, threads=1).mean_loss
+    assert record[key] == bundled.checkpoint.metrics[key]
+    if cpu_name() == record["made_with"]["cpu"]:
+        assert loss == record[key]
+    else:
+        assert loss == pytest.approx(record[key], abs=1e-6), f"made on {record['made_with']['cpu']}, run on {cpu_name()}"
+
+
+def test_the_file_is_small_and_the_one_recorded(record):
+    assert os.path.getsize(BUNDLED_MODEL) == record["bytes"] < MAX_BYTES
+    assert sha256_file(BUNDLED_MODEL) == record["sha256"]
+
+
+def test_it_is_the_small_recipe_at_the_lectures_size(bundled, record):
+    ckpt = bundled.checkpoint
+    assert ckpt.train_config.recipe == record["recipe"] == "small" and ckpt.finished
+    assert ckpt.model_config == ModelConfig(vocab_size=27) and ckpt.kind == "conv"
+    assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579
+
+
+def test_it_holds_only_the_model():
+    ckpt = Checkpoint.load(BUNDLED_MODEL)
+    assert ckpt.optimizer is None and ckpt.losses is None and ckpt.swa is None and ckpt.rng is None
+    assert ckpt.teachers == [] and ckpt.train_hashes is None and ckpt.batchnorm
+
+
+def test_its_data_is_the_bundled_names(bundled, record, splits):
+    data = bundled.checkpoint.data
+    assert data == record["data"] and data["path"] == "data/names.txt"
+    assert data["sha256"] == sha256_file(BUNDLED_NAMES) and data["n_words"] == sum(map(len, splits))
+
+
+def test_it_has_the_dev_splits_reference_table(bundled, splits):
+    table = ReferenceTable.from_dict(bundled.checkpoint.reference)
+    assert table.names == len(splits[1]) and bundled.reference is not None
+
+
+def test_no_path_and_its_path_load_the_same_model(bundled):
+    again = load_model(bundled_model())
+    assert bundled.path == again.path
+    assert all(torch.equal(a, b) for a, b in zip(bundled.model.state_dict().values(), again.model.state_dict().values()))
+
+
+def test_a_missing_bundled_model_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths_module, "BUNDLED_MODEL", str(tmp_path / "model.pt"))
+    with pytest.raises(CheckpointError, match=r"^the bundled model is missing \(.*model\.pt\): give a run folder"):
+        load_model()
+
+
+def test_the_wheel_ships_it():
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:  # tomllib: Python 3.11 on
+        section = f.read().split("[tool.setuptools.package-data]")[1]
+    patterns = ast.literal_eval(re.search(r"^wavenet_conv = (\[.*?\])", section, flags=re.M)[1])
+    for path in (BUNDLED_MODEL, BUNDLED_RECORD):
+        rel = os.path.relpath(path, os.path.join(ROOT, "wavenet_conv")).replace(os.sep, "/")
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
+
+
+def test_the_batch_scorer_without_a_run_is_the_bundled_model(bundled):
+    out = BatchScorer(threads=1)({"name": ["emma", "xqzzyv"]})
+    expected = score_names(bundled.model, ["emma", "xqzzyv"], bundled.vocab, threads=1).nll
+    assert out["nats"].tolist() == expected.tolist()
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    """A run folder, its checkpoint under another name, a names file, an empty folder, a missing path."""
+    d = tmp_path_factory.mktemp("places")
+    run = random_run(d / "run", seed=1)
+    os.replace(os.path.join(run, "checkpoint.pt"), d / "model.bin")
+    random_run(d / "run")
+    (d / "names.txt").write_text("emma\nava\n")
+    (d / "empty").mkdir()
+    return d
+
+
+@pytest.mark.parametrize("given,engine,expected", [
+    ((None, None), "local", (None, "-")),
+    (("-", None), "local", (None, "-")),
+    (("{d}/names.txt", None), "local", (None, "{d}/names.txt")),
+    (("{d}/run", None), "local", ("{d}/run", "-")),
+    (("{d}/model.bin", None), "local", ("{d}/model.bin", "-")),
+    (("{d}/run", "{d}/names.txt"), "local", ("{d}/run", "{d}/names.txt")),
+    (("{d}/names.txt", "-"), "local", ("{d}/names.txt", "-")),  # two paths: RUN and FILE, as given
+    (("{d}/empty", None), "ray", (None, "{d}/empty")),  # a folder of names files, for Ray
+    (("s3://bucket/*.txt", None), "ray", (None, "s3://bucket/*.txt")),
+])
+def test_a_lone_path_is_the_run_when_it_is_one(places, given, engine, expected):
+    fill = lambda v: None if v is None else v.format(d=places)  # noqa: E731
+    assert run_and_file(*map(fill, given), engine) == tuple(map(fill, expected))
+
+
+@pytest.mark.parametrize("path,message", [
+    ("{d}/missing.txt", "{d}/missing.txt: no such file, run folder or checkpoint"),
+    ("{d}/empty", "{d}/empty: a folder without checkpoint.pt: neither a run folder nor a names file"),
+])
+def test_a_lone_path_that_is_neither_is_one_line(places, path, message, monkeypatch, capsys):
+    code, out, err = run_main(["score", path.format(d=places)], monkeypatch, capsys, stdin="emma\n")
+    assert (code, out) == (2, "") and err == f"wavenet-conv score: error: {message.format(d=places)}\n"
+
+
+def test_is_run_path_reads_no_pipe(places):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"PK\x03\x04")
+        assert not is_run_path(f"/dev/fd/{r}") and os.read(r, 4) == b"PK\x03\x04"
+    finally:
+        os.close(r), os.close(w)
+
+
+def nats_of(stdout: str) -> list[str]:
+    """The nats column of a tsv."""
+    return [row.split("\t")[2] for row in stdout.splitlines()[1:]]
+
+
+def expected_nats(loaded, names) -> list[str]:
+    return [repr(v) for v in score_names(loaded.model, names, loaded.vocab, threads=1).nll.tolist()]
+
+
+@pytest.mark.parametrize("argv,stdin,model", [
+    (["{d}/names.txt"], "", "bundled"),
+    ([], "emma\nava\n", "bundled"),
+    (["-"], "emma\nava\n", "bundled"),
+    (["{d}/run"], "emma\nava\n", "run"),
+    (["{d}/model.bin"], "emma\nava\n", "other"),
+    (["{d}/run", "{d}/names.txt"], "", "run"),
+    (["{d}/run", "-"], "emma\nava\n", "run"),
+])
+def test_score_uses_the_bundled_model_without_a_run(places, bundled, argv, stdin, model, monkeypatch, capsys):
+    argv = ["score", *(a.format(d=places) for a in argv), "--format", "tsv", "--threads", "1"]
+    code, out, err = run_main(argv, monkeypatch, capsys, stdin=stdin)
+    assert code == 0, err
+    loaded = {"bundled": bundled, "run": load_model(places / "run"), "other": load_model(places / "model.bin")}[model]
+    assert nats_of(out) == expected_nats(loaded, ["emma", "ava"])
+
+
+@pytest.mark.parametrize("run", [None, "{d}/run"])
+def test_sample_uses_the_bundled_model_without_a_run(places, bundled, run, monkeypatch, capsys):
+    argv = ["sample", *([run.format(d=places)] if run else []), "-n", "5", "--seed", "3", "--threads", "1"]
+    code, out, err = run_main(argv, monkeypatch, capsys)
+    loaded = bundled if run is None else load_model(places / "run")
+    drawn = sample_names(loaded.model, 5, loaded.vocab, generator=torch.Generator().manual_seed(3), threads=1)
+    assert code == 0 and out == sample_lines(drawn, [None] * 5, MAX_LEN), err
+
+
+@pytest.mark.slow  # a Ray cluster
+def test_ray_without_a_run_uses_the_bundled_model(ray_cluster, places, bundled, tmp_path, monkeypatch, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    code, _, err = run_main(["score", places / "names.txt", "--engine", "ray", "--output", tmp_path / "out"],
+                            monkeypatch, capsys)
+    assert code == 0, err
+    rows = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda row: row["line"])
+    assert [repr(row["nats"]) for row in rows] == expected_nats(bundled, ["emma", "ava"])

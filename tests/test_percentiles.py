@@ -1,0 +1,147 @@
+"""Percentiles: the reference table (length groups, order statistics, the share below), the table a run
+keeps (its dev split's, at the end of training), the ``percentile`` of ``ScoreResult``, and an older
+run's table made from its names file on first use (or the reason there is none)."""
+
+import numpy as np
+import pytest
+import torch
+
+import wavenet_conv.store.reference as reference_module
+from wavenet_conv import ArgumentError, load_names, score_names
+from wavenet_conv.data import lecture_split
+from wavenet_conv.inference.percentiles import ReferenceTable, build_table, percentiles, reference_table
+from wavenet_conv.inference.streaming import score_lines
+from wavenet_conv.store.checkpoint import load_model
+
+from helpers import random_words
+
+# three names of 1 character, two of 2, four of 3: with groups of at least 3, lengths 1 | 2 and up
+STAT = [0.9, 0.1, 0.5, 2.0, 1.0, 3.0, 6.0, 4.0, 5.0]
+LENGTHS = [1, 1, 1, 2, 2, 3, 3, 3, 3]
+
+
+def test_lengths_are_gathered_into_groups_of_at_least_min_group_names():
+    table = build_table(STAT, LENGTHS, min_group=3)
+    assert table.starts == (1, 2) and table.names == 9
+    assert [v.tolist() for v in table.values] == [[0.1, 0.5, 0.9], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]
+    # a last group smaller than min_group joins the one before it; a single group takes every length
+    assert build_table([3.0, 1.0, 2.0, 9.0], [1, 1, 1, 2], min_group=3).starts == (1,)
+    assert build_table([3.0, 1.0, 2.0, 9.0], [1, 1, 1, 2], min_group=3).values[0].tolist() == [1.0, 2.0, 3.0, 9.0]
+    assert build_table(STAT, LENGTHS, min_group=100).starts == (1,)  # fewer names than a group: one group
+
+
+def test_a_percentile_is_the_share_of_the_groups_reference_names_below():
+    table = build_table(STAT, LENGTHS, min_group=3)
+    got = table.percentile([0.5, 0.05, 1.0, 3.5, 7.0, 0.5, 0.3], [1, 1, 1, 3, 10, 0, 2])
+    # length 1: 0.5 is past one of [0.1, 0.5, 0.9] (a tie is not below), 0.05 past none, 1.0 past all;
+    # lengths 2 and up: 3.5 past three of six, 7.0 (length 10: the last group) past all six, 0.3 none;
+    # length 0 is in the first group
+    assert got.tolist() == [100 / 3, 0.0, 100.0, 50.0, 100.0, 100 / 3, 0.0] and got.dtype == np.float64
+
+
+def test_a_large_group_keeps_evenly_spaced_order_statistics():
+    table = build_table([5.0, 1.0, 4.0, 2.0, 3.0], [4] * 5, min_group=1, max_values=3)
+    assert table.values[0].tolist() == [1.0, 3.0, 5.0] and table.names == 5
+
+
+def test_a_table_survives_its_dict_and_a_bad_dict_is_refused():
+    table = build_table(STAT, LENGTHS, min_group=3)
+    again = ReferenceTable.from_dict(table.to_dict())
+    assert again.starts == table.starts and again.names == 9
+    assert all(np.array_equal(a, b) for a, b in zip(again.values, table.values))
+    for bad in ({"starts": [2, 1], "values": [[1.0], [2.0]], "names": 2},  # starts not ascending
+                {"starts": [1], "values": [[2.0, 1.0]], "names": 2},  # values not sorted
+                {"starts": [1, 2], "values": [[1.0]], "names": 1},  # a group without values
+                {"starts": [], "values": [], "names": 0}):
+        with pytest.raises(ValueError, match="ascending group starts"):
+            ReferenceTable.from_dict(bad)
+
+
+@pytest.mark.parametrize("stat,lengths,problem", [([], [], "non-empty"), ([1.0, 2.0], [1], "non-empty"),
+                                                  ([1.0, float("nan")], [1, 2], "not finite")])
+def test_build_table_refuses_what_is_no_reference(stat, lengths, problem):
+    with pytest.raises(ArgumentError, match=f"build_table: stat .*{problem}"):
+        build_table(stat, lengths)
+
+
+def test_no_table_gives_no_percentiles():
+    assert percentiles(None, torch.tensor([1.0]), torch.tensor([2])) is None
+
+
+# ----------------------------------------------------------------------------- a run's table
+
+
+def test_a_trained_run_keeps_the_table_of_its_dev_split(trained_run, small_names):
+    loaded = load_model(trained_run[0])
+    table, dev = loaded.reference, lecture_split(load_names(small_names))[1]
+    assert isinstance(table, ReferenceTable) and loaded.no_reference is None
+    assert table.names == len(dev) == 100  # the dev split's names, not the 800 it trained on
+    again = reference_table(loaded.model, loaded.vocab, dev)  # the same model, one thread: the same numbers
+    assert again.starts == table.starts and all(np.array_equal(a, b) for a, b in zip(again.values, table.values))
+
+
+def test_score_results_carry_the_tables_percentiles(trained_run, bundled_words):
+    loaded = load_model(trained_run[0])
+    names = bundled_words[::97] + random_words(50, seed=25, max_len=20) + ["emma", "xqzzyv", "qqqqqq"]
+    r = score_names(loaded.model, names, loaded.vocab, reference=loaded.reference, threads=1)
+    want = loaded.reference.percentile((r.nll / r.n_targets).numpy(), [len(w) for w in names])
+    assert r.percentile.dtype == torch.float64 and r.percentile.tolist() == want.tolist()
+    assert 0 <= r.percentile.min() and r.percentile.max() <= 100 and len(set(want.tolist())) > 20
+    parts = list(score_lines(loaded.model, names, loaded.vocab, chunk=64, reference=loaded.reference, threads=1))
+    assert torch.cat([p.scores.percentile for p in parts]).tolist() == want.tolist()
+    assert score_names(loaded.model, names, loaded.vocab, threads=1).percentile is None
+
+
+@pytest.mark.parametrize("call", [score_names, score_lines])
+def test_a_reference_that_is_no_table_is_refused(trained_run, call):
+    loaded = load_model(trained_run[0])
+    with pytest.raises(ArgumentError, match=f"{call.__name__}: reference must be a ReferenceTable"):
+        list(call(loaded.model, ["emma"], loaded.vocab, reference=loaded.reference.to_dict()))
+
+
+# ----------------------------------------------------------------------------- an older run
+
+
+def saved_reference(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True).get("reference")
+
+
+def test_an_older_runs_table_is_made_from_its_names_file_and_saved(older_run, trained_run, monkeypatch):
+    run, _ = older_run
+    assert saved_reference(run) is None
+    loaded = load_model(run)
+    assert loaded.no_reference is None and loaded.reference.to_dict() == load_model(trained_run[0]).reference.to_dict()
+    assert saved_reference(run) == loaded.reference.to_dict()  # written back
+    monkeypatch.setattr(reference_module, "reference_table", None)  # the second use reads it: nothing to make
+    assert load_model(run).reference.to_dict() == loaded.reference.to_dict()
+
+
+@pytest.mark.parametrize("why", ["a training holds the folder", "the folder cannot be written"])
+def test_an_older_runs_table_is_only_kept_in_memory_where_it_cannot_be_written(older_run, why, monkeypatch):
+    run, _ = older_run
+    if why == "a training holds the folder":
+        (run / "train.lock").write_text("{}\n")
+    else:  # a read-only folder (the suite may run as root, whom permissions do not stop)
+        monkeypatch.setattr(reference_module.os, "access", lambda path, mode: False)
+    assert not reference_module.writable(run / "checkpoint.pt")
+    assert load_model(run).reference is not None and saved_reference(run) is None
+
+
+@pytest.mark.parametrize("change", ["missing", "changed"])
+def test_an_older_run_whose_names_file_is_gone_or_changed_has_no_table_and_says_why(older_run, change):
+    run, data = older_run
+    if change == "missing":
+        data.rename(data.with_suffix(".moved"))
+        why = f"its names file {data} is missing"
+    else:
+        data.write_bytes(data.read_bytes() + b"zed\n")
+        why = f"its names file {data} has changed (sha256 "
+    loaded = load_model(run)
+    assert loaded.reference is None and loaded.no_reference.startswith(why) and saved_reference(run) is None
+    r = score_names(loaded.model, ["emma"], loaded.vocab, reference=loaded.reference)
+    assert r.percentile is None and r.nll.shape == (1,)
+
+
+def test_a_model_saved_without_its_run_has_no_table(lecture_size_run):
+    loaded = load_model(lecture_size_run)
+    assert loaded.reference is None and "records no names file" in loaded.no_reference
