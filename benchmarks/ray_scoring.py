@@ -74,7 +74,7 @@ def ray_job(run: str, path: str, out: str, workers: int) -> dict:
     ray.init(address="local", num_cpus=workers + 1, include_dashboard=False, logging_level="WARNING")
     try:
         t1 = time.perf_counter()
-        counts = score_files(MemoryScorer(run, log), path, out, workers=workers)
+        counts = score_files(MemoryScorer(run, log), path, out, workers=workers, skip_invalid=True)  # as --skip-invalid
         t2 = time.perf_counter()
     finally:
         ray.shutdown()
