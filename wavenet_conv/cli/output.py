@@ -40,7 +40,7 @@ def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None) 
     """One chunk of ``score`` output: a row per scored name (the names at the indices ``keep`` alone,
     when given). tsv and jsonl carry each float64 exactly (``number``): ``nats`` is the name's ``nll``,
     ``nats_per_target`` is ``nats / targets`` in float64, ``percentile`` its ``ScoreResult.percentile``
-    (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)``; the table, for people, rounds."""
+    (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)``; the table, for people, rounds (a percentile down: ``percent``)."""
     r, keep = part.scores, range(len(part.names)) if keep is None else keep
     nll, targets = r.nll.tolist(), r.n_targets.tolist()  # Python floats: float64, each ratio computed once
     pct = r.percentile.tolist() if r.percentile is not None else [None] * len(nll)
@@ -58,12 +58,23 @@ def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None) 
         out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}]}}' for row, c in zip(out, per)] if chars \
             else [row + "}" for row in out]
     else:
-        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {'' if p is None else f'{p:.1f}':>10}"
+        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {percent(p):>10}"
                for line, name, nats, n, ratio, p in rows]
         if chars:  # bits per character, each under a label: the character, then '.' for the end token
             out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(row_name + ".", c))
                    for row, (_, row_name, *_), c in zip(out, rows, per)]
     return "".join(row + "\n" for row in out)
+
+
+def percent(p: float | None) -> str:
+    """A percentile in the table: one decimal, rounded down, so that a row reads at or above P exactly
+    when ``--min-percentile P`` (one decimal) keeps it: 98.99 reads 99.0 nowhere, and 100.0 is past every
+    reference name, never 99.95. Blank without one."""
+    if p is None:
+        return ""
+    if not math.isfinite(p):  # which a table does not give (a NaN nats ranks past every name: 100)
+        return f"{p}"
+    return f"{math.floor(p * 10 + 1e-9) / 10:.1f}"  # 1e-9: 100 * k / n a hair under its exact tenth
 
 
 def closing_count(source: str, c: Counts, min_percentile: float | None = None) -> str:

@@ -8,6 +8,8 @@ Modules:
     scoring.py    score_names, ScoreResult: exact per-name nats, names grouped by length
     streaming.py  score_lines, LineScores: any number of lines, a chunk at a time, in flat memory
     sampling.py   sample_names: the cached sampler and the lecture's window sampler
+    percentiles.py  ReferenceTable, reference_table, percentiles: a run's held-out nats per target by
+                  length group, and each name's percentile in it
     bucketed.py   scoring for GPUs: names in a few fixed (B, T) shapes, each one CUDA graph
     runners.py    the block runners of bucketed.py (folded or forward, eager or graphed)
     compare.py    compare_forms, race_forms: the two forms' logits and speed side by side

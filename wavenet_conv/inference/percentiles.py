@@ -68,9 +68,11 @@ class ReferenceTable:
     @classmethod
     def from_dict(cls, d: dict) -> ReferenceTable:
         starts, values = tuple(int(s) for s in d["starts"]), tuple(np.asarray(v, dtype=np.float64) for v in d["values"])
-        if not starts or len(starts) != len(values) or any(len(v) == 0 for v in values) \
-                or list(starts) != sorted(set(starts)) or any(np.any(np.diff(v) < 0) for v in values):
-            raise ValueError("a reference table needs ascending group starts, each with a sorted, non-empty list of values")
+        if not starts or len(starts) != len(values) or any(v.ndim != 1 or len(v) == 0 for v in values) \
+                or list(starts) != sorted(set(starts)) or any(np.any(np.diff(v) < 0) for v in values) \
+                or not all(np.isfinite(v).all() for v in values):  # a NaN passes the sorted check, and ranks nothing
+            raise ValueError("a reference table needs ascending group starts, each with a sorted, non-empty list of "
+                             "finite values")
         return cls(starts, values, int(d["names"]))
 
 

@@ -246,7 +246,7 @@ def check_reference(who: str, reference) -> None:
     """An ``ArgumentError`` unless ``reference`` is a ``ReferenceTable`` or None."""
     if reference is not None and not isinstance(reference, ReferenceTable):
         raise ArgumentError(who, "reference", f"must be a ReferenceTable (load_model(...).reference) or None, "
-                            f"got a {type(reference).__name__}")
+                            f"got {type(reference).__name__}")
 
 
 @dataclass

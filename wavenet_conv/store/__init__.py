@@ -6,7 +6,7 @@ Modules:
     runfolder.py   RunFolder: one training at a time in a folder (its lock), and never a run
                    overwritten by mistake
     reference.py   reference_of: a run's percentile table, from its checkpoint or, for a run saved
-                   without one, made from its names file on first use and written back
+                   without one, made from its names file on first use
 
 Imports: the base, models and inference; nothing of training, cluster or cli (the one-way order
 base < models < inference < store < training < cluster < cli, held by tests/test_layout.py). No

@@ -296,7 +296,7 @@ class LoadedModel:
     def reference(self):
         """The run's ``ReferenceTable``: its checkpoint's; for a run saved without one (before this
         release, or stopped early), made on first use from the run's names file if that is there
-        unchanged, and saved into the checkpoint where its folder can be written (``reference.reference_of``);
+        unchanged, kept in memory (``reference.reference_of``);
         None otherwise (``no_reference`` says why)."""
         return self.reference_state()[0]
 

@@ -4,23 +4,19 @@ A run saved by this release keeps its table in its checkpoint (``Checkpoint.refe
 dev split at the end of training). A run saved without one (by an earlier release, or stopped before
 its end) gets it on first use from its own names file, when that file is still where the run read it
 and has the same bytes (its sha256, ``data.same_data``): the dev split is the lecture's split of it,
-as the run made it. The table is then written into the checkpoint (atomically), so the next use reads
-it, where the run's folder and file can be written and no training holds the folder (its
-``train.lock``); elsewhere it is kept in memory only. Where the names file is missing or has changed,
+as the run made it. The table is kept in memory (one scoring pass of the dev split each time a run is
+loaded); the checkpoint is not rewritten. Where the names file is missing or has changed,
 there is no table: the reason, in a few words, comes instead. Nothing here raises.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from pathlib import Path
 
 from ..data import lecture_split, load_names, same_data, sha256_file
 from ..errors import CheckpointError, DataError
 from ..inference.percentiles import ReferenceTable, reference_table
 from .checkpoint import Checkpoint
-from .runfolder import LOCK_NAME
 
 
 def reference_of(loaded) -> tuple[ReferenceTable | None, str | None]:
@@ -61,28 +57,11 @@ def dev_names(data: dict | None) -> tuple[list[str] | None, str | None]:
 
 
 def made(loaded, dev: list[str]) -> ReferenceTable:
-    """The table of ``dev`` under the checkpoint's model (on the CPU, one thread: the numbers training
-    gives), written into the checkpoint where it can be (``writable``), else only returned."""
+    """The table of ``dev`` under the checkpoint's model as saved (on the CPU, one thread: the numbers
+    training gives), kept in memory: the checkpoint is never rewritten (its bytes are a run's identity: a
+    student distilled from the run checks its sha256 on resume)."""
     try:
-        ckpt = Checkpoint.load(loaded.path)  # the whole file, to write back; its model as saved
-    except CheckpointError:  # gone since it was loaded
-        ckpt = None
-    if ckpt is None or ckpt.step != loaded.checkpoint.step or not same_data(ckpt.data, loaded.checkpoint.data):
-        return reference_table(loaded.model, loaded.vocab, dev)  # replaced since it was loaded: this model's, kept here
-    if ckpt.reference is not None:  # another process wrote it meanwhile
-        return reference_of(replace(loaded, checkpoint=ckpt))[0] or reference_table(loaded.model, loaded.vocab, dev)
-    table = reference_table(ckpt.model(str(loaded.path)), ckpt.vocab, dev)
-    if writable(loaded.path):
-        ckpt.reference = table.to_dict()
-        try:
-            ckpt.save(loaded.path)
-        except OSError:  # a full disk, a read-only mount: used from memory
-            pass
-    return table
-
-
-def writable(path: Path) -> bool:
-    """Whether the checkpoint ``path`` may be written back: its folder and the file can be written, and
-    no training holds the folder (it writes its own checkpoints there)."""
-    folder = path.parent
-    return os.access(folder, os.W_OK) and os.access(path, os.W_OK) and not (folder / LOCK_NAME).exists()
+        ckpt = Checkpoint.load(loaded.path)
+    except CheckpointError:  # gone since it was loaded: the loaded model's
+        return reference_table(loaded.model, loaded.vocab, dev)
+    return reference_table(ckpt.model(str(loaded.path)), ckpt.vocab, dev)
