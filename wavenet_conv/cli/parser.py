@@ -21,7 +21,7 @@ import typing
 from dataclasses import fields
 
 from ..device import DEVICES
-from ..errors import ArgumentError, InputError
+from ..errors import ArgumentError
 from ..inference.sampling import MAX_LEN
 from ..inference.streaming import parse_shard
 from ..models.config import CHOICES, RECIPES, ModelConfig, TrainConfig, field_help
@@ -78,10 +78,12 @@ def torch_seed(s: str) -> int:
 
 
 def shard_arg(text: str) -> tuple[int, int]:
+    """--shard: K/N, checked by the library; its problem alone, as argparse names the option itself
+    (``argument --shard: K/N needs ...``, not the library's ``score_lines: shard ...``)."""
     try:
         return parse_shard(text)
-    except InputError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except ArgumentError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
 
 
 def percent_arg(text: str) -> float:

@@ -127,8 +127,8 @@ class ModelConfig(Config):
             self._check_int(name, 1, optional=True)
         if not self.residual and self.n_inner not in (None, self.n_hidden):
             raise ConfigError(
-                f"ModelConfig.n_inner={self.n_inner} differs from n_hidden={self.n_hidden}, but without "
-                "residual=True there is no projection from z back to n_hidden"
+                f"ModelConfig.n_inner ({self.n_inner}) differs from ModelConfig.n_hidden ({self.n_hidden}), but without "
+                "residual=True there is no projection from z back to ModelConfig.n_hidden"
             )
         if self.residual and self.residual_input == "identity" and self.n_embd != self.n_hidden:
             raise ConfigError(
@@ -137,7 +137,7 @@ class ModelConfig(Config):
                 "or make the widths equal"
             )
         if not self.skip and (self.n_skip is not None or self.n_head is not None):
-            raise ConfigError("ModelConfig: n_skip and n_head are only used with skip=True")
+            raise ConfigError("ModelConfig.n_skip and ModelConfig.n_head are only used with skip=True")
 
     @property
     def block_size(self) -> int:

@@ -37,10 +37,10 @@ def check_distill(tc: TrainConfig, teachers) -> None:
     """Teachers with distillation and distillation with teachers (``ConfigError`` naming the field)."""
     if tc.distill and not teachers:
         raise ConfigError(f"TrainConfig.distill is {tc.distill:g} but there are no teachers: give the runs to "
-                          "distill from (teachers), or distill 0")
+                          "distill from (teachers=RUNS) or set distill=0")
     if teachers and not tc.distill:
         raise ConfigError("teachers were given but TrainConfig.distill is 0: set the teachers' weight in the loss "
-                          "(e.g. distill 0.5)")
+                          "(e.g. distill=0.5)")
 
 
 def record(path) -> dict:

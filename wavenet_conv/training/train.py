@@ -175,10 +175,10 @@ def check_arguments(data, out, resume, make_model, teachers) -> None:
     if resume is None:
         return
     if make_model is not None:
-        raise ArgumentError("train", "make_model", "cannot be given with resume: a resumed run keeps its model "
+        raise ArgumentError("train", "make_model", "cannot be given with resume=RUN: a resumed run keeps its model "
                             "(the checkpoint's)")
     if teachers:
-        raise ArgumentError("train", "teachers", "cannot be given with resume: a resumed run keeps the teachers it "
+        raise ArgumentError("train", "teachers", "cannot be given with resume=RUN: a resumed run keeps the teachers it "
                             "started with (its checkpoint's)")
 
 
@@ -292,7 +292,7 @@ def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig
         old, new = getattr(saved, f.name), getattr(given, f.name)
         if f.name not in CHANGEABLE_ON_RESUME and old != new:
             raise ConfigError(f"TrainConfig.{f.name} is {old!r} in the run being resumed, not {new!r}: a resumed "
-                              f"run keeps its settings (only {', '.join(CHANGEABLE_ON_RESUME)} can change)")
+                              f"run keeps its settings (only {', '.join('TrainConfig.' + n for n in CHANGEABLE_ON_RESUME)} can change)")
     return given
 
 
