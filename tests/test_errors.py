@@ -93,7 +93,7 @@ def test_conv_training_uses_real_positions_only():
         (dict(activation="relu"), r"activation must be one of .*'relu'"),
         (dict(norm="group"), r"norm must be one of"),
         (dict(residual=True, residual_input="identity"), r"residual_input='identity'.*n_embd=24.*n_hidden=128"),
-        (dict(n_inner=64), r"n_inner=64 differs from n_hidden=128.*residual=True"),
+        (dict(n_inner=64), r"n_inner \(64\) differs from ModelConfig.n_hidden \(128\).*residual=True"),
         (dict(n_skip=16), r"only used with skip=True"),
         (dict(n_hidden=2.5), r"n_hidden must be an integer, got 2.5"),
         (dict(residual_input="sideways"), r"residual_input must be one of"),
