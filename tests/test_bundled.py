@@ -205,3 +205,23 @@ def test_ray_without_a_run_uses_the_bundled_model(ray_cluster, places, bundled, 
     assert code == 0, err
     rows = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda row: row["line"])
     assert [repr(row["nats"]) for row in rows] == expected_nats(bundled, ["emma", "ava"])
+
+
+def test_its_percentiles_are_calibrated_on_held_out_names(bundled, splits):
+    """The test split (in neither the training nor the reference table): about 10% of its names at or
+    above the 90th percentile, overall and in every length group, about 1% at or above the 99th
+    (benchmarks/PERFORMANCE.md: 10.0% overall, 8.7-11.2% by group, 1.8%)."""
+    test = splits[2]
+    p = score_names(bundled.model, test, bundled.vocab, threads=1, reference=bundled.reference).percentile.numpy()
+    groups = bundled.reference.group_of([len(w) for w in test])
+    assert 0.09 <= (p >= 90).mean() <= 0.11 and 0.005 <= (p >= 99).mean() <= 0.025
+    for g in range(len(bundled.reference.starts)):
+        assert 0.07 <= (p[groups == g] >= 90).mean() <= 0.13, f"length group {g}"
+
+
+GIBBERISH = ["xqzzyv", "bcdfghk", "qqqqqq", "zxcvbnm", "asdfgh", "qwerty", "qwertyuiop", "asdfghjkl", "jjjjjj", "hjkl"]
+
+
+def test_strings_nobody_calls_a_name_land_above_the_95th_percentile(bundled):
+    r = score_names(bundled.model, GIBBERISH + ["emma", "olivia"], bundled.vocab, threads=1, reference=bundled.reference)
+    assert (r.percentile[:-2] > 95).all() and (r.percentile[-2:] < 5).all(), r.percentile.tolist()
