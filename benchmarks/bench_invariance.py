@@ -31,8 +31,8 @@ def test_score_dev_split_invariant(benchmark, request, depth, contender):
     benchmark.group = f"invariance: score dev split, depth {depth}, cpu"
     run = {
         "plain_gemm": lambda: plain_gemm_nll(conv, dev, vocab),
-        "fixed_blocks": lambda: score_names(conv, dev, vocab, threads=None).nll,
+        "fixed_blocks": lambda: score_names(conv, dev, vocab).nll,
     }[contender]
     nll = benchmark.pedantic(run, rounds=1 if smoke else 21, warmup_rounds=0 if smoke else 2)
-    torch.testing.assert_close(nll, score_names(conv, dev, vocab, threads=None).nll, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(nll, score_names(conv, dev, vocab).nll, rtol=1e-6, atol=1e-6)
     benchmark.extra_info.update(names=len(dev), baseline=contender == "plain_gemm")

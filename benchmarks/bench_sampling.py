@@ -29,7 +29,7 @@ def test_sample_1000(benchmark, request, depth, device, sampler):
 
     def run():
         g = torch.Generator().manual_seed(0)
-        return sample_names(model, n, vocab, generator=g, cached=sampler == "cached", threads=None)
+        return sample_names(model, n, vocab, generator=g, cached=sampler == "cached")
 
     names = benchmark.pedantic(run, rounds=1 if smoke else 5, warmup_rounds=0 if smoke else 1)
     assert len(names) == n

@@ -33,7 +33,7 @@ def setup(depth: int, device: str, smoke: bool):
         _cache[key] = dict(
             dev=dev, vocab=vocab, conv=conv, tree=tree, X=X.to(device), Y=Y.to(device),
             folded=FoldedTree(conv), textbook=textbook, padded=textbook.batch(dev, vocab),
-            names=sequences(dev, vocab).to(device), ref=score_names(tree, dev, vocab, threads=None).mean_loss,
+            names=sequences(dev, vocab).to(device), ref=score_names(tree, dev, vocab).mean_loss,
         )
     return _cache[key]
 
@@ -69,7 +69,7 @@ def test_score_dev_split(benchmark, request, depth, device, contender):
         "textbook_conv1d": lambda: s["textbook"].loss(*s["padded"]),
         "conv1d_forward": lambda: forward_loss(s["conv"], s["names"]),
         "conv1d_compiled": lambda: forward_loss(compiled(s, smoke), s["names"]),
-        "fast": lambda: score_names(s["conv"], s["dev"], s["vocab"], threads=None).mean_loss,
+        "fast": lambda: score_names(s["conv"], s["dev"], s["vocab"]).mean_loss,
     }[contender]
     if contender == "conv1d_compiled":
         compiled(s, smoke)  # compile outside the timed rounds

@@ -86,7 +86,7 @@ def ray_job(run: str, path: str, out: str, workers: int) -> dict:
 def local_job(run: str, path: str, out: str) -> dict:
     cmd = [sys.executable, "-m", "wavenet_conv", "score", run, path, "--format", "tsv", "--skip-invalid",
            "--device", "cpu"]
-    wall, rss, err = run_command(cmd, out, threads=1)
+    wall, rss, err = run_command(cmd, out)
     with open(out) as f:
         scored = sum(1 for _ in f) - 1  # the header
     reported = sum(1 for line in err.splitlines() if re.match(rf"{re.escape(path)}:\d+: ", line))

@@ -174,7 +174,7 @@ class Scorers:
             targets = int(names.lengths.sum())
             return (lambda: forward_loss(self.conv, names)), targets, names.x.numel() / targets
         if contender == "fast":
-            return (lambda: score_names(self.conv, words, v, threads=None).mean_loss), sum(len(w) + 1 for w in words), 1.0
+            return (lambda: score_names(self.conv, words, v).mean_loss), sum(len(w) + 1 for w in words), 1.0
         raise ValueError(contender)
 
 
@@ -238,7 +238,7 @@ def sweep_depth(rec: Recorder, opts: dict, device: str) -> None:
         for c in SAMPLERS:
             def run(c=c):
                 g = torch.Generator().manual_seed(0)
-                return sample_names(model, opts["sample_names"], vocab, generator=g, cached=c == "cached", threads=None)
+                return sample_names(model, opts["sample_names"], vocab, generator=g, cached=c == "cached")
             chars = sum(len(w) + 1 for w in run())  # one row-step of the model per character (end token included)
             m = measure(run, device, opts["call_s"], opts["repeats"], opts["budget_s"])
             rec.add("depth", depth, c, m, "char", chars, opts["sample_names"], macs(c, depth, model.config))
@@ -267,7 +267,7 @@ def sweep_batch(rec: Recorder, opts: dict, device: str, depth: int = 6) -> None:
     for batch in opts["batches"]:
         def run(batch=batch):
             g = torch.Generator().manual_seed(0)
-            return sample_names(model, batch, vocab, generator=g, cached=True, threads=None)
+            return sample_names(model, batch, vocab, generator=g, cached=True)
         chars = sum(len(w) + 1 for w in run())
         m = measure(run, device, opts["call_s"], opts["repeats"], opts["budget_s"])
         rec.add("batch", batch, "cached", m, "char", chars, batch, macs("cached", depth, model.config))

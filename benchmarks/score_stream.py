@@ -78,9 +78,9 @@ def in_memory_rate(run: str, path: str) -> tuple[float, int, int]:
     model, vocab, _ = load_model(run)
     with open(path) as f:
         names = f.read().split()
-    score_names(model, names[:1000], vocab, threads=None)  # warm up
+    score_names(model, names[:1000], vocab)  # warm up
     t0 = time.perf_counter()
-    r = score_names(model, names, vocab, threads=None)
+    r = score_names(model, names, vocab)
     return time.perf_counter() - t0, len(names), int(r.n_targets.sum())
 
 

@@ -4,8 +4,7 @@
     python benchmarks/threads.py --quick         # a smoke run
 
 Each workload runs in its own process with 1 or 2 torch threads (``torch.set_num_threads`` and
-``OMP_NUM_THREADS``), or with ``threads="auto"`` (the library's policy, decided at every call as the
-Python API does), on an otherwise idle machine and beside one busy neighbour: a process that keeps one
+``OMP_NUM_THREADS``), or with ``threads="auto"`` (the library's policy, decided at every call), on an otherwise idle machine and beside one busy neighbour: a process that keeps one
 core busy, as a second job (or another user) would. The workloads are what the subcommands do, at the lecture's
 widths: a training step of the default recipe (128 whole names, AdamW), scoring the dev split with
 the fast path, scoring 200,000 names, and sampling 1,000 names with the cached sampler at depths 3
@@ -56,11 +55,11 @@ def workload(name: str, quick: bool):
     if name.startswith("score"):
         model = make_model(3, "cpu", vocab)
         names = dev if name == "score_dev" else (train * 8)[: 2000 if quick else 200_000]
-        return (lambda: score_names(model, names, vocab, threads=None)), f"{len(names):,} names"
+        return (lambda: score_names(model, names, vocab)), f"{len(names):,} names"
     depth, n = int(name[-1]), 100 if quick else 1000
     model = make_model(depth, "cpu", vocab, train_words=train)
     g = torch.Generator()
-    return (lambda: sample_names(model, n, vocab, generator=g.manual_seed(0), threads=None)), f"{n:,} names"
+    return (lambda: sample_names(model, n, vocab, generator=g.manual_seed(0))), f"{n:,} names"
 
 
 def child(name: str, threads: int | str, quick: bool) -> None:
@@ -69,7 +68,7 @@ def child(name: str, threads: int | str, quick: bool) -> None:
 
     from wavenet_conv.device import torch_threads
 
-    if threads == "auto":  # as the Python API runs it: the threads decided at every call
+    if threads == "auto":  # the threads decided at every call
         unit_of_work, unit = workload(name, quick)
 
         def run():

@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)  # the checkout's wavenet_conv, also when it is not ins
 from wavenet_conv.data import lecture_split, load_names, sha256_file  # noqa: E402
 from wavenet_conv.device import cpu_name, resolve_precision  # noqa: E402
 from wavenet_conv.inference.percentiles import reference_table  # noqa: E402
-from wavenet_conv.inference.scoring import score_names  # noqa: E402
+from wavenet_conv.inference.scoring import Scorer, score_names  # noqa: E402
 from wavenet_conv.models.config import recipe, recipe_model, recipe_teachers  # noqa: E402
 from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD  # noqa: E402
 from wavenet_conv.store.checkpoint import Checkpoint  # noqa: E402
@@ -53,9 +53,9 @@ def train_model(out: str) -> dict:
     each teacher and of the student (their steps alone, over every session)."""
     teachers = recipe_teachers(RECIPE, device="cpu")
     if is_recipe_folder(out):
-        resume_recipe(out, threads=1)
+        resume_recipe(out)
     else:
-        train_recipe(recipe_model(RECIPE), recipe(RECIPE, device="cpu"), teachers, out, data=DATA, threads=1)
+        train_recipe(recipe_model(RECIPE), recipe(RECIPE, device="cpu"), teachers, out, data=DATA)
     seconds = {f"teacher-{k}": Checkpoint.load(teacher_folder(out, k)).train_seconds for k in range(len(teachers))}
     return {**seconds, "student": Checkpoint.load(out).train_seconds}
 
@@ -64,10 +64,10 @@ def split_losses(model, vocab) -> dict:
     """The lecture's split of data/names.txt: each split's mean loss (score_names, one thread), the
     dev split's reference table, and the sizes."""
     train, val, test = lecture_split(load_names(DATA))
-    losses = {f"{part}_loss": score_names(model, words, vocab, threads=1).mean_loss
+    losses = {f"{part}_loss": score_names(model, words, vocab).mean_loss
               for part, words in (("train", train), ("val", val), ("test", test))}
     return {**losses, "split": {"train": len(train), "val": len(val), "test": len(test)},
-            "reference": reference_table(model, vocab, val, threads=1)}
+            "reference": reference_table(Scorer.of(model, vocab, threads=1), val)}
 
 
 def bundled_checkpoint(run: Checkpoint, out: str) -> tuple[Checkpoint, dict]:
@@ -120,7 +120,7 @@ def check() -> None:
     digest = sha256_file(BUNDLED_MODEL)
     ckpt = Checkpoint.load(BUNDLED_MODEL)
     with torch.inference_mode():
-        val = score_names(ckpt.model(), lecture_split(load_names(DATA))[1], ckpt.vocab, threads=1).mean_loss
+        val = score_names(ckpt.model(), lecture_split(load_names(DATA))[1], ckpt.vocab).mean_loss
     print(f"{BUNDLED_MODEL}: {os.path.getsize(BUNDLED_MODEL):,} bytes, sha256 {digest}, val {val!r}")
     if digest != rec["sha256"] or val != rec["val_loss"] or os.path.getsize(BUNDLED_MODEL) > MAX_BYTES:
         sys.exit(f"MISMATCH: expected sha256 {rec['sha256']}, val {rec['val_loss']!r}, at most {MAX_BYTES:,} bytes")
@@ -132,8 +132,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="only check the committed model.pt against model.json")
     ap.add_argument("--out", default=OUT, help=f"the recipe's run folder (default: {os.path.relpath(OUT, ROOT)})")
     args = ap.parse_args()
+    torch.set_num_threads(1)  # every number here at one thread: the process's, set once
     if not args.check:
-        torch.set_num_threads(1)
         seconds = train_model(args.out)
         ckpt, metrics = bundled_checkpoint(Checkpoint.load(args.out), args.out)
         ckpt.save(BUNDLED_MODEL)

@@ -84,7 +84,7 @@ class JitterScorer(BatchScorer):
 
 
 class ThreadsScorer(BatchScorer):
-    """A ``BatchScorer`` that adds the torch threads of each call as a column, ``threads``."""
+    """A ``BatchScorer`` that adds the torch threads its scorer runs on as a column, ``threads``."""
 
     def score(self, names, given=None):
-        return {**super().score(names, given), "threads": [torch.get_num_threads()] * len(names)}
+        return {**super().score(names, given), "threads": [self.scorer().threads] * len(names)}  # what it runs on

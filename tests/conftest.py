@@ -123,7 +123,7 @@ def varied_scores(lecture_size_run):
     one thread: (the model, the names, {name: nll}, {name: its per-target nlls as a tuple})."""
     model = load_model(lecture_size_run).model
     names = varied_names()
-    r = score_names(model, names, VOCAB, per_char=True, threads=1)
+    r = score_names(model, names, VOCAB, per_char=True)
     return model, names, dict(zip(names, r.nll.tolist())), {w: tuple(r.chars(i).tolist()) for i, w in enumerate(names)}
 
 

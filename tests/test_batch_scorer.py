@@ -15,8 +15,9 @@ from batch_helpers import BAD, random_run, mixed_lines
 from helpers import cuda_only, run_main
 from wavenet_conv import DataError, load_model, score_lines
 import wavenet_conv.cluster.scorer as batch_module
+import wavenet_conv.cluster.scorer as scorer_module
 from wavenet_conv import device as device_module
-import wavenet_conv.inference.streaming as streaming_module
+from wavenet_conv.inference.scoring import Scorer
 from wavenet_conv.cluster.scorer import BatchScorer
 
 NAMES = ["emma", "mary ann", "olivia", "de la cruz", "ava", "x"]
@@ -151,17 +152,19 @@ def test_it_pickles_without_its_model_and_loads_it_once_per_process(run, monkeyp
     assert len(loads) == 1
 
 
-@pytest.mark.parametrize("threads,inside", [(None, 1), (2, 2), (1, 1)])
-def test_each_call_runs_its_threads_and_puts_the_callers_back(run, monkeypatch, threads, inside):
-    """The scoring itself runs on the scorer's threads (not the library's "auto", which knows nothing
-    of the CPUs Ray allotted), and the caller's count comes back."""
-    seen, score = [], streaming_module.score_encoded
-    monkeypatch.setattr(streaming_module, "score_encoded", lambda *a: seen.append(torch.get_num_threads()) or score(*a))
+@pytest.mark.parametrize("allotted,inside", [(None, 1), (2, 2), (1, 1)])
+def test_each_call_runs_its_threads_and_puts_the_callers_back(run, monkeypatch, allotted, inside):
+    """The scoring itself runs on the worker's threads, the CPUs Ray allotted to it, else 1 (not the
+    library's "auto", which knows nothing of them), and the caller's count comes back."""
+    seen, nll = [], Scorer.nll
+    monkeypatch.setattr(Scorer, "nll", lambda *a: seen.append(torch.get_num_threads()) or nll(*a))
     monkeypatch.setattr(device_module, "auto_threads", lambda: 7)
+    monkeypatch.setattr(scorer_module, "allotted_cpus", lambda: allotted)
+    monkeypatch.setattr(scorer_module, "_SCORERS", {})
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        BatchScorer(run, threads=threads)(pd.DataFrame({"name": ["emma"]}))
+        BatchScorer(run)(pd.DataFrame({"name": ["emma"]}))
         assert seen == [inside] and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
@@ -194,3 +197,14 @@ def test_a_run_without_a_table_gives_a_null_percentile(run):
     out = BatchScorer(run)(pa.table({"name": ["emma", "x1"]}))
     assert out.schema.field("percentile").type == pa.float64() and out["percentile"].null_count == 2
     assert out["nats"].null_count == 1
+
+
+def test_a_row_exactly_at_min_percentile_is_kept_by_the_ray_writer():
+    """Ray's ``min_percentile P`` keeps a row at exactly P, as the local ``--min-percentile`` does; a
+    row without a percentile (not a name) is not kept."""
+    pytest.importorskip("ray.data")
+    from wavenet_conv.cluster.writer import kept
+
+    table = pa.table({"name": ["a", "b", "c", "d"], "percentile": pa.array([89.99, 90.0, 90.01, None], pa.float64())})
+    assert kept(table, 90.0)["name"].to_pylist() == ["b", "c"]
+    assert kept(table, 90.01)["name"].to_pylist() == ["c"] and len(kept(table, None)) == 4

@@ -49,7 +49,7 @@ def splits():
 def test_the_recorded_losses_are_reproduced_exactly(bundled, splits, record, split, key):
     """Bit for bit on a CPU like the one that made the model (float32 GEMMs may round otherwise on
     another: there, within 1e-6 nats)."""
-    loss = score_names(bundled.model, splits[split], bundled.vocab, threads=1).mean_loss
+    loss = score_names(bundled.model, splits[split], bundled.vocab).mean_loss
     assert record[key] == bundled.checkpoint.metrics[key]
     if cpu_name() == record["made_with"]["cpu"]:
         assert loss == record[key]
@@ -108,8 +108,8 @@ def test_the_wheel_ships_it():
 
 
 def test_the_batch_scorer_without_a_run_is_the_bundled_model(bundled):
-    out = BatchScorer(threads=1)({"name": ["emma", "xqzzyv"]})
-    expected = score_names(bundled.model, ["emma", "xqzzyv"], bundled.vocab, threads=1).nll
+    out = BatchScorer()({"name": ["emma", "xqzzyv"]})
+    expected = score_names(bundled.model, ["emma", "xqzzyv"], bundled.vocab).nll
     assert out["nats"].tolist() == expected.tolist()
 
 
@@ -168,7 +168,7 @@ def nats_of(stdout: str) -> list[str]:
 
 
 def expected_nats(loaded, names) -> list[str]:
-    return [repr(v) for v in score_names(loaded.model, names, loaded.vocab, threads=1).nll.tolist()]
+    return [repr(v) for v in score_names(loaded.model, names, loaded.vocab).nll.tolist()]
 
 
 @pytest.mark.parametrize("argv,stdin,model", [
@@ -193,7 +193,7 @@ def test_sample_uses_the_bundled_model_without_a_run(places, bundled, run, monke
     argv = ["sample", *([run.format(d=places)] if run else []), "-n", "5", "--seed", "3", "--threads", "1"]
     code, out, err = run_main(argv, monkeypatch, capsys)
     loaded = bundled if run is None else load_model(places / "run")
-    drawn = sample_names(loaded.model, 5, loaded.vocab, generator=torch.Generator().manual_seed(3), threads=1)
+    drawn = sample_names(loaded.model, 5, loaded.vocab, generator=torch.Generator().manual_seed(3))
     assert code == 0 and out == sample_lines(drawn, [None] * 5, MAX_LEN), err
 
 
@@ -212,7 +212,7 @@ def test_its_percentiles_are_calibrated_on_held_out_names(bundled, splits):
     above the 90th percentile, overall and in every length group, about 1% at or above the 99th
     (benchmarks/PERFORMANCE.md: 10.0% overall, 8.7-11.2% by group, 1.8%)."""
     test = splits[2]
-    p = score_names(bundled.model, test, bundled.vocab, threads=1, reference=bundled.reference).percentile.numpy()
+    p = score_names(bundled.model, test, bundled.vocab, reference=bundled.reference).percentile.numpy()
     groups = bundled.reference.group_of([len(w) for w in test])
     assert 0.09 <= (p >= 90).mean() <= 0.11 and 0.005 <= (p >= 99).mean() <= 0.025
     for g in range(len(bundled.reference.starts)):
@@ -223,5 +223,5 @@ GIBBERISH = ["xqzzyv", "bcdfghk", "qqqqqq", "zxcvbnm", "asdfgh", "qwerty", "qwer
 
 
 def test_strings_nobody_calls_a_name_land_above_the_95th_percentile(bundled):
-    r = score_names(bundled.model, GIBBERISH + ["emma", "olivia"], bundled.vocab, threads=1, reference=bundled.reference)
+    r = score_names(bundled.model, GIBBERISH + ["emma", "olivia"], bundled.vocab, reference=bundled.reference)
     assert (r.percentile[:-2] > 95).all() and (r.percentile[-2:] < 5).all(), r.percentile.tolist()

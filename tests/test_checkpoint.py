@@ -10,7 +10,8 @@ import torch
 import wavenet_conv.store.checkpoint as checkpoint_module
 from wavenet_conv import ConvModel, FlatConfig, FlatModel, ModelConfig, TrainConfig, TreeModel
 from wavenet_conv.data import read_data
-from wavenet_conv.store.checkpoint import Checkpoint, CheckpointError, load_model, word_hashes
+from wavenet_conv.store.checkpoint import Checkpoint, CheckpointError, word_hashes
+from wavenet_conv.store.loaded import load_model
 
 from helpers import VOCAB, randomize_
 

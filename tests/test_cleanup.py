@@ -180,7 +180,7 @@ def test_score_lines_gives_back_the_mode_and_the_threads_however_the_stream_ends
     before = modes(conv)
     lines = ["anna", "bob", "Cy", "dee"] if ending == "a bad line" else ["anna", "bob", "cy", "dee"]
     with threads_set_to(2):
-        parts = score_lines(conv, lines, VOCAB, chunk=1, threads=1)
+        parts = score_lines(conv, lines, VOCAB, chunk=1)
         if ending == "closed early":
             next(parts)
             parts.close()
@@ -203,9 +203,9 @@ def failing_forward(self, *args):
 
 
 CALLS = {
-    "score_names": lambda model: score_names(model, ["anna", "bob"], VOCAB, threads=1),
-    "score_lines": lambda model: list(score_lines(model, ["anna", "bob"], VOCAB, threads=1)),
-    "sample_names": lambda model: sample_names(model, 3, VOCAB, cached=False, threads=1),
+    "score_names": lambda model: score_names(model, ["anna", "bob"], VOCAB),
+    "score_lines": lambda model: list(score_lines(model, ["anna", "bob"], VOCAB)),
+    "sample_names": lambda model: sample_names(model, 3, VOCAB, cached=False),
 }
 
 

@@ -17,7 +17,8 @@ import wavenet_conv.inference.sampling as sampling_module
 import wavenet_conv.device as device_module
 from wavenet_conv import (ArgumentError, ConfigError, ConvModel, DataError, ModelConfig, RunFolderError, TrainConfig,
                           __version__, sample_names, score_names)
-from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.store.loaded import load_model
 from wavenet_conv.cli.main import main
 from wavenet_conv.cli.output import ordinal
 from wavenet_conv.cli.parser import MODEL_OPTIONS, TRAIN_OPTIONS, build_parser, flag, in_our_words
@@ -85,7 +86,7 @@ def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(trained
     assert re.fullmatch(rf"{re.escape(str(path))}: 4 names scored \(16 targets, .*\); 9 lines skipped \(2 empty, 7 not names\)", closing)
     assert len(rows) + len(reports) + 2 == len(MIXED) + 1  # scored + reported + empty = lines
     stdout = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase"], monkeypatch, capsys)[1]
-    assert score_rows(stdout)[3][0] == "bob"
+    assert score_rows(stdout)[3][0] == "Bob"  # shown as it came, scored case folded
 
 
 def test_score_stops_at_the_first_bad_line_with_the_rows_before_it(trained_run, tmp_path, monkeypatch, capsys):
@@ -394,7 +395,7 @@ def test_a_library_bug_is_not_reported_as_the_users_mistake(trained_run, monkeyp
     def broken(*a, **k):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(commands_module, "score_lines", broken)
+    monkeypatch.setattr(commands_module, "scored_lines", broken)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"anna\n")))
     with pytest.raises(ValueError, match="internal"):
         main(["score", str(trained_run[0]), "-"])

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from wavenet_conv import (ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split,
                           load_names, score_names)
 from wavenet_conv.training.minibatches import NameBatches
-from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.store.loaded import load_model
 from wavenet_conv.models.config import RECIPES, recipe, recipe_teachers
 from wavenet_conv.models.conv import ConvModel
 from wavenet_conv.data import Vocab, sequences
@@ -66,7 +67,7 @@ def test_soft_targets_line_up_with_the_packed_positions(teachers, small_names):
     vocab = Vocab.from_words(load_names(small_names))
     models = [load_model(t).model for t in teachers]
     batches = NameBatches(words, vocab, 16, 0, "cpu")
-    soft = soft_targets(models, batches, temperature=2.0)
+    soft = soft_targets(models, vocab, batches, temperature=2.0)
     expected = sum(torch.softmax(torch.log(padded_probs(m, words, vocab)) / 2.0, -1) for m in models) / 2
     assert soft.shape == (len(batches.x), len(vocab)) and torch.allclose(soft, expected, atol=1e-6)
     batches.soft = soft

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import VOCAB, make_pair
-from wavenet_conv import (ArgumentError, ConfigError, ConvModel, InputError, ModelConfig, TrainConfig, TreeModel,
+from wavenet_conv import (ArgumentError, Scorer, ConfigError, ConvModel, InputError, ModelConfig, TrainConfig, TreeModel,
                           sample_names, score_names, sequences)
 
 
@@ -158,7 +158,7 @@ def test_training_mode_one_real_position_says_eval():
     (lambda m: sample_names(m, -1, VOCAB), "sample_names", "n", "-1"),
     (lambda m: sample_names(m, 3, VOCAB, prefix="a b"), "sample_names", "prefix", "' '"),
     (lambda m: score_names(m, ["anna"], VOCAB, method="fastest"), "score_names", "method", "'fastest'"),
-    (lambda m: score_names(m, ["anna"], VOCAB, threads=0), "score_names", "threads", "0"),
+    (lambda m: Scorer.of(m, VOCAB, threads=0, who="score_names"), "score_names", "threads", "0"),
 ], ids=["max_len", "n", "prefix", "method", "threads"])
 def test_an_argument_error_names_the_function_and_the_argument(pair, call, who, argument, value):
     """``ArgumentError``: who (the function), argument (its parameter) and problem (with the value),

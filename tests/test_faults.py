@@ -15,7 +15,8 @@ import torch
 import wavenet_conv.store.checkpoint as checkpoint_module
 from wavenet_conv import (ConvModel, InputError, ModelConfig, load_names, parse_names, recipe, score_names,
                           train)
-from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.store.loaded import load_model
 from wavenet_conv.store.runfolder import LOCK_NAME
 
 from helpers import VOCAB, cli, interrupt_at, run_main

@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from helpers import VOCAB, randomize_, run_main, time_limit, varied_names
-from wavenet_conv import ConvModel, ModelConfig, score_lines, score_names
+from wavenet_conv import ConvModel, ModelConfig, Scorer, Stream, score_lines, score_names, scored_lines
+from wavenet_conv.cluster import scorer as scorer_module
 from wavenet_conv.cluster.scorer import BatchScorer
+from wavenet_conv.device import torch_threads
 
 EDGES = (3, 7, 15, 31, 63)  # lengths whose n + 1 positions tile 128, 256 and 384 rows exactly
 # widths that are not multiples of 16, so that elementwise kernels' vector tails fall inside rows
@@ -90,7 +92,8 @@ def test_score_names_gives_a_name_one_score_in_any_list(varied_scores, threads):
     model, names, nll, chars = varied_scores
     rng = random.Random(f"lists-{threads}")
     for i, sub in enumerate(random_lists(rng, names, 15) + block_edges(rng, names)):
-        r = score_names(model, sub, VOCAB, per_char=i % 2 == 0, threads=threads)
+        with torch_threads(threads, "test"):
+            r = score_names(model, sub, VOCAB, per_char=i % 2 == 0)
         path = f"score_names at {threads} thread(s), list {i} of {len(sub)} names"
         check_copies(path, sub, r.nll.tolist(), nll)
         if r.char_nll is not None:
@@ -105,7 +108,8 @@ def test_score_lines_gives_a_name_one_score_in_any_chunk(varied_scores, chunk, t
     chunk = rng.randint(2, 3000) if chunk == "random" else chunk
     lines = copies(rng, names)[: 300 * chunk]  # a chunk of one line: each name alone, 300 of them
     scored = 0
-    for part in score_lines(model, lines, VOCAB, chunk=chunk, threads=threads):
+    scorer = Scorer.of(model, VOCAB, threads=threads)
+    for part in scored_lines(scorer, lines, Stream(chunk)):
         assert part.names == [lines[i - 1] for i in part.lines]
         path = f"score_lines at {threads} thread(s), chunk {chunk}, lines {part.lines[0]} to {part.lines[-1]}"
         check_copies(path, part.names, part.scores.nll.tolist(), nll)
@@ -115,12 +119,14 @@ def test_score_lines_gives_a_name_one_score_in_any_chunk(varied_scores, chunk, t
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["pandas", "arrow"])
-def test_batch_scorer_gives_a_name_one_score_in_any_batch(varied_scores, lecture_size_run, kind, threads):
+def test_batch_scorer_gives_a_name_one_score_in_any_batch(varied_scores, lecture_size_run, kind, threads, monkeypatch):
     pd = pytest.importorskip("pandas")
     pa = pytest.importorskip("pyarrow")
     _, names, nll, _ = varied_scores
     rng = random.Random(f"batches-{kind}-{threads}")
-    scorer = BatchScorer(lecture_size_run, threads=threads)
+    monkeypatch.setattr(scorer_module, "allotted_cpus", lambda: threads)  # a Ray worker of that many CPUs
+    monkeypatch.setattr(scorer_module, "_SCORERS", {})
+    scorer = BatchScorer(lecture_size_run)
     for i, batch in enumerate(pieces(rng, copies(rng, names))):
         if kind == "pandas":
             got = scorer(pd.DataFrame({"name": batch}))["nats"].tolist()
@@ -180,8 +186,36 @@ def test_widths_that_are_not_multiples_of_16_give_a_name_one_score(config, threa
     torch.manual_seed(0)
     model = randomize_(ConvModel(ModelConfig(**config)), seed=4).eval()
     names = varied_names()
-    nll = dict(zip(names, score_names(model, names, VOCAB, threads=1).nll.tolist()))
+    nll = dict(zip(names, score_names(model, names, VOCAB).nll.tolist()))
     rng = random.Random(f"widths-{threads}")
     for i, sub in enumerate(random_lists(rng, names, 8) + block_edges(rng, names)):
-        got = score_names(model, sub, VOCAB, threads=threads).nll.tolist()
+        got = Scorer.of(model, VOCAB, threads=threads).names(sub).nll.tolist()
         check_copies(f"score_names on {config} at {threads} thread(s), list {i} of {len(sub)} names", sub, got, nll)
+
+
+class ThreadsSeen(torch.Tensor):
+    """A tensor that records the torch thread count of every in-place sigmoid run on it."""
+
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") == "sigmoid_":
+            cls.seen.append(torch.get_num_threads())
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("doubled", [False, True])
+def test_the_elementwise_kernels_run_at_one_thread_whatever_the_callers_count(doubled):
+    """The folded model's sigmoid (tanh is 2 sigmoid(2x) - 1 on a CPU) runs at one thread, where torch
+    would split a large elementwise op mid-row between threads (the scalar tail of a thread's share
+    rounds otherwise); the caller's count comes back after."""
+    from wavenet_conv.inference.folded import sigmoid_, sigmoid_tanh_
+
+    ThreadsSeen.seen = []
+    with torch_threads(2, "test"):
+        x = torch.randn(40_001, 17).as_subclass(ThreadsSeen)  # odd rows, a width no multiple of 16
+        sigmoid_(x)
+        sigmoid_tanh_(x, doubled)
+        assert torch.get_num_threads() == 2
+    assert ThreadsSeen.seen == [1, 1]

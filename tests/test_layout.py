@@ -25,7 +25,7 @@ MAX_README_LINES = 200
 
 # the one-way order: a module imports from its own layer and the layers before it, never after
 LAYERS = ("base", "models", "inference", "store", "training", "cluster", "cli")
-BASE = ("errors", "validate", "device", "data", "version", "paths")  # the top-level modules of the base
+BASE = ("errors", "validate", "device", "data", "tables", "version", "paths")  # the top-level modules of the base
 EXEMPT = ("__init__", "__main__")  # the top-level API and ``python -m``: they import from every layer
 API = "the package's __init__"  # ranked after cli: a library module never imports the public API
 
@@ -128,6 +128,108 @@ def import_violations(package: str) -> list[str]:
 def test_imports_run_one_way_between_subpackages():
     found = import_violations(PACKAGE)
     assert not found, f"imports against the order {' < '.join(LAYERS)}:\n" + "\n".join(found)
+
+
+def import_graph(package: str) -> dict[str, dict[str, int]]:
+    """{module: {module it imports: the line of the first such import}}, every import at any depth
+    (inside functions too: a lazy import is an import), between the package's own modules."""
+    trees = parsed(package)
+    known, folders = set(), set()
+    for rel, _ in trees:
+        dotted = rel[: -len(".py")].replace("/", ".")
+        if dotted.endswith("__init__"):
+            folders.add(dotted.removesuffix(".__init__").removesuffix("__init__"))
+        known.add(dotted.removesuffix(".__init__").removesuffix("__init__"))
+    graph = {}
+    for rel, tree in trees:
+        edges = graph.setdefault(rel, {})
+        for line, parts in imported(rel, tree, known):
+            name = ".".join(parts)
+            if name not in known:
+                continue
+            target = (name.replace(".", "/") + "/__init__.py" if name else "__init__.py") if name in folders \
+                else name.replace(".", "/") + ".py"
+            if target != rel:
+                edges.setdefault(target, line)
+    return graph
+
+
+def import_cycles(package: str) -> list[str]:
+    """Every cycle of imports among the package's modules, one line each from its last module by name
+    (``b.py:LINE: b.py -> a.py -> b.py``, LINE its import of the next). The package's own ``__init__.py`` (the public API, which
+    imports every layer) is left out: a library module never imports it (the one-way rule)."""
+    graph = {m: {t: n for t, n in e.items() if t != "__init__.py"} for m, e in import_graph(package).items()
+             if m != "__init__.py"}
+    found, seen = [], set()
+    for start in sorted(graph):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph.get(node, {})):
+                if nxt == start:
+                    cycle = path + [start]
+                    key = tuple(cycle)
+                    if key not in seen:
+                        seen.add(key)
+                        last = cycle.index(max(cycle))
+                        cycle = cycle[last:-1] + cycle[:last] + [cycle[last]]  # from its last module
+                        found.append(f"{cycle[0]}:{graph[cycle[0]][cycle[1]]}: " + " -> ".join(cycle))
+                elif nxt not in path and nxt > start:
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_no_import_cycle():
+    found = import_cycles(PACKAGE)
+    assert not found, "import cycles (a lazy import inside a function is one too):\n" + "\n".join(found)
+
+
+# ----------------------------------------------------------------------------- parameters: threads and counts
+
+MAX_PARAMETERS = 6  # an internal function's parameters (self and cls not counted)
+# the public API that keeps its arguments (a user's calls go on working), each of which may take more
+PUBLIC_SIGNATURES = {("training/train.py", "train"), ("training/teachers.py", "train_recipe"),
+                     ("inference/scoring.py", "score_names"), ("inference/scoring.py", "of"),
+                     ("inference/streaming.py", "score_lines"), ("inference/sampling.py", "sample_names"),
+                     ("inference/sampling.py", "sample_batches"), ("cluster/job.py", "score_files"),
+                     ("inference/bucketed.py", "__init__")}  # BucketedScorer: the GPU path's options
+# the functions that take ``threads``: the two that set them, a Scorer's, and train's (where a process
+# starts its work: a training); everything else runs on the threads its caller set
+THREADS_TAKEN = {("device.py", "check_threads"), ("device.py", "torch_threads"), ("inference/scoring.py", "of"),
+                 ("training/train.py", "train")}
+
+
+def functions(package: str):
+    """(relative path, function node, its parameter names less self and cls) of every function."""
+    for rel, tree in parsed(package):
+        for node in nodes(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
+                yield rel, node, names + [p.arg for p in (a.vararg, a.kwarg) if p is not None]
+
+
+def threads_violations(package: str) -> list[str]:
+    """Every function that takes ``threads`` but THREADS_TAKEN's."""
+    return [f"{rel}:{node.lineno}: {node.name} takes threads" for rel, node, names in functions(package)
+            if "threads" in names and (rel, node.name) not in THREADS_TAKEN]
+
+
+def parameter_violations(package: str) -> list[str]:
+    """Every function of more than MAX_PARAMETERS parameters but the public ones (PUBLIC_SIGNATURES)."""
+    return [f"{rel}:{node.lineno}: {node.name} takes {len(names)} parameters" for rel, node, names in functions(package)
+            if len(names) > MAX_PARAMETERS and (rel, node.name) not in PUBLIC_SIGNATURES]
+
+
+def test_at_most_four_functions_take_threads():
+    assert len(THREADS_TAKEN) <= 4
+    found = threads_violations(PACKAGE)
+    assert not found, "threads are set where a process starts its work, not passed down:\n" + "\n".join(found)
+
+
+def test_internal_functions_take_few_parameters():
+    found = parameter_violations(PACKAGE)
+    assert not found, f"functions of more than {MAX_PARAMETERS} parameters (a dataclass of options?):\n" + "\n".join(found)
 
 
 def test_every_subpackage_is_a_layer():
@@ -256,7 +358,7 @@ CLEAN = {
                             "def load(path):\n    ckpt = torch.load(path)\n    return ckpt['step'], ckpt.get('data')\n"),
     "training/__init__.py": "",
     "training/train.py": ("from ..store.checkpoint import load\n\n"
-                          "def train(resume=None):\n    from ..models import config\n"
+                          "def train(resume=None, threads=1, a=0, b=0, c=0, d=0, e=0):\n    from ..models import config\n"
                           "    if resume is None:\n        raise ValueError('train: resume is None: pass resume=path')\n"
                           "    return load(resume), {'step': 1}['step'], f'a-- b {resume}', '--', 'x--y'\n"),
     "cli/__init__.py": "from .main import main\n",
@@ -288,6 +390,14 @@ PLANTED = [
     (checkpoint_violations, "cluster/job.py", "import torch\n\ndef f(p):\n    return torch.load(p)\n"),
     (checkpoint_violations, "training/train.py", "import torch\n\ndef f(m, p):\n    torch.save(m, p)\n"),
     (long_functions, "cluster/job.py", "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES),
+    (import_cycles, "models/tree.py", "from .config import ConfigError\n"),
+    (import_cycles, "models/tree.py", "def f():\n    from . import config\n"),
+    (import_cycles, "training/train.py", "def f():\n    from ..cli.main import main\n"),
+    (threads_violations, "cluster/job.py", "def score(names, threads=None):\n    return names\n"),
+    (threads_violations, "training/train.py", "class S:\n    def of(self, threads):\n        return threads\n"),
+    (parameter_violations, "cluster/job.py", "def f(a, b, c, d, e, f, g):\n    return a\n"),
+    (parameter_violations, "cluster/job.py", "def f(a, b, c, d, e, f, *, g=1):\n    return a\n"),
+    (parameter_violations, "cluster/job.py", "def f(a, b, c, d, e, f, **more):\n    return a\n"),
 ]
 
 
@@ -299,7 +409,8 @@ def write_tree(root, files: dict[str, str]) -> str:
     return str(root / "wavenet_conv")
 
 
-@pytest.mark.parametrize("check", [import_violations, flag_violations, checkpoint_violations, long_functions])
+@pytest.mark.parametrize("check", [import_violations, flag_violations, checkpoint_violations, long_functions,
+                                   import_cycles, threads_violations, parameter_violations])
 def test_a_clean_tree_passes(check, tmp_path):
     assert check(write_tree(tmp_path, CLEAN)) == []
 

@@ -14,14 +14,14 @@ from wavenet_conv.cli.output import closing_count, format_rows, header, sample_l
 from wavenet_conv.cluster.counts import Counts
 from wavenet_conv.inference.scoring import ScoreResult
 from wavenet_conv.inference.streaming import LineScores
-from wavenet_conv.store.checkpoint import load_model
+from wavenet_conv.store.loaded import load_model
 
 
 @pytest.fixture(scope="module")
 def part():
     model = ConvModel(ModelConfig(n_embd=4, n_hidden=8, n_layers=2)).eval()
     names = ["emma", "bo"]
-    return LineScores([3, 7], names, score_names(model, names, VOCAB, per_char=True, threads=1), [], 0)
+    return LineScores([3, 7], names, score_names(model, names, VOCAB, per_char=True), [], 0)
 
 
 def strict_json(row: str) -> dict:
@@ -94,7 +94,7 @@ def test_the_commands_rows_carry_score_names_float64_exactly(trained_run, fmt, c
                                     monkeypatch, capsys, stdin="\n".join(CLI_NAMES) + "\n")
     assert code == 0, stderr
     model, vocab, _ = load_model(out)
-    ref = score_names(model, CLI_NAMES, vocab, per_char=True, threads=1)
+    ref = score_names(model, CLI_NAMES, vocab, per_char=True)
     rows = parse_rows(fmt, stdout)
     assert [(r["line"], r["name"]) for r in rows] == list(enumerate(CLI_NAMES, 1))
     for i, r in enumerate(rows):
@@ -163,7 +163,7 @@ def test_every_format_carries_score_names_percentile(trained_run, fmt, monkeypat
                                     stdin="\n".join(CLI_NAMES) + "\n")
     assert code == 0 and "percentile" not in stderr, stderr
     loaded = load_model(out)
-    want = score_names(loaded.model, CLI_NAMES, loaded.vocab, reference=loaded.reference, threads=1).percentile.tolist()
+    want = score_names(loaded.model, CLI_NAMES, loaded.vocab, reference=loaded.reference).percentile.tolist()
     if fmt == "table":
         head, *rows = stdout.splitlines()
         assert head.split()[4] == "percentile" and [row.split()[4] for row in rows] == [f"{p:.1f}" for p in want]

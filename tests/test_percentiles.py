@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from wavenet_conv import ArgumentError, load_names, score_names
+from wavenet_conv import ArgumentError, Scorer, load_names, score_names
 from wavenet_conv.data import lecture_split, sha256_file
 from wavenet_conv.inference.percentiles import ReferenceTable, build_table, percentiles, reference_table
 from wavenet_conv.inference.streaming import score_lines
-from wavenet_conv.store.checkpoint import load_model
+from wavenet_conv.store.loaded import load_model
 
 from helpers import random_words
 
@@ -78,20 +78,20 @@ def test_a_trained_run_keeps_the_table_of_its_dev_split(trained_run, small_names
     table, dev = loaded.reference, lecture_split(load_names(small_names))[1]
     assert isinstance(table, ReferenceTable) and loaded.no_reference is None
     assert table.names == len(dev) == 100  # the dev split's names, not the 800 it trained on
-    again = reference_table(loaded.model, loaded.vocab, dev)  # the same model, one thread: the same numbers
+    again = reference_table(Scorer.of(loaded.model, loaded.vocab), dev)  # the same model, one thread: the same numbers
     assert again.starts == table.starts and all(np.array_equal(a, b) for a, b in zip(again.values, table.values))
 
 
 def test_score_results_carry_the_tables_percentiles(trained_run, bundled_words):
     loaded = load_model(trained_run[0])
     names = bundled_words[::97] + random_words(50, seed=25, max_len=20) + ["emma", "xqzzyv", "qqqqqq"]
-    r = score_names(loaded.model, names, loaded.vocab, reference=loaded.reference, threads=1)
+    r = score_names(loaded.model, names, loaded.vocab, reference=loaded.reference)
     want = loaded.reference.percentile((r.nll / r.n_targets).numpy(), [len(w) for w in names])
     assert r.percentile.dtype == torch.float64 and r.percentile.tolist() == want.tolist()
     assert 0 <= r.percentile.min() and r.percentile.max() <= 100 and len(set(want.tolist())) > 20
-    parts = list(score_lines(loaded.model, names, loaded.vocab, chunk=64, reference=loaded.reference, threads=1))
+    parts = list(score_lines(loaded.model, names, loaded.vocab, chunk=64, reference=loaded.reference))
     assert torch.cat([p.scores.percentile for p in parts]).tolist() == want.tolist()
-    assert score_names(loaded.model, names, loaded.vocab, threads=1).percentile is None
+    assert score_names(loaded.model, names, loaded.vocab).percentile is None
 
 
 @pytest.mark.parametrize("call", [score_names, score_lines])
@@ -157,3 +157,20 @@ def test_the_table_shows_a_percentile_rounded_down_so_it_agrees_with_min_percent
     r.percentile = torch.tensor([100 * 978 / 988, 100.0], dtype=torch.float64)
     rows = format_rows("table", LineScores([1, 2], ["emma", "ralphs"], r, [], 0), False, 12).splitlines()
     assert [row.split()[-1] for row in rows] == ["98.9", "100.0"]
+
+
+def test_a_names_group_is_keyed_by_its_characters_not_its_targets():
+    """A name of n characters has n + 1 targets; its group is that of n characters, in the table made
+    from a run's names (``reference_table``) and in the percentile of a scored name (``percentiles``)."""
+    table = build_table([0.0] * 3 + [10.0] * 3, [3, 3, 3, 4, 4, 4], min_group=3)  # groups: 3 | 4 characters
+    assert table.starts == (3, 4)
+    nll, n_targets = torch.tensor([4 * 5.0, 5 * 5.0]), torch.tensor([4, 5])  # 3 and 4 characters, 5 nats/target
+    assert percentiles(table, nll, n_targets).tolist() == [100.0, 0.0]
+
+    class Fixed:  # a scorer whose names score 1 nat per target: the table's groups are their lengths
+        def names(self, names):
+            n = torch.tensor([len(w) + 1 for w in names])
+            return type("R", (), {"nll": n.double(), "n_targets": n})()
+
+    made = reference_table(Fixed(), ["ab"] * 200 + ["abcde"] * 200)
+    assert made.starts == (2, 5) and made.names == 400

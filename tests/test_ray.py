@@ -54,7 +54,7 @@ def local_scores(run, path, chunk: int = 65536) -> tuple[dict, dict]:
     model, vocab, _ = load_model(run)
     nats, reasons = {}, {}
     with open(path, "rb") as f:
-        for part in score_lines(model, read_lines(f), vocab, chunk=chunk, skip_invalid=True, threads=1):
+        for part in score_lines(model, read_lines(f), vocab, chunk=chunk, skip_invalid=True):
             nats.update(zip(part.lines, part.scores.nll.tolist()))
             reasons.update(part.invalid)
     return nats, reasons
@@ -325,7 +325,7 @@ def test_a_job_writes_the_local_percentiles_and_keeps_the_names_at_or_above_min_
     path.write_text("\n".join(mixed_lines(200, ["emma", "olivia", "xqzzyv", "ava", "zxcvbnm", "mia", "qqqqqq"])) + "\n")
     loaded = load_model(run)
     with open(path, "rb") as f:
-        parts = list(score_lines(loaded.model, read_lines(f), loaded.vocab, skip_invalid=True, threads=1,
+        parts = list(score_lines(loaded.model, read_lines(f), loaded.vocab, skip_invalid=True,
                                  reference=loaded.reference))
     local = {line: p for part in parts for line, p in zip(part.lines, part.scores.percentile.tolist())}
     with time_limit(LIMIT):

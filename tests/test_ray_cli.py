@@ -102,8 +102,7 @@ def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts
     code, stdout, stderr = run_main(argv, monkeypatch, capsys)
     (scorer, *where), kwargs = calls[0]
     assert len(calls) == 1 and len(checks) == 1 and where == [str(names), str(out)]
-    assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True,
-                                   threads=None)
+    assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True)
     assert kwargs == dict(workers=3, cpus_per_worker=2, gpus_per_worker=0, address=None, id_column=None,
                           name_column=None, chunk=100, skip_invalid=bool(skip), min_percentile=None)
     if counts.names:  # the run is a model alone: a note that it has no percentiles, then the closing line
@@ -184,7 +183,7 @@ def test_a_text_blocks_lines_are_numbered_from_its_first_and_stripped(tmp_path):
     from wavenet_conv import Vocab
     from wavenet_conv.cluster.reader import lines_table
 
-    t = lines_table("f.txt", 5, [" emma\t", "", "ann\udcff", "x"], Vocab("abcdefghijklmnopqrstuvwxyz"), False)
+    t = lines_table("f.txt", 5, [" emma\t", "", "ann\udcff", "x"], Vocab("abcdefghijklmnopqrstuvwxyz"))
     assert t["line"].to_pylist() == [5, 6, 7, 8] and t["path"].to_pylist() == ["f.txt"] * 4
     assert t["name"].to_pylist() == ["emma", "", "ann\ufffd", "x"]
     assert t["error"].to_pylist() == [None, None, "not valid UTF-8 (byte 0xff at character 4)", None]

@@ -172,10 +172,9 @@ BAD_ARGUMENTS = [
     (dict(temperature=True), ValueError, "temperature"),
     (dict(n=True), ValueError, "n must be"),
     (dict(top_k=np.float32(2)), ValueError, "top_k"),
-    (dict(threads=0), ArgumentError, "threads must be 'auto' or an integer from 1 to 4,096"),
 ]
 BAD_IDS = ["prefix-char", "prefix-dot", "prefix-type", "n-negative", "n-float", "temperature", "top-k", "max-len-prefix",
-           "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float", "threads"]
+           "max-len-0", "generator", "temperature-nan", "temperature-bool", "n-bool", "top-k-float"]
 
 
 @pytest.mark.parametrize("sampler", ["sample_names", "sample_batches"])

@@ -71,9 +71,11 @@ def test_score_lines_skips_and_reports_and_equals_score_names(conv, chunk):
 
 
 def test_lowercase_folds_a_character_at_a_time_and_names_the_inputs_own(conv):
-    """'İ' lower-cases to two characters: it stays, and the reason names it at its place."""
+    """'İ' lower-cases to two characters: it stays, and the reason names it at its place. A name is
+    shown as it came, scored as folded."""
     got = collect(score_lines(conv, ["İvy", "ZOE", "Ωmega"], VOCAB, skip_invalid=True, lowercase=True))
-    assert got[1] == ["zoe"] and [line for line, _ in got[3]] == [1, 3]
+    assert got[1] == ["ZOE"] and [line for line, _ in got[3]] == [1, 3]
+    assert got[2] == score_names(conv, ["zoe"], VOCAB).nll.tolist()
     assert got[3][0][1].startswith("character 1 'İ' in 'İvy' is not in the vocabulary")
     assert got[3][1][1].startswith("character 1 'ω' in 'ωmega' is not in the vocabulary")
     assert fold_case("İvY") == "İvy" and fold_case("ÀB") == "àb"
@@ -107,7 +109,7 @@ def test_a_stop_counts_only_the_blank_lines_before_it(conv):
 
 def test_score_lines_lowercase(conv):
     lines, names, _, invalid, _ = collect(score_lines(conv, ["Anna", "BOB", "zoë"], VOCAB, lowercase=True, skip_invalid=True))
-    assert names == ["anna", "bob"] and lines == [1, 2] and [line for line, _ in invalid] == [3]
+    assert names == ["Anna", "BOB"] and lines == [1, 2] and [line for line, _ in invalid] == [3]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])

@@ -15,7 +15,8 @@ import torch
 from wavenet_conv import (ArgumentError, ConfigError, ConvModel, DataError, FlatConfig, FlatModel, ModelConfig, TrainingDiverged,
                           TreeModel, lecture_split, load_names, score_names)
 from wavenet_conv import sample_names
-from wavenet_conv.store.checkpoint import Checkpoint, load_model
+from wavenet_conv.store.checkpoint import Checkpoint
+from wavenet_conv.store.loaded import load_model
 from wavenet_conv.training.minibatches import NameBatches, add_input_noise, recalibrate_batchnorm
 from wavenet_conv.models.config import TrainConfig, recipe
 from wavenet_conv.training.optim import averaging, lr_at, make_optimizer

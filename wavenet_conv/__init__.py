@@ -13,11 +13,12 @@ from .models.lecture import from_lecture
 from .models.tree import TreeModel
 from .models.flat import FlatModel
 from .inference.folded import FoldedModel, fold
-from .inference.scoring import ScoreResult, score_names
+from .inference.scoring import Scorer, ScoreResult, score_names
 from .inference.percentiles import ReferenceTable
-from .inference.streaming import LineScores, score_lines
+from .inference.streaming import LineScores, Stream, score_lines, scored_lines
 from .inference.sampling import sample_names
-from .store.checkpoint import Checkpoint, load_model
+from .store.checkpoint import Checkpoint
+from .store.loaded import LoadedRun, load_model
 from .training.train import TrainResult, train
 from .training.teachers import resume_recipe, train_recipe
 from .inference.export import export_onnx
@@ -30,6 +31,7 @@ __all__ = [
     "BatchNorm", "Block", "SkipHead", "WaveNetCore",
     "TreeModel", "ConvModel", "FlatConfig", "FlatModel", "from_lecture",
     "SequenceBatch", "Vocab", "contexts", "lecture_split", "load_names", "parse_names", "read_lines", "sequences",
-    "FoldedModel", "fold", "ScoreResult", "score_names", "LineScores", "score_lines", "sample_names",
-    "ReferenceTable", "Checkpoint", "load_model", "TrainResult", "train", "train_recipe", "resume_recipe", "export_onnx",
+    "FoldedModel", "fold", "Scorer", "ScoreResult", "score_names", "LineScores", "Stream", "score_lines", "scored_lines",
+    "sample_names",
+    "ReferenceTable", "Checkpoint", "LoadedRun", "load_model", "TrainResult", "train", "train_recipe", "resume_recipe", "export_onnx",
 ]

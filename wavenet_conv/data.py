@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence
@@ -24,37 +25,73 @@ from .errors import ArgumentError, DataError
 from .paths import bundled_names
 
 START = "."  # token 0: start and end of every name
+# how a run's text is normalized before its vocabulary sees it: as it is, case folded (``fold_case``),
+# accents folded (``fold_accents``), or both
+NORMALIZATIONS = ("none", "case", "accents", "both")
+
+
+def fold_accents(name: str) -> str:
+    """``name`` without its accents: each character decomposed (Unicode NFD), its combining marks
+    dropped, then composed again (NFC): "José" -> "Jose", "Zoë" -> "Zoe"; "Ł" (no decomposition) stays."""
+    if name.isascii():
+        return name
+    bare = "".join(c for c in unicodedata.normalize("NFD", name) if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", bare)
+
+
+def normalize(name: str, how: str) -> str:
+    """``name`` normalized as ``how`` (one of ``NORMALIZATIONS``) says."""
+    if how in ("accents", "both"):
+        name = fold_accents(name)
+    return fold_case(name) if how in ("case", "both") else name
 
 
 class Vocab:
-    """Characters <-> token ids. ``.`` is token 0; the other characters follow, sorted.
+    """Characters <-> token ids. ``.`` is token 0; the other characters follow, sorted. ``normalize``
+    (one of ``NORMALIZATIONS``): how text is normalized before it is encoded (``normalized``), part
+    of the vocabulary so that every path that scores with it normalizes as its run did.
 
     >>> v = Vocab.from_words(["emma", "ava"])
     >>> v.encode("ave"), v.decode([1, 4, 3])
     ([1, 4, 3], 'ave')
     """
 
-    def __init__(self, chars: Iterable[str]):
+    def __init__(self, chars: Iterable[str], normalize: str = "none"):
         chars = sorted(set(chars))
         for ch in chars:
             if len(ch) != 1 or ch == START or (ch.isspace() and ch != " ") or not ch.isprintable():
                 raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable character other than "
                                     "'.' (a space is the only whitespace)")
+        if normalize not in NORMALIZATIONS:
+            raise ArgumentError("Vocab", "normalize", f"must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
         self.itos = [START] + chars
         self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+        self.normalize = normalize
 
     @classmethod
-    def from_words(cls, words: Iterable[str]) -> "Vocab":
-        return cls(set("".join(words)))
+    def from_words(cls, words: Iterable[str], normalize: str = "none") -> "Vocab":
+        return cls(set("".join(words)), normalize)
 
     def __len__(self) -> int:
         return len(self.itos)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Vocab) and self.itos == other.itos
+        return isinstance(other, Vocab) and self.itos == other.itos and self.normalize == other.normalize
 
     def __repr__(self) -> str:
-        return f"Vocab({''.join(self.itos[1:])!r}, size={len(self)})"
+        how = "" if self.normalize == "none" else f", normalize={self.normalize!r}"
+        return f"Vocab({''.join(self.itos[1:])!r}, size={len(self)}{how})"
+
+    def normalized(self, names: list[str]) -> list[str]:
+        """``names`` as this vocabulary reads them (``normalize``); the same list when it is "none"."""
+        if self.normalize == "none":
+            return names
+        return [normalize(name, self.normalize) for name in names]
+
+    def with_case_folded(self) -> "Vocab":
+        """This vocabulary, reading text case folded too (for a run that was not trained so)."""
+        both = {"none": "case", "accents": "both"}.get(self.normalize, self.normalize)
+        return Vocab(self.chars, both)
 
     @property
     def chars(self) -> str:
@@ -76,11 +113,12 @@ class Vocab:
         return all(ch in self.stoi for w in words for ch in w)
 
     def to_dict(self) -> dict:
-        return {"chars": self.chars}
+        """What a checkpoint stores; "normalize" only where it is not "none" (a file of 1.0 has none)."""
+        return {"chars": self.chars} if self.normalize == "none" else {"chars": self.chars, "normalize": self.normalize}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        return cls(d["chars"])
+        return cls(d["chars"], d.get("normalize", "none"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -223,12 +261,17 @@ def open_names(path: str | os.PathLike) -> BinaryIO:
     """A names file opened for ``read_lines`` (``"-"``: stdin), or a one-line ``DataError``."""
     if os.fspath(path) == "-":
         return sys.stdin.buffer
+    return open_input(path, "a names file", mode="rb")
+
+
+def open_input(path: str | os.PathLike, what: str, **how):
+    """``open(path, **how)``, or a one-line ``DataError`` naming ``path`` (``what`` it should be)."""
     try:
-        return open(path, "rb")
+        return open(path, **how)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a names file") from None
+        raise DataError(f"{path}: is a directory, not {what}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
 

@@ -2,11 +2,13 @@
 
 Threads. torch's default is one thread per core, which on a small CPU shared with other work is many
 times slower for this model's small GEMMs (OpenMP's threads spin waiting for cores that are busy).
-Every entry point (``score_names``, ``score_lines``, ``sample_names``, ``train`` and the command line)
-takes ``threads``: "auto" picks the CPUs that are free right now, at least one and at most
-``OMP_NUM_THREADS`` where that is set (see ``auto_threads``); an integer is that many; None leaves
-torch's setting alone. The caller's setting is restored when the call returns (``torch_threads``).
-Scoring and sampling default to "auto"; training defaults to 1: a training step gains little from a
+Threads are set once, where a process starts its work: the command line (its threads option, for the
+whole command), a Ray worker (the CPUs Ray allotted it), ``train``, and a ``Scorer`` that holds a
+count of its own; every other function runs on the threads its caller set. A count is "auto" (the
+CPUs that are free right now, at least one and at most ``OMP_NUM_THREADS`` where that is set: see
+``auto_threads``), an integer, or None: torch's setting as it is. The caller's setting is restored
+when the work returns (``torch_threads``). The command line's scoring and sampling default to
+"auto"; training defaults to 1: a training step gains little from a
 second thread on an idle CPU, and its weights depend on the thread count in their last bits, so a
 fixed count keeps resume exact whatever else the machine runs. Scores depend on it too, in float32's
 last bit (a GEMM's kernel differs with the thread count: about one name in 5,000 moves by 2e-7 nats):

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ..store.checkpoint import CHECKPOINT_NAME, is_run_path, load_model
+from ..store.checkpoint import CHECKPOINT_NAME, is_run_path
+from ..store.loaded import load_model
 from ..inference.compare import compare_forms, race_forms
 from ..models.config import ModelConfig, recipe, recipe_model, recipe_teachers
 from ..data import Vocab, check_split, lecture_split, load_names, open_names, read_lines, source_name
+from ..tables import Table, is_table
 from ..device import resolve_device
 from ..errors import ArgumentError, ConfigError, DataError
 from ..inference.export import export_onnx
@@ -30,7 +32,7 @@ from ..cluster.counts import Counts
 from ..cluster.job import import_ray, score_files  # Ray itself is imported only by a job on it
 from ..cluster.scorer import BatchScorer
 from ..inference.sampling import MAX_LEN, sample_batches
-from ..inference.streaming import score_lines
+from ..inference.streaming import Stream, scored_lines
 from ..training.teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from ..training.train import saved_config, train
 from ..models.tree import TreeModel
@@ -65,7 +67,7 @@ def load_run(args):
 def cmd_train(args):
     integer(PROG, "samples", args.samples, 0)  # before training: the samples come after it
     options = given(args, TRAIN_OPTIONS)
-    kwargs = dict(data=args.data, out=args.out, progress=not args.quiet, log=say, force=args.force, threads=None)
+    kwargs = dict(data=args.data, out=args.out, progress=not args.quiet, log=say, force=args.force, threads=None)  # main's
     if args.resume is not None:
         paths(PROG, resume=args.resume)  # before the run's own config is read from it
         model_options = list(given(args, MODEL_OPTIONS))
@@ -81,7 +83,7 @@ def cmd_train(args):
         tc = replace(run_config, device=args.device or run_config.device, recipe=args.recipe or run_config.recipe,
                      **options)
         if recipe_run:
-            result = resume_recipe(args.resume, tc, progress=not args.quiet, log=say, threads=None)
+            result = resume_recipe(args.resume, tc, progress=not args.quiet, log=say)
         else:
             result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
     else:
@@ -92,8 +94,7 @@ def cmd_train(args):
         where = dict(device=args.device or "auto", precision=options.get("precision"))  # where and how the teachers run too
         teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
         if teachers:  # the recipe's own teachers first, into out/teacher-k
-            result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, log=say,
-                                  threads=None)
+            result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, log=say)
         else:
             result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
     print(f"run folder: {result.run_dir}")
@@ -102,7 +103,7 @@ def cmd_train(args):
     train_set = set(result.train_words)
     if args.samples:
         print(f"{args.samples} samples:")
-    for words in sample_batches(model, args.samples, result.vocab, generator=gen, threads=None):  # as `sample` draws
+    for words in sample_batches(model, args.samples, result.vocab, generator=gen):  # as `sample` draws
         sys.stdout.write(sample_lines(words, [w in train_set for w in words], MAX_LEN))
         sys.stdout.flush()
 
@@ -117,7 +118,8 @@ def cmd_score(args):
         each = "non-empty line" if args.min_percentile is None else "name kept"
         print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per {each}, keyed by "
               f"{args.id_column or 'path and line'})")
-    print(closing_count(source, counts, args.min_percentile), file=sys.stderr)
+    unit = "row" if args.engine == "local" and is_table(args.file) else "line"
+    print(closing_count(source, counts, args.min_percentile, unit), file=sys.stderr)
 
 
 def run_and_file(run: str | None, file: str | None, engine: str = "local") -> tuple[str | None, str]:
@@ -139,34 +141,58 @@ def run_and_file(run: str | None, file: str | None, engine: str = "local") -> tu
 
 def score_here(args) -> tuple[str, Counts]:
     """``score --engine local``: rows on stdout, a chunk at a time, and a line on stderr for each line
-    that is not a name (``--skip-invalid``); returns (the input's name, the counts)."""
+    that is not a name (``--skip-invalid``); returns (the input's name, the counts). A table (``--column``,
+    by FILE's suffix) is read a row at a time (``tables.Table``), each row keyed by its number or its
+    ``--id-column``."""
     source = source_name(args.file)
-    stream = open_names(args.file)  # before any work: a missing file is the first error
+    table = open_table(args)  # before any work: a missing file or column is the first error
+    stream = open_names(args.file) if table is None else None
     try:
         loaded = load_run(args)
-        parts = score_lines(loaded.model, read_lines(stream), loaded.vocab, chunk=args.chunk,
-                            skip_invalid=args.skip_invalid, lowercase=args.lowercase, per_char=args.chars,
-                            shard=args.shard, source=source, threads=None, reference=reference_for(args, loaded))
-        counts, width = Counts(), None
-        for part in parts:
-            for line, problem in part.invalid:
-                print(f"{source}:{line}: {problem}", file=sys.stderr)
-            if width is None:
-                width = max([12, *map(len, part.names)])
-                sys.stdout.write(header(args.format, args.chars, width))
-            keep = None if args.min_percentile is None else \
-                (part.scores.percentile >= args.min_percentile).nonzero()[:, 0].tolist()
-            sys.stdout.write(format_rows(args.format, part, args.chars, width, keep))
-            sys.stdout.flush()
-            counts += Counts.of_part(part) if keep is None else replace(Counts.of_part(part), rows=len(keep))
+        reference_for(args, loaded)
+        scorer = loaded.scorer(vocab=loaded.vocab.with_case_folded() if args.lowercase else None)  # main's threads
+        cells = read_lines(stream) if table is None else table.cells()
+        how = Stream(args.chunk, args.skip_invalid, args.chars, args.shard, source, rows=table is not None)
+        return source, write_scores(args, scored_lines(scorer, cells, how), how, None if table is None else cells)
     finally:
-        if stream is not sys.stdin.buffer:
+        if stream is not None and stream is not sys.stdin.buffer:
             stream.close()
-    return source, counts
+
+
+def open_table(args):
+    """The table ``score`` reads (``tables.Table``), or None for a list; ``--column`` and ``--id-column``
+    are for a table only."""
+    if is_table(args.file):
+        return Table.open(args.file, args.column, args.id_column)
+    if args.column is not None or args.id_column is not None:
+        raise ArgumentError(PROG, "column" if args.column is not None else "id_column",
+                            f"is for a table (a .csv, .tsv, .jsonl or .parquet FILE); {source_name(args.file)} is a "
+                            "list, one name a line")
+    return None
+
+
+def write_scores(args, parts, how: Stream, keyed) -> Counts:
+    """Each part's rows on stdout as it comes (those at or above ``--min-percentile``), and a line on
+    stderr for each line that is not a name; ``keyed``: a table's ``Cells`` (its rows' keys), or None."""
+    counts, width = Counts(), None
+    for part in parts:
+        for line, problem in part.invalid:
+            print(f"{how.where(line)}: {problem}", file=sys.stderr)
+        if width is None:
+            width = max([12, *map(len, part.names)])
+            sys.stdout.write(header(args.format, args.chars, width, "line" if keyed is None else keyed.name))
+        keep = None if args.min_percentile is None else \
+            (part.scores.percentile >= args.min_percentile).nonzero()[:, 0].tolist()
+        sys.stdout.write(format_rows(args.format, part, args.chars, width, keep, keyed))
+        sys.stdout.flush()
+        if keyed is not None:
+            keyed.clear()
+        counts += Counts.of_part(part) if keep is None else replace(Counts.of_part(part), rows=len(keep))
+    return counts
 
 
 def reference_for(args, loaded, note: bool = True):
-    """``score``'s percentile table: the run's (``LoadedModel.reference``), or None with one note on
+    """``score``'s percentile table: the run's (``LoadedRun.reference``), or None with one note on
     stderr saying why (with ``note``); with ``--min-percentile``, no table is an ``ArgumentError``,
     before any scoring."""
     if loaded.reference is None:
@@ -209,7 +235,7 @@ def score_on_ray(args) -> Counts:
     scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
     counts = score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
                          cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
-                         address=args.address, id_column=args.id_column, name_column=args.name_column, chunk=args.chunk,
+                         address=args.address, id_column=args.id_column, name_column=args.column, chunk=args.chunk,
                          skip_invalid=args.skip_invalid, min_percentile=args.min_percentile)
     if counts.names:  # the note of a run without percentiles, once the job has scored names
         reference_for(args, loaded)
@@ -221,7 +247,7 @@ def cmd_sample(args):
     device = next(loaded.model.parameters()).device
     gen = None if args.seed is None else torch.Generator(device=device).manual_seed(args.seed)
     for words in sample_batches(loaded.model, args.num, loaded.vocab, generator=gen, temperature=args.temperature,
-                                top_k=args.top_k, prefix=args.prefix, max_len=args.max_len, threads=None):
+                                top_k=args.top_k, prefix=args.prefix, max_len=args.max_len):
         sys.stdout.write(sample_lines(words, [loaded.in_training_set(w) for w in words], args.max_len))
         sys.stdout.flush()
 

@@ -3,8 +3,13 @@ and sampled names."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
+import sys
+import time
+
+import numpy as np
 
 from ..cluster.counts import Counts
 from ..inference.streaming import LineScores
@@ -12,12 +17,13 @@ from ..inference.streaming import LineScores
 FORMATS = ("table", "tsv", "jsonl")  # wavenet-conv score --format
 
 
-def header(fmt: str, chars: bool, width: int) -> str:
-    """The first line of ``score``'s output (none for jsonl)."""
+def header(fmt: str, chars: bool, width: int, key: str = "line") -> str:
+    """The first line of ``score``'s output (none for jsonl); ``key``: the first column's name, "line"
+    for a list, "row" or the id column for a table."""
     if fmt == "tsv":
-        return "line\tname\tnats\ttargets\tnats_per_target\tpercentile" + ("\tchar_nats" if chars else "") + "\n"
+        return f"{key}\tname\tnats\ttargets\tnats_per_target\tpercentile" + ("\tchar_nats" if chars else "") + "\n"
     if fmt == "table":
-        return f"{'line':>7}  {'name':<{width}}  {'nats':>8}  {'nats/target':>11}  {'percentile':>10}" + (
+        return f"{key:>7}  {'name':<{width}}  {'nats':>8}  {'nats/target':>11}  {'percentile':>10}" + (
             "   bits per character ('.' the end)" if chars else "") + "\n"
     return ""
 
@@ -36,29 +42,32 @@ def json_number(v: float) -> str:
     return repr(v) if math.isfinite(v) else "null"
 
 
-def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None) -> str:
+def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None, keyed=None) -> str:
     """One chunk of ``score`` output: a row per scored name (the names at the indices ``keep`` alone,
-    when given). tsv and jsonl carry each float64 exactly (``number``): ``nats`` is the name's ``nll``,
+    when given), keyed by its line number, or by ``keyed``'s key of it (``tables.Cells.key_of``; a
+    jsonl key named ``keyed.name``). tsv and jsonl carry each float64 exactly (``number``): ``nats`` is the name's ``nll``,
     ``nats_per_target`` is ``nats / targets`` in float64, ``percentile`` its ``ScoreResult.percentile``
     (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)``; the table, for people, rounds (a percentile down: ``percent``)."""
     r, keep = part.scores, range(len(part.names)) if keep is None else keep
     nll, targets = r.nll.tolist(), r.n_targets.tolist()  # Python floats: float64, each ratio computed once
     pct = r.percentile.tolist() if r.percentile is not None else [None] * len(nll)
-    rows = [(part.lines[i], part.names[i], nll[i], targets[i], nll[i] / targets[i], pct[i]) for i in keep]
+    key = (lambda line: line) if keyed is None else keyed.key_of
+    rows = [(key(part.lines[i]), part.names[i], nll[i], targets[i], nll[i] / targets[i], pct[i]) for i in keep]
     per = [r.chars(i).tolist() for i in keep] if chars else None
     if fmt == "tsv":
-        out = [f"{line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}\t{'' if p is None else number(p)}"
+        out = [f"{'' if line is None else line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}\t{'' if p is None else number(p)}"
                for line, name, nats, n, ratio, p in rows]
         if chars:
             out = [f"{row}\t{','.join(map(number, c))}" for row, c in zip(out, per)]
     elif fmt == "jsonl":
-        out = [f'{{"line": {line}, "name": {json.dumps(name)}, "nats": {json_number(nats)}, "targets": {n}, '
+        field = "line" if keyed is None else keyed.name
+        out = [f'{{{json.dumps(field)}: {json.dumps(line)}, "name": {json.dumps(name)}, "nats": {json_number(nats)}, "targets": {n}, '
                f'"nats_per_target": {json_number(ratio)}, "percentile": {"null" if p is None else json_number(p)}'
                for line, name, nats, n, ratio, p in rows]
         out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}]}}' for row, c in zip(out, per)] if chars \
             else [row + "}" for row in out]
     else:
-        out = [f"{line:>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {percent(p):>10}"
+        out = [f"{'' if line is None else str(line):>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {percent(p):>10}"
                for line, name, nats, n, ratio, p in rows]
         if chars:  # bits per character, each under a label: the character, then '.' for the end token
             out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(row_name + ".", c))
@@ -77,14 +86,14 @@ def percent(p: float | None) -> str:
     return f"{math.floor(p * 10 + 1e-9) / 10:.1f}"  # 1e-9: 100 * k / n a hair under its exact tenth
 
 
-def closing_count(source: str, c: Counts, min_percentile: float | None = None) -> str:
+def closing_count(source: str, c: Counts, min_percentile: float | None = None, unit: str = "line") -> str:
     """The last line of a scoring job, on stderr: what was scored and what was skipped; with
     ``min_percentile``, how many names it kept (``c.rows``: the rows written)."""
     mean = f": {c.nats / c.targets:.4f} nats, {c.nats / c.targets / math.log(2):.4f} bits per target" if c.targets else ""
     kept = "" if min_percentile is None else \
         f"; kept {c.rows:,} of {c.names:,} names at or above the {ordinal(min_percentile)} percentile"
     return (f"{source}: {c.names:,} names scored ({c.targets:,} targets, end tokens included{mean}); "
-            f"{c.empty + c.invalid:,} lines skipped ({c.empty:,} empty, {c.invalid:,} not names){kept}")
+            f"{c.empty + c.invalid:,} {unit}s skipped ({c.empty:,} empty, {c.invalid:,} not names){kept}")
 
 
 def ordinal(p: float) -> str:
@@ -107,3 +116,59 @@ def sample_lines(words, marks, max_len: int) -> str:
         tag = "" if in_train is None else ("  (in training set)" if in_train else "  (new)")
         out.append(f"{w}{tag}")
     return "".join(line + "\n" for line in out)
+
+
+class Top:
+    """The ``k`` most unusual rows of a stream, in bounded memory (a heap of ``k``): ranked by percentile,
+    then by nats per target (the order the whole list would give them; without percentiles, nats per
+    target alone), a tie going to the earlier row. ``add`` takes a part; ``lines`` gives the rows kept,
+    most unusual first."""
+
+    def __init__(self, k: int):
+        self.k, self.heap, self.seen = k, [], 0
+
+    def add(self, part: LineScores, keep, render) -> None:
+        """``part``'s names (those at the indices ``keep``, or all), each a candidate; ``render``: the
+        formatted rows of a list of indices (``format_rows``), asked only for the part's own top k."""
+        r = part.scores
+        idx = np.arange(len(part.names)) if keep is None else np.asarray(keep, dtype=np.int64)
+        pct = np.zeros(len(r.nll)) if r.percentile is None else r.percentile.numpy()
+        npt = r.nll.numpy() / r.n_targets.numpy()  # as format_rows divides: float64, the same bits
+        chosen = idx[np.lexsort((idx, -npt[idx], -pct[idx]))[: self.k]].tolist()  # most unusual first
+        for i, line in zip(chosen, render(chosen).splitlines(keepends=True)):
+            item = (float(pct[i]), float(npt[i]), -(self.seen + i), line)
+            if len(self.heap) < self.k:
+                heapq.heappush(self.heap, item)
+            elif item > self.heap[0]:
+                heapq.heapreplace(self.heap, item)
+        self.seen += len(part.names)
+
+    def lines(self) -> str:
+        return "".join(item[3] for item in sorted(self.heap, reverse=True))
+
+
+class Meter:
+    """Progress of a scoring job on a terminal's stderr (silent when it is not one): rows so far, rows
+    per second, and the share of the input read where its size is known (``done``: a fraction or None)."""
+
+    def __init__(self, stream=None, interval: float = 0.5):
+        self.stream = stream or sys.stderr
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = self.last = time.perf_counter()
+        self.interval, self.rows, self.drawn = interval, 0, False
+
+    def update(self, rows: int, done: float | None = None) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        if not self.on or now - self.last < self.interval:
+            return
+        self.last = now
+        share = "" if done is None else f", {100 * min(done, 1.0):.0f}%"
+        self.stream.write(f"\r{self.rows:,} rows, {self.rows / max(now - self.t0, 1e-9):,.0f} rows/s{share}   ")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

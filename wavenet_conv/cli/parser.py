@@ -32,7 +32,7 @@ from .output import FORMATS
 PROG = "wavenet-conv"
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")  # the data sets vocab_size
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("recipe", "device"))  # own options
-RAY_OPTIONS = ("output", "address", "workers", "gpus_per_worker", "id_column", "name_column")  # score --engine ray's
+RAY_OPTIONS = ("output", "address", "workers", "gpus_per_worker")  # score --engine ray's
 ALIASES = {"n_layers": ("--depth",)}
 # a library argument's option, where it is not flag(argument)
 FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads", "teachers": "--teacher"}
@@ -193,7 +193,14 @@ def add_score(sub, common) -> None:
                    "(FILE:LINE: reason) and go on; without it, the first such line stops the job (exit 2) after "
                    "the rows of the lines before it. --engine ray writes every line's row, a bad one's reason in "
                    "error, and then without it exits 2 naming the first: the smallest FILE:LINE (Parquet: key)")
-    s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma')")
+    s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma'); "
+                   "each name is shown as it came")
+    s.add_argument("--column", "--name-column", dest="column", metavar="COL", help="a table's column of names: FILE "
+                   "a .csv or .tsv (a header row; quoted fields), .jsonl (a key of each object) or .parquet (pyarrow); "
+                   "default: its only column (with --engine ray, Parquet's 'name'). Any other FILE is a list, one name "
+                   "a line")
+    s.add_argument("--id-column", metavar="COL", help="a table's column that keys each row, carried to the output as "
+                   "its first column (default: the row number, from 1, the header not counted; a list's: the line)")
     s.add_argument("--min-percentile", type=percent_arg, metavar="P", help="keep only the names at or above the "
                    "P-th percentile (0-100; e.g. 95: the unusual ones) and say on stderr how many were kept; needs "
                    "the run's percentiles. --engine ray writes only those rows (a line that is not a name has no "
@@ -212,9 +219,7 @@ def add_score(sub, common) -> None:
     r.add_argument("--workers", type=int, metavar="N", help="scoring actors, each --threads CPUs (1 by default) and "
                    "one copy of the model (1)")
     r.add_argument("--gpus-per-worker", type=float, metavar="X", help="GPUs per actor: score on CUDA (0)")
-    r.add_argument("--id-column", metavar="COL", help="Parquet input: the column that keys each row, carried to the "
-                   "output (text input is keyed by path and line)")
-    r.add_argument("--name-column", metavar="COL", help="Parquet input: the column of names (name)")
+
 
 
 def add_sample(sub, common) -> None:

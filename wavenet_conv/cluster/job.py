@@ -61,10 +61,11 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Iterator
 
 from .scorer import BatchScorer
-from ..store.checkpoint import load_model
+from ..store.loaded import load_model
 from .. import errors
 from ..errors import ArgumentError, ConfigError, DataError, InputError, MissingExtraError
 from .counts import Counts
@@ -306,7 +307,7 @@ def score_files(scorer, input: str, output: str, workers: int = 1, cpus_per_work
     is written; True: its row with its reason is all. Everything that can be checked is checked before
     the cluster starts; files that Arrow cannot read together (a column's type differs, say) are a
     ``DataError``. min_percentile: write only the names at or above this percentile (0-100; the run
-    needs its percentiles, ``LoadedModel.reference``): the rows of the lines that are not names are
+    needs its percentiles, ``LoadedRun.reference``): the rows of the lines that are not names are
     then not written either, only counted; ``Counts.rows`` is the names kept.
     """
     pool = check_pool("score_files", workers, cpus_per_worker, gpus_per_worker, chunk)
@@ -314,8 +315,8 @@ def score_files(scorer, input: str, output: str, workers: int = 1, cpus_per_work
     import pyarrow as pa
 
     try:
-        counts, first, keys = run_job(ray, scorer, input, output, pool, address, id_column, name_column,
-                                      min_percentile)
+        job = Job(input, output, address, id_column, name_column, min_percentile)
+        counts, first, keys = run_job(ray, scorer, job, pool)
     except pa.ArrowException as e:  # files that disagree, e.g. on a column's type
         raise DataError(f"{input}: {str(e).splitlines()[0][:200]}") from None
     if first is not None and not skip_invalid:
@@ -338,15 +339,28 @@ def invalid_error(first: tuple, keys: list[str], input: str, output: str, counts
     return DataError(f"{where}: {reason} (first of {n:,} bad {'line' if text else 'row'}{'s' * (n != 1)}; {held})")
 
 
-def run_job(ray, scorer, input: str, output: str, pool: tuple, address: str | None, id_column: str | None,
-            name_column: str | None, min_percentile: float | None = None) -> tuple[Counts, tuple | None, list[str]]:
+@dataclass(frozen=True)
+class Job:
+    """What a ``score_files`` job reads and writes, and where it runs: its arguments of those names."""
+
+    input: str
+    output: str
+    address: str | None = None
+    id_column: str | None = None
+    name_column: str | None = None
+    min_percentile: float | None = None
+
+
+def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, list[str]]:
     """``score_files`` once its pool's arguments (workers, cpus_per_worker, gpus_per_worker, chunk)
     are checked and Ray is imported: (the counts, the writer's ``first_invalid``, the key columns)."""
     workers, cpus_per_worker, gpus_per_worker, chunk = pool
+    input, output, address, id_column, name_column, min_percentile = (
+        job.input, job.output, job.address, job.id_column, job.name_column, job.min_percentile)
     if not isinstance(scorer, BatchScorer):
         scorer = BatchScorer(scorer, device="cuda" if gpus_per_worker else "cpu")
     loaded = load_model(scorer.run)  # a run that does not load is an error before any work
-    vocab = loaded.vocab
+    vocab = loaded.vocab.with_case_folded() if scorer.lowercase else loaded.vocab
     check_percentiles(loaded, scorer.run, min_percentile)
     kind, files = list_inputs(input)
     if kind == "text" and (id_column or name_column):
@@ -360,7 +374,7 @@ def run_job(ray, scorer, input: str, output: str, pool: tuple, address: str | No
     try:
         check_resources(ray, workers, cpus_per_worker, gpus_per_worker)
         fs.create_dir(root, recursive=True)
-        ds = read_input(ray, kind, files, keys, name_column or "name", vocab, scorer.lowercase, chunk)
+        ds = read_input(ray, (kind, files), keys, name_column or "name", vocab, chunk)
         ds = score_blocks(ray, ds, type(scorer)(**{**scorer.kwargs(), "column": "name"}), pool)
         sink = ScoreSink(output if "://" in output else os.path.abspath(output), keys, drop_empty=kind == "text",
                          min_percentile=min_percentile)
@@ -374,7 +388,7 @@ def run_job(ray, scorer, input: str, output: str, pool: tuple, address: str | No
 
 def check_percentiles(loaded, run, min_percentile: float | None) -> None:
     """The run's percentile table made here, before the workers load it (an older run's, written into
-    its checkpoint where it can be: ``LoadedModel.reference``); with ``min_percentile`` (0-100), an
+    its checkpoint where it can be: ``LoadedRun.reference``); with ``min_percentile`` (0-100), an
     ``ArgumentError`` where there is none."""
     if min_percentile is None:
         loaded.reference  # noqa: B018 -- made (and saved) once, here

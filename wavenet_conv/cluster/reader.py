@@ -10,7 +10,7 @@ from itertools import islice
 from typing import Iterator
 
 from .scorer import SCORE_COLUMNS
-from ..data import Vocab, fold_case, line_name, name_problem, read_lines
+from ..data import Vocab, line_name, name_problem, read_lines
 from ..errors import ArgumentError, DataError
 
 IO_CPUS = 0.5  # each read or write task: two of them fit in the one CPU kept beside the actors
@@ -56,20 +56,20 @@ def visible_files(fs, root: str) -> list[str]:
     return found
 
 
-def text_blocks(batch, chars: str, lowercase: bool, rows: int) -> Iterator:
+def text_blocks(batch, vocab: dict, rows: int) -> Iterator:
     """A read task: the lines of each file of ``batch`` (columns path, uri) as pyarrow tables of
     (path, line, name, error), ``rows`` lines at a time, with the local command's reader.
-    chars, lowercase: the run's vocabulary and the scorer's case folding, for the reason of a line
-    that was not UTF-8 (see ``lines_table``)."""
+    vocab: the scorer's vocabulary (``Vocab.to_dict``, its normalization too), for the reason of a
+    line that was not UTF-8 (see ``lines_table``)."""
     import pyarrow.fs as pafs
 
-    vocab = Vocab(chars)
+    vocab = Vocab.from_dict(vocab)
     for shown, uri in zip(batch["path"].to_pylist(), batch["uri"].to_pylist()):
         fs, path = pafs.FileSystem.from_uri(uri)
         with fs.open_input_stream(path) as f:
             lines, first = read_lines(f), 1
             while block := list(islice(lines, rows)):
-                yield lines_table(shown, first, block, vocab, lowercase)
+                yield lines_table(shown, first, block, vocab)
                 first += len(block)
 
 
@@ -82,11 +82,11 @@ def utf8(line: str) -> bool:
     return True
 
 
-def lines_table(path: str, first: int, lines: list[str], vocab: Vocab, lowercase: bool):
+def lines_table(path: str, first: int, lines: list[str], vocab: Vocab):
     """(path, line, name, error) of ``lines`` numbered from ``first``, each name its line's ``line_name``
     (a blank line's is "", which the writer counts and drops). Arrow holds UTF-8 only, so a line
     that was not UTF-8 gets its reason in ``error`` here (the local command's: the same vocabulary and
-    case folding) and U+FFFD for each bad byte in ``name``; the scorer keeps that error."""
+    normalization) and U+FFFD for each bad byte in ``name``; the scorer keeps that error."""
     import pyarrow as pa
 
     lines, errors = [line_name(line) for line in lines], [None] * len(lines)  # a blank line's name is ""
@@ -95,7 +95,7 @@ def lines_table(path: str, first: int, lines: list[str], vocab: Vocab, lowercase
     except UnicodeEncodeError:  # some line was not UTF-8
         for i, line in enumerate(lines):
             if not utf8(line):
-                errors[i] = name_problem(fold_case(line) if lowercase else line, vocab)
+                errors[i] = name_problem(vocab.normalized([line])[0], vocab)
                 lines[i] = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         names = pa.array(lines, pa.string())
     return pa.table({"path": pa.array([path] * len(lines), pa.string()),
@@ -103,15 +103,17 @@ def lines_table(path: str, first: int, lines: list[str], vocab: Vocab, lowercase
                      "name": names, "error": pa.array(errors, pa.string())})
 
 
-def read_input(ray, kind: str, files: list[tuple[str, str]], keys: list[str], name_column: str, vocab: Vocab,
-               lowercase: bool, rows: int):
-    """The input as a Dataset with a ``name`` column and its ``keys``: text files a read task per file
+def read_input(ray, inputs: tuple[str, list[tuple[str, str]]], keys: list[str], name_column: str, vocab: Vocab,
+               rows: int):
+    """The input (``list_inputs``' (kind, files)) as a Dataset with a ``name`` column and its ``keys``:
+    text files a read task per file
     (every line, numbered; empty ones too, for the writer to count), in blocks of ``rows`` lines from
     each file's first, or Parquet's columns."""
+    kind, files = inputs
     if kind == "text":
         items = [{"path": shown, "uri": uri} for shown, uri in files]
         return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            text_blocks, fn_kwargs=dict(chars=vocab.chars, lowercase=lowercase, rows=rows), batch_size=1,
+            text_blocks, fn_kwargs=dict(vocab=vocab.to_dict(), rows=rows), batch_size=1,
             batch_format="pyarrow", num_cpus=IO_CPUS)
     ds = ray.data.read_parquet([uri for _, uri in files], num_cpus=IO_CPUS)
     ds = ds.select_columns(list(dict.fromkeys(keys + [name_column])))

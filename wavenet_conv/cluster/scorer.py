@@ -12,7 +12,7 @@ comes back of the same kind with the columns added, a row per row, in order:
     nats_per_target float64: nats / targets (the end token a target too)
     percentile      float64, 0-100: the share of the run's reference names (held-out names of about
                     this length) that are less unusual than this one (``ScoreResult.percentile``);
-                    null for a run without a percentile table (``LoadedModel.no_reference``)
+                    null for a run without a percentile table (``LoadedRun.no_reference``)
     error           str: why the row is not a name, ``score_lines``' reason (the command line's after
                     ``FILE:LINE:``; "empty name" for "", "missing name (null)" for a missing value)
     char_nats       (with ``per_char``) list of float64: the nats of each character, then the end's
@@ -26,8 +26,8 @@ with an error there keeps it and is not scored. The numbers are ``score_lines``'
 same order of operations).
 
 The model loads lazily, once per process and run (a module-level cache), so Ray (or any pool) may
-pickle the scorer to every worker for free. Each call runs ``threads`` torch threads and puts the process's
-setting back afterwards; by default one per CPU that Ray allotted to the worker, else one.
+pickle the scorer to every worker for free. Each call runs on the worker's threads, one per CPU that
+Ray allotted to it (else one), and puts the process's setting back afterwards.
 """
 
 from __future__ import annotations
@@ -35,17 +35,19 @@ from __future__ import annotations
 import math
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 
-from ..store.checkpoint import LoadedModel, load_model
+from ..store.loaded import LoadedRun, load_model
 from ..data import EMPTY_NAME
-from ..device import torch_threads
 from ..errors import DataError
-from ..inference.streaming import score_lines
+from ..inference.scoring import Scorer
+from ..inference.streaming import Stream, scored_lines
 
 NULL = "missing name (null)"  # the error of a missing value (None, NaN, pandas' NA), as EMPTY_NAME is a blank one's
-_LOADED: dict[tuple[str | None, str], LoadedModel] = {}  # (run, device) -> the model, once per process
+_LOADED: dict[tuple[str | None, str], LoadedRun] = {}  # (run, device) -> the model, once per process
+_SCORERS: dict[tuple[int, bool], Scorer] = {}  # (id of a loaded run, lowercase) -> its scorer, once per process
 
 
 def allotted_cpus() -> int | None:
@@ -68,38 +70,44 @@ class BatchScorer:
     run: a run folder or checkpoint, readable where the scorer runs; None: the bundled model (each
     worker's own installed copy). column: the column of names.
     device: "cpu", "cuda" or "auto". lowercase: fold case before checking (``score_lines``').
-    per_char: also ``char_nats``. threads: torch threads per call (None: Ray's CPUs for the worker,
-    else 1).
+    per_char: also ``char_nats``. The torch threads of a call: Ray's CPUs for the worker, else 1
+    (decided where the process builds its ``Scorer``, once).
     """
 
     def __init__(self, run: str | os.PathLike | None = None, column: str = "name", device: str = "cpu",
-                 lowercase: bool = False, per_char: bool = False, threads: int | None = None):
+                 lowercase: bool = False, per_char: bool = False):
         self.run, self.column, self.device = None if run is None else os.fspath(run), column, device
-        self.lowercase, self.per_char, self.threads = lowercase, per_char, threads
+        self.lowercase, self.per_char = lowercase, per_char
 
     def kwargs(self) -> dict:
         """The constructor's arguments: ``type(s)(**s.kwargs())`` is the same scorer."""
         return dict(run=self.run, column=self.column, device=self.device, lowercase=self.lowercase,
-                    per_char=self.per_char, threads=self.threads)
+                    per_char=self.per_char)
 
-    def load(self) -> LoadedModel:
+    def load(self) -> LoadedRun:
         """The run's model on ``device``, loaded once per process."""
         key = (None if self.run is None else os.path.abspath(self.run), self.device)
         if key not in _LOADED:
             _LOADED[key] = load_model(self.run, device=self.device)
         return _LOADED[key]
 
+    def scorer(self) -> Scorer:
+        """The run's ``Scorer`` in this process, built once: the worker's threads (Ray's CPUs for it, else 1)."""
+        loaded = self.load()
+        key = (id(loaded), self.lowercase)
+        if key not in _SCORERS:
+            vocab = loaded.vocab.with_case_folded() if self.lowercase else loaded.vocab
+            _SCORERS[key] = replace(loaded.scorer(vocab=vocab), threads=allotted_cpus() or 1)
+        return _SCORERS[key]
+
     def __call__(self, batch):
         names = column_values(batch, self.column)
         given = column_values(batch, "error") if "error" in columns(batch) else None
-        with torch_threads(self.threads or allotted_cpus() or 1, "BatchScorer"):
-            scores = self.score(names, given)
-        return with_columns(batch, scores)
+        return with_columns(batch, self.score(names, given))
 
     def score(self, names: list, given: list | None = None) -> dict[str, np.ndarray]:
         """``names`` (str or null) -> the output columns as numpy arrays, NaN/0/None where not scored.
         given: errors that come with the rows (None where none); those rows are not scored."""
-        loaded = self.load()
         n = len(names)
         nats, targets, percentile = np.full(n, np.nan), np.zeros(n, dtype=np.int64), np.full(n, np.nan)
         errors = np.array([None if is_null(e) else e for e in given] if given else [None] * n, dtype=object)
@@ -109,9 +117,7 @@ class BatchScorer:
             if errors[i] is None and is_null(value):
                 errors[i] = NULL
             lines.append("" if errors[i] else value)
-        for part in score_lines(loaded.model, lines, loaded.vocab, chunk=max(n, 1), skip_invalid=True,
-                                lowercase=self.lowercase, per_char=self.per_char, threads=None,  # the threads __call__ set
-                                reference=loaded.reference):
+        for part in scored_lines(self.scorer(), lines, Stream(max(n, 1), skip_invalid=True, per_char=self.per_char)):
             rows = np.asarray(part.lines, dtype=np.int64) - 1  # score_lines numbers lines from 1
             nats[rows], targets[rows] = part.scores.nll.numpy(), part.scores.n_targets.numpy()
             if part.scores.percentile is not None:

@@ -263,16 +263,17 @@ class BucketedScorer:
         with matmul_precision(self.precision):
             for T, idx in groups:
                 idx, order = order[: len(idx)], order[len(idx) :]
-                self.score_bucket(T, idx, tokens, starts, lengths, nll, char_nll)
+                self.score_bucket(T, idx, (tokens, starts, lengths), (nll, char_nll))
         return nll, None if char_nll is None else char_nll[:-1]
 
     def vocab_size(self) -> int:
         runner = self.runner
         return runner.folded.wte.shape[0] if isinstance(runner, FoldedRunner) else runner.model.config.vocab_size
 
-    def score_bucket(self, T: int, idx: torch.Tensor, tokens, starts, lengths, nll, char_nll) -> None:
-        """The names ``idx`` (n,) of width T, block by block, into ``nll`` (and ``char_nll``); every
-        tensor on the device."""
+    def score_bucket(self, T: int, idx: torch.Tensor, names: tuple, out: tuple) -> None:
+        """The names ``idx`` (n,) of width T, block by block, into ``out`` (nll, and char_nll or None);
+        ``names``: (tokens, starts, lengths), as ``__call__`` lays them; every tensor on the device."""
+        (tokens, starts, lengths), (nll, char_nll) = names, out
         rows = block_rows(len(idx), T, self.block_positions)
         x, y = padded_names(tokens, starts[idx], lengths[idx], T, sum(rows))  # (sum of rows, T) each
         if char_nll is not None:  # where each position's loss goes: the padding's into the last slot

@@ -47,7 +47,7 @@ def race_forms(tree: TreeModel, words: list[str], vocab: Vocab, repeats: int = 5
     dev = next(tree.parameters()).device
     X, batch = contexts(words, vocab, tree.block_size)[0].to(dev), sequences(words, vocab).to(dev)
     contenders = {"tree": lambda: tree(X), "conv": lambda: conv(batch.x),
-                  "fast": lambda: score_names(conv, words, vocab, threads=None)}
+                  "fast": lambda: score_names(conv, words, vocab)}
     times = {}
     for name, fn in contenders.items():
         fn()  # warm-up

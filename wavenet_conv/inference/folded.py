@@ -179,6 +179,13 @@ def fold_head(model: WaveNetCore) -> FoldedHead:
     return FoldedHead(w, bias, model.skip_head.fc1 if model.config.skip else None, V)
 
 
+def name_sums(loss: torch.Tensor) -> torch.Tensor:
+    """(G, T) per-target losses -> (G,) float64 sums, added left to right in position order (a running
+    sum: the same order for every row whatever G is, and for a float64 model too; a reduction may
+    reorder its additions by the tensor's shape). Every scoring path sums a name this way."""
+    return loss.double().cumsum(1)[:, -1]
+
+
 @contextmanager
 def one_thread():
     """Run the block at one torch thread (the caller's count restored after)."""
@@ -379,12 +386,13 @@ class FoldedModel:
         prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # (G, T): x[t-1], '.' before the start
         out = work.get(1, G * T, self.pairs.mix1.shape[1]) if self.pairs is not None and self.pairs.mix1 is not None else None
         first, P, h, skips = self.prelude(prev.reshape(-1), x.reshape(-1), out)
-        return self.head(*self.run(x, first, len(self.layers), work, P, h, skips), rows=self.rows)
+        return self.head(*self.run(x, first, len(self.layers), work, (P, h, skips)), rows=self.rows)
 
-    def run(self, x: torch.Tensor, first: int, end: int, work: Workspace | None = None, P: torch.Tensor | None = None,
-            h: torch.Tensor | None = None, skips: torch.Tensor | None = None):
+    def run(self, x: torch.Tensor, first: int, end: int, work: Workspace | None = None, start: tuple | None = None):
         """Layers ``first`` .. ``end - 1`` at every position of x (G, T): (out (G*T, H), skips or None).
-        ``P``: layer ``first``'s GEMM output, when already computed; ``h``, ``skips``: its inputs."""
+        ``start``: (P, h, skips), layer ``first``'s GEMM output when already computed (or None) and its
+        inputs; None: nothing computed yet."""
+        P, h, skips = start if start is not None else (None, None, None)
         G, T = x.shape
         x = x.reshape(-1)  # (G*T,)
         work = work or self.workspace()

@@ -7,7 +7,7 @@ all lengths puts too many short names at the top. Chosen by measurement on held-
 (benchmarks/PERFORMANCE.md, "Percentiles"): per length group, about 10% of a test split land at or above
 the 90th percentile in every group; with one table for all lengths, 36% of the names of 2-4 characters.
 
-    table = reference_table(model, vocab, dev_names)          # at the end of training (the checkpoint keeps it)
+    table = reference_table(Scorer.of(model, vocab), dev_names)   # at the end of training (the checkpoint keeps it)
     table.percentile(result.nll / result.n_targets, lengths)  # (N,) float64 in [0, 100]
 
 A percentile is the share of the reference names of the group that are less unusual (a lower nats per
@@ -106,13 +106,12 @@ def build_table(stat, lengths, min_group: int = MIN_GROUP, max_values: int = MAX
     return ReferenceTable(tuple(starts), tuple(values), len(stat))
 
 
-def reference_table(model, vocab, names, threads=1) -> ReferenceTable:
-    """The ``ReferenceTable`` of ``names`` (held-out names: a run's dev split) under ``model``."""
-    from .scoring import score_names
-
+def reference_table(scorer, names) -> ReferenceTable:
+    """The ``ReferenceTable`` of ``names`` (held-out names: a run's dev split) under ``scorer`` (a
+    ``scoring.Scorer``, without a table of its own: its percentiles are not asked for)."""
     if not names:
         raise ArgumentError("reference_table", "names", "is empty: a table needs reference names")
-    result = score_names(model, list(names), vocab, threads=threads)
+    result = scorer.names(list(names))
     return build_table((result.nll / result.n_targets).numpy(), (result.n_targets - 1).numpy())
 
 

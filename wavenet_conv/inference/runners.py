@@ -15,7 +15,7 @@ from ..models.blocks import WaveNetCore
 from ..models.conv import ConvModel
 from ..data import IGNORE
 from ..errors import ArgumentError
-from .folded import FoldedHead, FoldedModel, PairTable, fold
+from .folded import FoldedHead, FoldedModel, PairTable, fold, name_sums
 
 
 def block_losses(logits: torch.Tensor, y: torch.Tensor):
@@ -24,7 +24,7 @@ def block_losses(logits: torch.Tensor, y: torch.Tensor):
     B, T, V = logits.shape
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(B * T, V)
     loss = F.cross_entropy(logits, y.reshape(-1), ignore_index=IGNORE, reduction="none").view(B, T)  # (B, T)
-    return loss.sum(1, dtype=torch.float64), loss
+    return name_sums(loss), loss
 
 
 def cast_folded(folded: FoldedModel, dtype: torch.dtype) -> FoldedModel:

@@ -21,6 +21,7 @@ training mode would give NaN); a model in training mode is switched back afterwa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Iterator
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from ..models.blocks import WaveNetCore
 from ..data import Vocab, name_problem
-from ..device import torch_threads
+
 from ..errors import ArgumentError
 from ..models.flat import FlatModel
 from .folded import eval_mode, fold
@@ -39,7 +40,6 @@ from ..validate import integer, model_of, positive_number, vocab_of
 
 MAX_LEN = 64  # the longest sample, in characters, unless asked otherwise (the command line's default too)
 CACHE_BUDGET = 64 << 20  # bytes of the cached sampler's rings per batch, at most, in ``batch_size``
-
 
 class CachedStepper:
     """Cached generation on the folded model (``FoldedModel.start``/``step``): ``feed(tok)``
@@ -56,7 +56,6 @@ class CachedStepper:
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the rows ``keep`` (B',) of the current batch, in order."""
         self.cache.select(keep)
-
 
 class WindowStepper:
     """The lecture's sampler: the model's forward on the last ``block_size`` tokens, every step."""
@@ -75,7 +74,6 @@ class WindowStepper:
     def select(self, keep: torch.Tensor) -> None:
         self.context = self.context.index_select(0, keep)
 
-
 def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
     """Inverse-CDF sampling: logits (B, V), uniforms u (B,) in [0, 1) -> tokens (B,) long."""
     logits = logits.double()  # (B, V)
@@ -87,13 +85,24 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_k:
     tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)  # (B,)
     return tok.clamp_(max=logits.shape[1] - 1)
 
+@dataclass(frozen=True)
+class Draws:
+    """How names are drawn: ``sample_names``' arguments of these names."""
 
-def check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len):
-    """``sample_names``' arguments, checked; returns (n, temperature, top_k, max_len) as Python numbers."""
+    generator: torch.Generator | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    prefix: str = ""
+    max_len: int = MAX_LEN
+
+def check_args(model, n, vocab, draws: Draws) -> tuple[int, Draws]:
+    """``sample_names``' arguments, checked: (n, the draws with Python numbers)."""
     who = "sample_names"
     model_of(who, model, (WaveNetCore, FlatModel), "ConvModel, TreeModel or FlatModel")
     vocab_of(who, vocab, model.config.vocab_size)
     n = integer(who, "n", n, 0)
+    generator, temperature, top_k, prefix, max_len = (draws.generator, draws.temperature, draws.top_k, draws.prefix,
+                                                      draws.max_len)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{who}: generator must be a torch.Generator or None, got {type(generator).__name__}")
     temperature = positive_number(who, "temperature", temperature)
@@ -104,15 +113,15 @@ def check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len):
     if problem:
         raise ArgumentError(who, "prefix", f"is not the start of a name: {problem}")
     max_len = integer(who, "max_len", max_len, max(1, len(prefix)))
-    return n, temperature, top_k, max_len
+    return n, Draws(generator, temperature, top_k, prefix, max_len)
 
-
-def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device) -> torch.Tensor:
+def _sample(stepper, prefix_ids, n, draws: Draws, device) -> torch.Tensor:
     """Run a stepper: (n, steps) sampled tokens after the prefix, 0 from a row's end token on.
 
     Every step draws n uniforms (row i always gets the i-th), so the samples do not depend on the
     stepper. Rows that have ended are dropped from the stepper's batch.
     """
+    generator, temperature, top_k, max_len = draws.generator, draws.temperature, draws.top_k, draws.max_len
     for tok in [0] + prefix_ids:  # condition on the start token and the prefix
         logits = stepper.feed(torch.full((n,), tok, dtype=torch.long, device=device))  # (n, V)
     rand_device = generator.device if generator is not None else device
@@ -131,7 +140,6 @@ def _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, devi
         logits = stepper.feed(tok)
     return torch.stack(columns, 1) if columns else torch.zeros(n, 0, dtype=torch.long, device=device)  # (n, steps)
 
-
 def sample_names(
     model: nn.Module,
     n: int,
@@ -142,7 +150,6 @@ def sample_names(
     prefix: str = "",
     max_len: int = MAX_LEN,
     cached: bool = True,
-    threads="auto",
 ) -> list[str]:
     """Sample ``n`` names as a batch; each stops at its own end token, or is cut at ``max_len``
     characters (the prefix included). A name is empty when the end token is drawn first, as in the
@@ -154,7 +161,7 @@ def sample_names(
     value are kept). prefix: every name starts with it, and the model is conditioned on it.
     cached: cached generation for a ConvModel/TreeModel (the folded model); False: the lecture's window
     sampler. A FlatModel has no layers to cache: it always uses the window.
-    threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting).
+    Runs on the caller's torch threads (``torch.set_num_threads``; the command line sets them once).
 
     Reproducible for the same generator state, ``n`` and arguments; not across batch sizes (``n`` here,
     ``batch`` in ``sample_batches``): each step draws one number per row from the one generator, so a
@@ -166,23 +173,22 @@ def sample_names(
     '.' or whitespace; a max_len shorter than the prefix; ...), ``TypeError`` for an argument of the
     wrong kind (a generator that is not a ``torch.Generator``).
     """
-    n, temperature, top_k, max_len = check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)
+    n, draws = check_args(model, n, vocab, Draws(generator, temperature, top_k, prefix, max_len))
     if n == 0:
         return []
     device = next(model.parameters()).device
     prefix_ids = vocab.encode(prefix)
-    with eval_mode(model), torch.inference_mode(), torch_threads(threads, "sample_names"):
+    with eval_mode(model), torch.inference_mode():
         if cached and isinstance(model, WaveNetCore):
             stepper = CachedStepper(model, n)
         else:
             stepper = WindowStepper(model, n)
-        tokens = _sample(stepper, prefix_ids, n, max_len, generator, temperature, top_k, device).tolist()
+        tokens = _sample(stepper, prefix_ids, n, draws, device).tolist()
     names = []
     for row in tokens:
         end = row.index(0) if 0 in row else len(row)
         names.append(prefix + vocab.decode(row[:end]))
     return names
-
 
 def sample_batches(
     model: nn.Module,
@@ -194,17 +200,14 @@ def sample_batches(
     prefix: str = "",
     max_len: int = MAX_LEN,
     batch: int | None = None,
-    threads="auto",
 ) -> Iterator[list[str]]:
     """``sample_names`` for any ``n`` in flat memory: lists of at most ``batch`` names (default:
     ``batch_size(model)``, the cached sampler's rings within ``CACHE_BUDGET`` bytes), ``n`` in all.
     Every argument is checked before the first name is drawn."""
-    n = check_args(model, n, vocab, generator, temperature, top_k, prefix, max_len)[0]
+    n = check_args(model, n, vocab, Draws(generator, temperature, top_k, prefix, max_len))[0]
     batch = batch_size(model) if batch is None else integer("sample_batches", "batch", batch, 1)
     for start in range(0, n, batch):
-        yield sample_names(model, min(batch, n - start), vocab, generator, temperature, top_k, prefix, max_len,
-                           threads=threads)
-
+        yield sample_names(model, min(batch, n - start), vocab, generator, temperature, top_k, prefix, max_len)
 
 def batch_size(model: nn.Module, budget: int = CACHE_BUDGET, most: int = 10_000) -> int:
     """Names to sample at a time so that the cached sampler's rings stay within ``budget`` bytes: layer

@@ -13,9 +13,10 @@ right padding, cut into chunks of at most ``chunk_positions`` positions (cache-s
 ``torch.inference_mode``, with no Python loop over names or positions; results in input order.
 ``group_logits`` is that loop over length groups, shared with distillation's soft targets.
 
-One core under every path: ``score_encoded(request, names, tokens, lengths)`` scores names already
-checked and encoded (``encode_names``) as a ``ScoringRequest`` says (the model, its vocabulary, the
-method and its options); ``score_names`` and ``score_lines`` call it.
+One scorer under every path: a ``Scorer`` is built once (the model, its vocabulary, the method, the
+folded model, the percentile table, the threads) and ``Scorer.encoded`` scores names already checked
+and encoded (``encode_names``); ``score_names``, ``score_lines``, Ray's ``BatchScorer``, the making of a
+percentile table and distillation's soft targets all go through it.
 
 ``method="contexts"`` runs the model's own forward on the lecture's contexts (one per target): the
 reference, and the lecture's way. ``method="forward"`` runs ``ConvModel.forward`` on right-padded
@@ -40,13 +41,13 @@ import torch.nn.functional as F
 from ..models.blocks import WaveNetCore
 from .bucketed import bucketed_path, choose_scoring_path, scorer_for
 from ..data import IGNORE, Vocab, check_name, contexts, misplaced_spaces, sequences
-from ..device import torch_threads
+from ..device import check_threads, torch_threads
 from ..errors import ArgumentError, DataError
 from ..models.flat import FlatModel
-from .folded import FoldedModel, eval_mode, fold
+from .folded import FoldedModel, eval_mode, fold, name_sums
 from .percentiles import ReferenceTable, percentiles
 from ..models.tree import TreeModel
-from ..validate import model_of, one_of, string_list, vocab_of
+from ..validate import integer, model_of, one_of, string_list, vocab_of
 
 METHODS = ("auto", "fast", "contexts", "forward", "bucketed")
 
@@ -172,12 +173,6 @@ def group_logits(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tenso
         yield idx, x, at, folded.logits(x, work)
 
 
-def name_sums(loss: torch.Tensor) -> torch.Tensor:
-    """(G, n+1) per-target losses -> (G,) float64 sums, added in position order (a running sum: the same
-    order for every row whatever G is; a reduction may reorder its additions by the tensor's shape)."""
-    return loss.double().cumsum(1)[:, -1]
-
-
 @torch.inference_mode()
 def _score_fast(folded: FoldedModel, tokens: torch.Tensor, lengths: torch.Tensor, chunk_positions: int,
                 per_char: bool = False):
@@ -223,7 +218,7 @@ def _score_forward(model: WaveNetCore, names, vocab: Vocab, batch: int):
         b = sequences(names[i : i + batch], vocab).to(device)
         logits = model(b.x)  # (B, T, V)
         loss = F.cross_entropy(logits.transpose(1, 2), b.y, reduction="none", ignore_index=IGNORE)  # (B, T)
-        nll.append(loss.sum(1, dtype=torch.float64))
+        nll.append(name_sums(loss))  # padding's 0.0 after the end adds nothing
         per_target.append(loss[b.mask].double())  # row-major: name by name, each in order
     return torch.cat(nll), torch.cat(per_target)
 
@@ -250,48 +245,81 @@ def check_reference(who: str, reference) -> None:
 
 
 @dataclass
-class ScoringRequest:
-    """How ``score_encoded`` scores, the same for every list of a call: the model (in eval mode) and its
-    vocabulary, the method (checked, not "auto": ``check_model_and_method``), ``per_char``,
-    ``chunk_positions``, ``batch`` and ``reference`` as ``score_names`` takes them, and ``folded``, the
-    model's folded form for the fast path (``prepare`` makes it)."""
+class Scorer:
+    """Scoring, built once and used for every list: the model (scored in eval mode) and its vocabulary,
+    the method (checked, never "auto"), its folded form for the fast path, the percentile table, the
+    torch threads of a call and the block sizes. ``Scorer.of`` builds one; a loaded run gives its own
+    (``store.loaded.LoadedRun.scorer``). ``names`` scores a list; ``encoded`` is the core under every
+    path (lists, streams, Ray's batches, percentile tables); ``logit_groups`` is distillation's.
+
+    threads: the torch CPU threads while it scores (a count, decided once), or None: the caller's
+    setting (a process that set its threads where it started, as the command line does).
+    """
 
     model: nn.Module
     vocab: Vocab
     method: str
-    per_char: bool = False
-    chunk_positions: int = 8192
-    batch: int = 8192
     folded: FoldedModel | None = None
     reference: ReferenceTable | None = None
+    threads: int | None = None
+    chunk_positions: int = 8192  # the fast path's positions per GEMM
+    batch: int = 8192  # contexts (or names) per forward call of the reference methods
 
     @classmethod
-    def prepare(cls, model: nn.Module, vocab: Vocab, method: str, **options) -> "ScoringRequest":
-        """The request, with the folded model when ``method`` is "fast" (``model`` in eval mode)."""
-        return cls(model, vocab, method, **options, folded=fold(model) if method == "fast" else None)
+    def of(cls, model: nn.Module, vocab: Vocab, method: str = "auto", reference: ReferenceTable | None = None,
+           threads=None, chunk_positions: int = 8192, who: str = "Scorer") -> "Scorer":
+        """The scorer of ``model`` (ConvModel, TreeModel or FlatModel) and ``vocab``, checked; ``method`` as
+        ``score_names`` takes it; ``threads``: "auto" (the free CPUs, decided now), N, or None. ``who``:
+        the function that errors name (a wrapper's own)."""
+        method = check_model_and_method(model, method, vocab, who)
+        check_reference(who, reference)
+        threads = check_threads(threads, who)
+        chunk_positions = integer(who, "chunk_positions", chunk_positions, 1)
+        with eval_mode(model):
+            folded = fold(model) if method == "fast" else None
+        return cls(model, vocab, method, folded, reference, threads, chunk_positions)
 
+    def names(self, names, per_char: bool = False) -> ScoreResult:
+        """``names`` (a list of str) scored; a ``DataError`` naming the index and the name for the first
+        that is not a name (empty, or a character outside the vocabulary)."""
+        names = string_list("score_names", "names", names)
+        if not names:
+            raise DataError("no names to score: the list is empty")
+        tokens, lengths, ok = encode_names(names, self.vocab)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            check_name(names[i], self.vocab, f"names[{i}]")  # raises, naming the index and the problem
+        return self.encoded(names, tokens, lengths, per_char)
 
-def score_encoded(request: ScoringRequest, names: list[str], tokens: torch.Tensor,
-                  lengths: torch.Tensor) -> ScoreResult:
-    """Valid names, encoded (``encode_names``: tokens (sum of lengths,), lengths (N,)) -> their
-    ``ScoreResult``, scored as ``request`` says (its model already in eval mode)."""
-    r = request
-    if not names:
-        empty = torch.zeros(0)
-        result = ScoreResult.from_nll(empty, torch.zeros(0, dtype=torch.long), empty if r.per_char else None)
-        result.percentile = percentiles(r.reference, result.nll, result.n_targets)
+    def encoded(self, names: list[str], tokens: torch.Tensor, lengths: torch.Tensor,
+                per_char: bool = False) -> ScoreResult:
+        """Valid names, encoded (``encode_names``: tokens (sum of lengths,), lengths (N,)) -> their
+        ``ScoreResult``, with percentiles where the scorer has a table."""
+        if not names:
+            empty = torch.zeros(0)
+            result = ScoreResult.from_nll(empty, torch.zeros(0, dtype=torch.long), empty if per_char else None)
+        else:
+            with eval_mode(self.model), torch_threads(self.threads, "Scorer"):
+                nll, char_nll = self.nll(names, tokens, lengths, per_char)
+            result = ScoreResult.from_nll(nll, lengths + 1, char_nll if per_char else None)
+        result.percentile = percentiles(self.reference, result.nll, result.n_targets)
         return result
-    if r.method == "fast":
-        nll, char_nll = _score_fast(r.folded, tokens, lengths, r.chunk_positions, r.per_char)
-    elif r.method == "bucketed":
-        nll, char_nll = scorer_for(r.model, bucketed_path(_device_dtype(r.model)[0]))(tokens, lengths, r.per_char)
-    elif r.method == "contexts":
-        nll, char_nll = _score_contexts(r.model, names, r.vocab, lengths, r.batch)
-    else:
-        nll, char_nll = _score_forward(r.model, names, r.vocab, r.batch)
-    result = ScoreResult.from_nll(nll, lengths + 1, char_nll if r.per_char else None)
-    result.percentile = percentiles(r.reference, result.nll, result.n_targets)
-    return result
+
+    def nll(self, names: list[str], tokens: torch.Tensor, lengths: torch.Tensor, per_char: bool):
+        """(per-name nats (N,), every target's nats or None) by the scorer's method, on its device."""
+        if self.method == "fast":
+            return _score_fast(self.folded, tokens, lengths, self.chunk_positions, per_char)
+        if self.method == "bucketed":
+            return scorer_for(self.model, bucketed_path(_device_dtype(self.model)[0]))(tokens, lengths, per_char)
+        if self.method == "contexts":
+            return _score_contexts(self.model, names, self.vocab, lengths, self.batch)
+        return _score_forward(self.model, names, self.vocab, self.batch)
+
+    def logit_groups(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        """``group_logits`` of the fast path's folded model (method "fast"): distillation's soft targets."""
+        if self.folded is None:
+            raise ArgumentError("Scorer.logit_groups", "method", f"must be 'fast' for logit groups, got {self.method!r}")
+        return group_logits(self.folded, tokens, lengths, self.chunk_positions)
 
 
 def score_names(
@@ -302,10 +330,10 @@ def score_names(
     chunk_positions: int = 8192,
     batch: int = 8192,
     per_char: bool = False,
-    threads="auto",
     reference: ReferenceTable | None = None,
 ) -> ScoreResult:
-    """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result.
+    """Score ``names`` (a list of str) under ``model``; see ``ScoreResult`` for the result. A thin
+    wrapper: ``Scorer.of(model, vocab, method, reference).names(names, per_char)``.
 
     method: "auto" (for a ConvModel ``choose_scoring_path``'s: fast on a CPU, bucketed on a GPU;
         "contexts" for a TreeModel or FlatModel), "fast" (any TreeModel or ConvModel: the same
@@ -315,23 +343,12 @@ def score_names(
     chunk_positions: the fast path's positions per GEMM. batch: contexts/names per forward call.
     per_char: also return every target's NLL (``ScoreResult.char_nll``, ``chars(i)``), from the same
         pass (a flat tensor and offsets: no per-name Python objects).
-    threads: torch CPU threads for the call: "auto" (the free CPUs), N, or None (torch's setting);
-        the caller's setting is restored afterwards.
     reference: a ``ReferenceTable`` (``load_model(...).reference``) for ``ScoreResult.percentile``.
 
-    Scored in eval mode; the model's train/eval mode is restored afterwards. Deterministic. Raises
-    ``DataError`` naming the index and the name for an empty name or a character outside ``vocab``.
+    Runs on the caller's torch threads (``torch.set_num_threads``; a ``Scorer`` can hold a count of
+    its own). Scored in eval mode; the model's train/eval mode is restored afterwards. Deterministic.
+    Raises ``DataError`` naming the index and the name for an empty name or a character outside ``vocab``.
     """
-    method = check_model_and_method(model, method, vocab, "score_names")
-    check_reference("score_names", reference)
-    names = string_list("score_names", "names", names)
-    if not names:
-        raise DataError("no names to score: the list is empty")
-    tokens, lengths, ok = encode_names(names, vocab)
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        check_name(names[i], vocab, f"names[{i}]")  # raises, naming the index and the problem
-    with eval_mode(model), torch_threads(threads, "score_names"):
-        request = ScoringRequest.prepare(model, vocab, method, per_char=per_char, chunk_positions=chunk_positions,
-                                         batch=batch, reference=reference)
-        return score_encoded(request, names, tokens, lengths)
+    scorer = Scorer.of(model, vocab, method, reference, chunk_positions=chunk_positions, who="score_names")
+    scorer.batch = integer("score_names", "batch", batch, 1)
+    return scorer.names(names, per_char)

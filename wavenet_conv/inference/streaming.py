@@ -1,6 +1,7 @@
-"""Score a stream of lines of any length, a chunk at a time, in flat memory: ``score_lines``.
+"""Score a stream of lines of any length, a chunk at a time, in flat memory: ``scored_lines(scorer,
+lines, Stream(...))``, and ``score_lines``, its wrapper for a model and a vocabulary.
 
-Each chunk's lines are sorted into names (scored by ``scoring.score_encoded``), blank lines and lines
+Each chunk's lines are sorted into names (scored by ``Scorer.encoded``), blank lines and lines
 that are not names (reported with their line number and the reason, or stopping the stream after the
 lines before them). ``shard`` keeps the K-th of N interleaved parts of a stream, line numbers kept.
 """
@@ -8,7 +9,7 @@ lines before them). ``shard`` keeps the K-th of N interleaved parts of a stream,
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterator
 
@@ -16,11 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import Vocab, fold_case, line_name, name_problem
-from ..device import check_threads, torch_threads
+from ..data import Vocab, line_name, name_problem
 from ..errors import ArgumentError, DataError
-from .folded import eval_mode
-from .scoring import ScoreResult, ScoringRequest, check_model_and_method, check_reference, encode_names, score_encoded
+from ..tables import Refused, cell_name
+from .scoring import Scorer, ScoreResult, encode_names
 from ..validate import integer
 
 
@@ -28,9 +28,10 @@ from ..validate import integer
 class LineScores:
     """One chunk of ``score_lines``, in input order.
 
-    lines: (n,) the input line number (from 1) of each scored name. names: the names as scored
-    (lower-cased with ``lowercase``). scores: their ``ScoreResult``. invalid: (line, problem) of each
-    line skipped as not a name (``skip_invalid``). empty: blank lines skipped in this chunk.
+    lines: (n,) the input line number (from 1) of each scored name. names: the names as they came
+    (each line stripped), whatever normalization the scorer applied before scoring. scores: their
+    ``ScoreResult``. invalid: (line, problem) of each line skipped as not a name (``skip_invalid``).
+    empty: blank lines skipped in this chunk. kept: the index within the chunk of each scored name.
     """
 
     lines: list[int]
@@ -38,6 +39,7 @@ class LineScores:
     scores: ScoreResult
     invalid: list[tuple[int, str]]
     empty: int
+    kept: list[int] = field(default_factory=list, repr=False)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -60,6 +62,44 @@ def check_shard(shard) -> tuple[int, int]:
     return k, n
 
 
+@dataclass(frozen=True)
+class Stream:
+    """How a stream of lines is read and scored (``scored_lines``): ``chunk`` lines at a time, a line
+    that is not a name reported and skipped (``skip_invalid``) or stopping the stream, every target's
+    nats too (``per_char``), only the shard (K, N) of the lines (``shard``), and messages naming the
+    input as ``source``."""
+
+    chunk: int = 65536
+    skip_invalid: bool = False
+    per_char: bool = False
+    shard: tuple[int, int] | None = None
+    source: str = "<input>"
+    rows: bool = False  # a table's rows, not a list's lines: messages say "source: row N"
+
+    def where(self, n: int) -> str:
+        """How a message names line (or row) ``n`` of the input: ``FILE:LINE`` or ``FILE: row N``."""
+        return f"{self.source}: row {n}" if self.rows else f"{self.source}:{n}"
+
+    def __post_init__(self):
+        object.__setattr__(self, "chunk", integer("score_lines", "chunk", self.chunk, 1))
+        if self.shard is not None:
+            object.__setattr__(self, "shard", check_shard(self.shard))
+
+
+def scored_lines(scorer: Scorer, lines, how: Stream) -> Iterator[LineScores]:
+    """Score a stream of lines with ``scorer``, ``how.chunk`` lines at a time, yielding a ``LineScores``
+    per chunk (see ``score_lines``): the one loop under the command line, ``score_lines`` and Ray's
+    batches. Each name is normalized as the scorer's vocabulary says (``Vocab.normalize``) before it is
+    checked and scored; ``LineScores.names`` are the names as they came."""
+    for numbers, block in line_chunks(lines, how.chunk, how.shard):
+        part, tokens, lengths, stop = check_chunk(block, numbers, scorer.vocab, how.skip_invalid)
+        part.scores = scorer.encoded(part.names, tokens, lengths, how.per_char)
+        part.names = [block[i] for i in part.kept]
+        yield part
+        if stop is not None:
+            raise DataError(f"{how.where(stop[0])}: {stop[1]}")
+
+
 def score_lines(
     model: nn.Module,
     lines,
@@ -72,11 +112,11 @@ def score_lines(
     source: str = "<input>",
     method: str = "auto",
     chunk_positions: int = 8192,
-    threads="auto",
     reference=None,
 ) -> Iterator[LineScores]:
     """Score a stream of lines, ``chunk`` lines at a time, yielding a ``LineScores`` per chunk: memory
-    stays flat however long the stream (a file, ``read_lines(stdin)``, a generator).
+    stays flat however long the stream (a file, ``read_lines(stdin)``, a generator). A thin wrapper:
+    ``scored_lines(Scorer.of(model, vocab, method, reference), lines, Stream(...))``.
 
     lines: an iterable of str, line 1 first; whitespace at either end of a line (its LF/CRLF too) is
     stripped (``line_name``), and ``LineScores.names`` are the stripped names. Blank lines are skipped
@@ -84,35 +124,22 @@ def score_lines(
     space, '.', a control character, a character outside ``vocab``, bytes that were not UTF-8) is a
     ``DataError`` ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been
     yielded; with ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
-    lowercase: fold case before checking (for lists like "Emma"; ``fold_case``). per_char: every target's NLL too.
+    lowercase: fold case before checking, for a vocabulary that does not already (for lists like
+    "Emma"; ``data.normalize``); the names shown are as they came. per_char: every target's NLL too.
     shard: (K, N): score only the lines with ``(line - 1) % N == K``, line numbers kept, so that N
         processes (or machines) split one list; the other lines are not even checked.
-    method, chunk_positions: as in ``score_names``.
-    threads: as in ``score_names``, while a chunk is scored ("auto" is decided once, at the start).
-    reference: as in ``score_names``: a ``ReferenceTable``, for ``ScoreResult.percentile``.
+    method, chunk_positions, reference: as in ``score_names``; on the caller's torch threads.
     """
-    method = check_model_and_method(model, method, vocab, "score_lines")
-    check_reference("score_lines", reference)
-    chunk = integer("score_lines", "chunk", chunk, 1)
-    shard = None if shard is None else check_shard(shard)
-    threads = check_threads(threads, "score_lines")  # "auto" decided once, for the whole stream
-    with eval_mode(model):
-        request = ScoringRequest.prepare(model, vocab, method, per_char=per_char, chunk_positions=chunk_positions,
-                                         reference=reference)
-        for numbers, block in line_chunks(lines, chunk, shard):
-            if lowercase:
-                block = [fold_case(line) for line in block]
-            part, tokens, lengths, stop = check_chunk(block, numbers, vocab, skip_invalid)
-            with torch_threads(threads, "score_lines"):
-                part.scores = score_encoded(request, part.names, tokens, lengths)
-            yield part
-            if stop is not None:
-                raise DataError(f"{source}:{stop[0]}: {stop[1]}")
+    how = Stream(chunk, skip_invalid, per_char, shard, source)
+    vocab = vocab.with_case_folded() if lowercase and isinstance(vocab, Vocab) else vocab
+    scorer = Scorer.of(model, vocab, method, reference, chunk_positions=chunk_positions, who="score_lines")
+    return scored_lines(scorer, lines, how)
 
 
 def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
-    """(line numbers, the lines' names (``line_name``)) of up to ``chunk`` lines at a time (of the shard's
-    lines only, with ``shard`` (K, N))."""
+    """(line numbers, the lines' names (``tables.cell_name``: a line or a table's cell, stripped; a
+    missing value blank; any other value the reason it is no name)) of up to ``chunk`` lines at a time
+    (of the shard's lines only, with ``shard`` (K, N))."""
     k, n_shards = shard if shard is not None else (0, 1)
     lines, first = iter(lines), 1  # ``first``: the line number of the next line read
     while True:
@@ -124,20 +151,26 @@ def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
         if n_shards > 1:
             start = (k - (numbers.start - 1)) % n_shards
             block, numbers = block[start::n_shards], numbers[start::n_shards]
-        yield numbers, [line_name(line) for line in block]
+        yield numbers, [line_name(line) if isinstance(line, str) else cell_name(line) for line in block]
 
 
 def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
-    """A chunk's lines sorted into names to score, blank lines and lines that are not names: returns
-    (its ``LineScores`` still without scores, the names' tokens and lengths (``encode_names``), and
-    the first invalid (line, problem) without ``skip_invalid``, or None). Without ``skip_invalid`` the
-    lines from the first invalid one on are left out: the caller raises after scoring the lines
-    before it."""
+    """A chunk's names (``line_name``'s of its lines) sorted into names to score, blank lines and
+    lines that are not names, each normalized as ``vocab`` says: returns (its ``LineScores`` still
+    without scores, its ``names`` the normalized ones, ``kept`` their indices in ``block``; the
+    names' tokens and lengths (``encode_names``); the first invalid (line, problem) without
+    ``skip_invalid``, or None). Without ``skip_invalid`` the lines from the first invalid one on are
+    left out: the caller raises after scoring the lines before it."""
+    refused = {i: cell.reason for i, cell in enumerate(block) if isinstance(cell, Refused)}
+    if refused:
+        block = ["" if i in refused else cell for i, cell in enumerate(block)]
+    block = vocab.normalized(block)
     tokens, lengths, ok = encode_names(block, vocab)
     empty = lengths.numpy() == 0
+    empty[list(refused)] = False
     bad = ~ok & ~empty
     stop = None
-    invalid = [(numbers[i], name_problem(block[i], vocab)) for i in np.flatnonzero(bad)]
+    invalid = [(numbers[i], refused.get(i) or name_problem(block[i], vocab)) for i in np.flatnonzero(bad)]
     if invalid and not skip_invalid:
         stop = invalid[0]
         cut = int(np.flatnonzero(bad)[0])
@@ -146,4 +179,5 @@ def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
     if len(keep) < len(block):  # the kept names' characters: no second encoding
         tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
     names = [block[i] for i in keep]
-    return LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum())), tokens, lengths, stop
+    part = LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum()), keep.tolist())
+    return part, tokens, lengths, stop

@@ -1,5 +1,6 @@
 """Checkpoints: one ``checkpoint.pt`` per run folder. ``Checkpoint`` is the only code that reads or
-writes one: ``Checkpoint.load(path_or_run)`` and ``checkpoint.save(path)`` (atomic).
+writes one: ``Checkpoint.load(path_or_run)`` and ``checkpoint.save(path)`` (atomic). A run loaded to
+score or sample with is ``loaded.LoadedRun`` (``load_model``), apart from this file format.
 
 The file is a plain dict (``torch.load(..., weights_only=True)`` reads it); ``Checkpoint.save`` writes
 these keys, each of them (a test holds this list to what is written)::
@@ -42,20 +43,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from ..data import Vocab, same_data
-from ..device import resolve_device
 from ..errors import CheckpointError
 from ..models.blocks import BatchNorm
 from ..models.config import FlatConfig, ModelConfig, TrainConfig
 from ..models.conv import ConvModel
 from ..models.flat import FlatModel
 from ..models.tree import TreeModel
-from ..paths import bundled_model
 from ..version import __version__
 
 FORMAT = "wavenet_conv.checkpoint"
@@ -274,70 +273,5 @@ class Checkpoint:
         return model.eval()
 
     def meta(self) -> dict:
-        """The file's dict less the weights and the optimizer state (``LoadedModel.meta``)."""
+        """The file's dict less the weights and the optimizer state (``LoadedRun.meta``)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("state_dict", "optimizer")}
-
-
-@dataclass
-class LoadedModel:
-    """What ``load_model`` returns: the model in eval mode, its vocabulary, the checkpoint's metadata
-    (the file's dict but the weights and optimizer state), its file, and the ``Checkpoint`` less its
-    weights (``state_dict`` {}, ``optimizer`` and ``swa`` None): its ``finished``, ``step``, ``train_config``...
-    ``reference``: its percentile table (``inference.percentiles``), or None, ``no_reference`` saying why."""
-
-    model: torch.nn.Module
-    vocab: Vocab
-    meta: dict
-    path: Path
-    checkpoint: Checkpoint
-    _reference: tuple | None = field(default=None, init=False, repr=False)  # (table or None, why), once asked
-
-    @property
-    def reference(self):
-        """The run's ``ReferenceTable``: its checkpoint's; for a run saved without one (before this
-        release, or stopped early), made on first use from the run's names file if that is there
-        unchanged, kept in memory (``reference.reference_of``);
-        None otherwise (``no_reference`` says why)."""
-        return self.reference_state()[0]
-
-    @property
-    def no_reference(self) -> str | None:
-        """Why ``reference`` is None, e.g. "its names file data/x.txt is missing"; None when there is one."""
-        return self.reference_state()[1]
-
-    def reference_state(self) -> tuple:
-        """(``reference``, ``no_reference``), worked out on the first call (``reference.reference_of``)."""
-        if self._reference is None:
-            from .reference import reference_of  # it reads this module
-
-            self._reference = reference_of(self)
-        return self._reference
-
-    def __iter__(self):  # model, vocab, meta = load_model(...)
-        return iter((self.model, self.vocab, self.meta))
-
-    def in_training_set(self, word: str) -> bool | None:
-        """Whether ``word`` was a training name (None if the checkpoint does not record them)."""
-        hashes = self.checkpoint.train_hashes
-        return None if hashes is None else in_word_hashes(word, hashes)
-
-
-def load_model(path_or_run: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               form: str | None = None) -> LoadedModel:
-    """Load a trained model from a run folder or checkpoint file; None: the bundled model
-    (``paths.bundled_model()``, the ``small`` recipe trained on the bundled names).
-
-    ``device``: where to put it ("cpu", "cuda", or "auto": cuda when available).
-    ``form``: "conv" or "tree" to get that form of a tree/conv model (same weights), None as trained.
-
-    >>> model, vocab, meta = load_model("runs/my-run")          # doctest: +SKIP
-    """
-    path = resolve(bundled_model() if path_or_run is None else path_or_run)
-    ckpt = Checkpoint.load(path)
-    model = ckpt.model(str(path))
-    if form is not None and form != ckpt.kind:
-        if form not in ("conv", "tree") or ckpt.kind == "flat":
-            raise CheckpointError(f"{path}: cannot convert a {ckpt.kind} model to form {form!r}")
-        model = KINDS[form][0].from_model(model)
-    light = replace(ckpt, state_dict={}, optimizer=None, swa=None)  # the model holds the weights
-    return LoadedModel(model.to(resolve_device(device)), ckpt.vocab, ckpt.meta(), path, light)

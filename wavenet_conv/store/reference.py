@@ -1,4 +1,4 @@
-"""A stored run's percentile table (``inference.percentiles``): ``reference_of(loaded)``.
+"""A stored run's percentile table (``inference.percentiles``): ``reference_of(checkpoint, path, model)``.
 
 A run saved by this release keeps its table in its checkpoint (``Checkpoint.reference``, made from its
 dev split at the end of training). A run saved without one (by an earlier release, or stopped before
@@ -16,22 +16,23 @@ from pathlib import Path
 from ..data import lecture_split, load_names, same_data, sha256_file
 from ..errors import CheckpointError, DataError
 from ..inference.percentiles import ReferenceTable, reference_table
+from ..inference.scoring import Scorer
 from .checkpoint import Checkpoint
 
 
-def reference_of(loaded) -> tuple[ReferenceTable | None, str | None]:
-    """``loaded`` (a ``LoadedModel``) -> (its ``ReferenceTable``, None), or (None, why there is none:
-    "its names file /data/x.txt is missing"). What ``LoadedModel.reference`` and ``no_reference`` give."""
-    stored = loaded.checkpoint.reference
-    if stored is not None:
+def reference_of(ckpt: Checkpoint, path: Path, model) -> tuple[ReferenceTable | None, str | None]:
+    """A loaded run's checkpoint (less its weights), its file and its model -> (its ``ReferenceTable``,
+    None), or (None, why there is none: "its names file /data/x.txt is missing"). What
+    ``LoadedRun.reference`` and ``no_reference`` give."""
+    if ckpt.reference is not None:
         try:
-            return ReferenceTable.from_dict(stored), None
+            return ReferenceTable.from_dict(ckpt.reference), None
         except (KeyError, TypeError, ValueError) as e:
             return None, f"its percentile table cannot be read ({str(e)[:120]})"
-    dev, why = dev_names(loaded.checkpoint.data)
+    dev, why = dev_names(ckpt.data)
     if dev is None:
         return None, why
-    return made(loaded, dev), None
+    return made(path, model, ckpt.vocab, dev), None
 
 
 def dev_names(data: dict | None) -> tuple[list[str] | None, str | None]:
@@ -56,12 +57,12 @@ def dev_names(data: dict | None) -> tuple[list[str] | None, str | None]:
     return (dev, None) if dev else (None, f"its names file {path} has too few names for a dev split")
 
 
-def made(loaded, dev: list[str]) -> ReferenceTable:
-    """The table of ``dev`` under the checkpoint's model as saved (on the CPU, one thread: the numbers
-    training gives), kept in memory: the checkpoint is never rewritten (its bytes are a run's identity: a
-    student distilled from the run checks its sha256 on resume)."""
+def made(path: Path, model, vocab, dev: list[str]) -> ReferenceTable:
+    """The table of ``dev`` under the checkpoint's model as saved (read again from ``path``: on the CPU,
+    one thread, the numbers training gives), kept in memory: the checkpoint is never rewritten (its
+    bytes are a run's identity: a student distilled from the run checks its sha256 on resume)."""
     try:
-        ckpt = Checkpoint.load(loaded.path)
+        ckpt = Checkpoint.load(path)
     except CheckpointError:  # gone since it was loaded: the loaded model's
-        return reference_table(loaded.model, loaded.vocab, dev)
-    return reference_table(ckpt.model(str(loaded.path)), ckpt.vocab, dev)
+        return reference_table(Scorer.of(model, vocab, threads=1), dev)
+    return reference_table(Scorer.of(ckpt.model(str(path)), ckpt.vocab, threads=1), dev)

@@ -27,8 +27,7 @@ from ..store.checkpoint import Checkpoint, resolve
 from ..models.config import TrainConfig
 from ..data import Vocab, sha256_file
 from ..errors import ArgumentError, CheckpointError, ConfigError
-from ..inference.folded import eval_mode, fold
-from ..inference.scoring import group_logits
+from ..inference.scoring import Scorer
 
 TEACHING_KINDS = ("conv", "tree")  # the models whose distributions the fast path computes
 
@@ -91,19 +90,18 @@ def check_unchanged(records: list[dict], where) -> list[str]:
 
 
 @torch.no_grad()
-def soft_targets(models, batches: NameBatches, temperature: float = 1.0, chunk_positions: int = 8192) -> torch.Tensor:
+def soft_targets(models, vocab: Vocab, batches: NameBatches, temperature: float = 1.0) -> torch.Tensor:
     """(P, V) float32 on the batches' device: the teachers' next-character distributions at ``T``,
-    averaged, at each of the P positions of the training names, in ``batches``' flat order: the
-    scorer's own loop over length groups (``scoring.group_logits``), whose flat position order (name
-    after name, ``[0, c1..cn]`` each) is ``batches``'."""
+    averaged, at each of the P positions of the training names, in ``batches``' flat order: each
+    teacher's ``Scorer`` on the fast path (``Scorer.logit_groups``: its loop over length groups), whose
+    flat position order (name after name, ``[0, c1..cn]`` each) is ``batches``'."""
     device, V = batches.x.device, models[0].config.vocab_size
     soft = torch.zeros(len(batches.x), V, device=device)
     chars = batches.x[batches.pos != 0]  # (P - names,) the names' characters back to back
     for model in models:
-        model = model.to(device=device, dtype=torch.float32)
-        with eval_mode(model):
-            for _, _, at, logits in group_logits(fold(model), chars, batches.lengths - 1, chunk_positions):
-                soft[at.reshape(-1)] += torch.softmax(logits[:, :V] / temperature, 1)  # (G*(n+1), V)
+        scorer = Scorer.of(model.to(device=device, dtype=torch.float32), vocab, method="fast")
+        for _, _, at, logits in scorer.logit_groups(chars, batches.lengths - 1):
+            soft[at.reshape(-1)] += torch.softmax(logits[:, :V] / temperature, 1)  # (G*(n+1), V)
     return soft.div_(len(models))
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..data import check_split, read_data
-from ..device import torch_threads
 from ..errors import CheckpointError, ConfigError, RunFolderError
 from ..models.config import ModelConfig, TrainConfig
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint
@@ -112,33 +111,32 @@ def check_plan(plan: Plan) -> None:
 
 
 def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[tuple[ModelConfig, TrainConfig]],
-                 out, data=None, force: bool = False, progress: bool = True, log=print, threads=1) -> TrainResult:
+                 out, data=None, force: bool = False, progress: bool = True, log=print) -> TrainResult:
     """Train ``teachers`` ((ModelConfig, TrainConfig) pairs, e.g. ``config.recipe_teachers``) into
     ``out/teacher-k``, then the student (``model_config``, ``config``, with ``config.distill`` > 0)
     distilled from them into ``out``; returns the student's ``TrainResult``. ``out`` must be new or
     empty (``force``: see ``train``; teachers already there with the same settings are kept). The other
-    arguments are ``train``'s."""
+    arguments are ``train``'s. Runs on the caller's torch threads (``torch.set_num_threads``): each
+    teacher and the student ``train(..., threads=None)``."""
     log = log or (lambda *a, **k: None)
     paths("train_recipe", out=out, data=data)
-    with torch_threads(threads, "train"):
-        words, _, data_info = read_data(data)
-        check_split(words, data_info)
-        plan = Plan(model_config, config, list(teachers), data_info)
-        check_plan(plan)
-        return run_plan(plan, RunFolder(out, force=force), progress, log)
+    words, _, data_info = read_data(data)
+    check_split(words, data_info)
+    plan = Plan(model_config, config, list(teachers), data_info)
+    check_plan(plan)
+    return run_plan(plan, RunFolder(out, force=force), progress, log)
 
 
-def resume_recipe(out, config: TrainConfig | None = None, progress: bool = True, log=print, threads=1) -> TrainResult:
+def resume_recipe(out, config: TrainConfig | None = None, progress: bool = True, log=print) -> TrainResult:
     """Go on with the recipe in ``out`` where it stopped: finished teachers reused, a stopped one resumed,
     the others trained, then the student resumed or trained. ``config``: the student's, changed only in
-    ``train.CHANGEABLE_ON_RESUME`` (its device is also the teachers')."""
+    ``train.CHANGEABLE_ON_RESUME`` (its device is also the teachers'). On the caller's torch threads."""
     log = log or (lambda *a, **k: None)
-    with torch_threads(threads, "train"):
-        plan = read_plan(out)
-        plan.config = resumed_config(plan.config, config)
-        plan.teachers = [(m, replace(t, device=plan.config.device)) for m, t in plan.teachers]
-        read_data(plan.data["path"], started=plan.data)
-        return run_plan(plan, RunFolder(out, own_run=True), progress, log)
+    plan = read_plan(out)
+    plan.config = resumed_config(plan.config, config)
+    plan.teachers = [(m, replace(t, device=plan.config.device)) for m, t in plan.teachers]
+    read_data(plan.data["path"], started=plan.data)
+    return run_plan(plan, RunFolder(out, own_run=True), progress, log)
 
 
 def teacher_states(plan: Plan, out: Path) -> list[str]:

@@ -46,7 +46,7 @@ from ..data import Vocab, check_split, lecture_split, read_data
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged
 from ..inference.percentiles import reference_table
-from ..inference.scoring import score_names
+from ..inference.scoring import Scorer, score_names
 from ..models.config import ModelConfig, TrainConfig, recipe
 from ..models.conv import ConvModel
 from ..models.tree import TreeModel
@@ -254,7 +254,7 @@ def training_forward(model, tc: TrainConfig):
 def teach(run: Run, models: list, records: list[dict]) -> Run:
     """The teachers' averaged distributions at every training position, for the batches to gather."""
     if models:
-        run.batches.soft = soft_targets(models, run.batches, run.config.temperature)
+        run.batches.soft = soft_targets(models, run.vocab, run.batches, run.config.temperature)
         run.teachers = records
     return run
 
@@ -372,7 +372,7 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         if tc.input_noise:
             x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
         soft = run.batches.soft_at(run.step) if tc.distill else None  # the teachers' distributions (N, V)
-        loss = batch_loss(run.forward, x, y, pos, run.dtype, soft, tc)
+        loss = batch_loss(run.forward, x, y, pos, run.dtype, None if soft is None else (soft, tc))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -397,14 +397,15 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
     run.train_seconds += device_clock(run.device) - t0
 
 
-def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32, soft=None, tc: TrainConfig | None = None):
+def batch_loss(forward, x, y, pos, dtype: torch.dtype = torch.float32, teach: tuple | None = None):
     """Mean cross-entropy over the batch's targets: contexts (B, 2**L) with ``pos`` None (the tree
     form's forward), or names packed end to end (``ConvModel.packed``). ``dtype``: the matmuls' (a
-    bfloat16 autocast: weights, statistics and the loss stay float32). ``soft``: the teachers'
-    distributions (N, V) at the targets, mixed in as ``tc`` says (``distill.distill_loss``)."""
+    bfloat16 autocast: weights, statistics and the loss stay float32). ``teach``: (soft, tc), the
+    teachers' distributions (N, V) at the targets, mixed in as the ``TrainConfig`` says
+    (``distill.distill_loss``); None: no teachers."""
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = forward(x) if pos is None else forward(x, pos)  # (B, V) or (N, V)
-    return F.cross_entropy(logits.float(), y) if soft is None else distill_loss(logits.float(), y, soft, tc)
+    return F.cross_entropy(logits.float(), y) if teach is None else distill_loss(logits.float(), y, *teach)
 
 
 def due(every: int, step: int, before: int) -> bool:
@@ -421,7 +422,7 @@ def evaluate_val(run: Run, log) -> None:
 
 def split_loss(model, words, vocab: Vocab) -> float:
     """Mean cross-entropy (nats per target) over every example of ``words``, in eval mode."""
-    return score_names(model, words, vocab, threads=None).mean_loss
+    return score_names(model, words, vocab).mean_loss
 
 
 # ----------------------------------------------------------------------------- checks and checkpoints
@@ -506,7 +507,7 @@ def finish(run: Run, log) -> TrainResult:
     train_words, val_words, test_words = run.splits
     losses = dict(train_loss=split_loss(model, train_words, run.vocab), val_loss=split_loss(model, val_words, run.vocab),
                   test_loss=split_loss(model, test_words, run.vocab) if tc.eval_test else None)
-    reference = reference_table(model, run.vocab, val_words, threads=1) if run.run_dir is not None else None
+    reference = reference_table(Scorer.of(model, run.vocab, threads=1), val_words) if run.run_dir is not None else None
     run.eval_seconds += device_clock(run.device) - t0
     metrics = {**losses, **run_metrics(run)}
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
