@@ -155,28 +155,28 @@ def test_a_killed_worker_costs_a_retry_not_a_row(cluster, run, names_file, tmp_p
     check_rows(pq.read_table(tmp_path / "out"), names_file, run, chunk=500)
 
 
-def parquet_input(folder, values: list, id_column: str, name_column: str) -> dict:
+def parquet_input(folder, values: list, id_column: str, column: str) -> dict:
     """``values`` as two Parquet files in ``folder``, keyed by shuffled ids; returns {id: value}."""
     ids = [(i * 7919) % 100_003 for i in range(len(values))]
     folder.mkdir()
     half = len(values) // 2
     for k, part in enumerate([slice(0, half), slice(half, None)]):
-        columns = {id_column: ids[part], name_column: values[part], "other": [1.5] * len(ids[part])}
+        columns = {id_column: ids[part], column: values[part], "other": [1.5] * len(ids[part])}
         pq.write_table(pa.table(columns), folder / f"part{k}.parquet")
     return dict(zip(ids, values))
 
 
-@pytest.mark.parametrize("id_column,name_column", [("uid", "name"), ("uid", "username"), ("username", "username")])
-def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, name_column):
+@pytest.mark.parametrize("id_column,column", [("uid", "name"), ("uid", "username"), ("username", "username")])
+def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, column):
     values = mixed_lines(3000, ["emma", "mary ann", "olivia"], every=20) + [None, " \t "]
-    if id_column == name_column:  # the names are the key: unique ones
+    if id_column == column:  # the names are the key: unique ones
         values = list(dict.fromkeys(values))
-    by_id = parquet_input(tmp_path / "in", values, id_column, name_column)
+    by_id = parquet_input(tmp_path / "in", values, id_column, column)
     with time_limit(LIMIT):
         counts = score_files(run, str(tmp_path / "in"), str(tmp_path / "out"), id_column=id_column,
-                             name_column=None if name_column == "name" else name_column, skip_invalid=True)
+                             column=None if column == "name" else column, skip_invalid=True)
     table = pq.read_table(tmp_path / "out")
-    key = "name" if id_column == name_column else id_column
+    key = "name" if id_column == column else id_column
     assert table.column_names == ([] if key == "name" else [key]) + ["name", "nats", "targets", "nats_per_target",
                                                                      "percentile", "error"]
     got = {r[key]: r for r in table.to_pylist()}

@@ -52,13 +52,13 @@ MISTAKES = [
     (["{d}/empty", *RAY], "empty: no files in it"),
     (["{d}/mixed", *RAY], "mixed: holds both Parquet (.parquet) and other files"),
     (["{d}/names.txt", *RAY, "--id-column", "uid"], "--id-column is for Parquet input: text input's key is path and line"),
-    (["{d}/names.txt", *RAY, "--name-column", "n"], "--name-column is for Parquet input"),
+    (["{d}/names.txt", *RAY, "--column", "n"], "--column is for Parquet input"),
     (["{d}/parquet", *RAY], "--id-column must name a column for Parquet input"),
     (["{d}/parquet", *RAY, "--id-column", "nope"],
      "--id-column 'nope': no such column in {d}/parquet/a.parquet; its columns: uid, name"),
-    (["{d}/parquet", *RAY, "--id-column", "uid", "--name-column", "nom"], "--name-column 'nom': no such column in"),
+    (["{d}/parquet", *RAY, "--id-column", "uid", "--column", "nom"], "--column 'nom': no such column in"),
     (["{d}/numbers.parquet", *RAY, "--id-column", "uid"],
-     "--name-column 'name': the column holds int64 in {d}/numbers.parquet, not strings"),
+     "--column 'name': the column holds int64 in {d}/numbers.parquet, not strings"),
     (["{d}/names.txt", "--engine", "ray", "--output", "{d}/full"], "--output {d}/full: not empty: give a new or empty folder"),
     (["{d}/names.txt", "--engine", "ray", "--output", "{d}/names.txt"], "--output {d}/names.txt: is a file, not a folder"),
     (["{d}/keyed.parquet", *RAY, "--id-column", "error"], "--id-column 'error': the output has a column 'error' of its own"),
@@ -104,7 +104,7 @@ def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts
     assert len(calls) == 1 and len(checks) == 1 and where == [str(names), str(out)]
     assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True)
     assert kwargs == dict(workers=3, cpus_per_worker=2, gpus_per_worker=0, address=None, id_column=None,
-                          name_column=None, chunk=100, skip_invalid=bool(skip), min_percentile=None)
+                          column=None, chunk=100, skip_invalid=bool(skip), min_percentile=None)
     if counts.names:  # the run is a model alone: a note that it has no percentiles, then the closing line
         note = (f"wavenet-conv score: note: {inputs / 'run'}: no percentiles: its checkpoint records no names file "
                 "(a model saved without its run)")

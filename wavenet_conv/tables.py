@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from .data import line_name, open_input, quote
+from .data import line_name, open_input
 from .errors import DataError, MissingExtraError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -49,9 +49,11 @@ def cell_name(value) -> str | Refused:
     missing value (None, NaN, pandas' NA: a blank row), else why it is not a name (``Refused``)."""
     if isinstance(value, str):
         return line_name(value)
+    if isinstance(value, Refused):
+        return value
     if value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType":
         return ""
-    return Refused(f"a {type(value).__name__} ({quote(str(value), 40)}), not a string")
+    return Refused(f"a {type(value).__name__} ({str(value)[:40]}), not a string")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from ..tables import Table, is_table
 from ..device import resolve_device
 from ..errors import ArgumentError, ConfigError, DataError
 from ..inference.export import export_onnx
-from .output import closing_count, format_rows, header, sample_lines
+from .output import Meter, Top, closing_count, format_rows, header, sample_lines
 from .parser import MODEL_OPTIONS, PROG, RAY_OPTIONS, TRAIN_OPTIONS, flag, given, our_words
 from ..paths import bundled_names
 from ..cluster.counts import Counts
@@ -153,7 +153,8 @@ def score_here(args) -> tuple[str, Counts]:
         scorer = loaded.scorer(vocab=loaded.vocab.with_case_folded() if args.lowercase else None)  # main's threads
         cells = read_lines(stream) if table is None else table.cells()
         how = Stream(args.chunk, args.skip_invalid, args.chars, args.shard, source, rows=table is not None)
-        return source, write_scores(args, scored_lines(scorer, cells, how), how, None if table is None else cells)
+        done = None if table is not None or stream is sys.stdin.buffer else share_read(stream)
+        return source, write_scores(args, scored_lines(scorer, cells, how), how, None if table is None else cells, done)
     finally:
         if stream is not None and stream is not sys.stdin.buffer:
             stream.close()
@@ -171,10 +172,21 @@ def open_table(args):
     return None
 
 
-def write_scores(args, parts, how: Stream, keyed) -> Counts:
-    """Each part's rows on stdout as it comes (those at or above ``--min-percentile``), and a line on
-    stderr for each line that is not a name; ``keyed``: a table's ``Cells`` (its rows' keys), or None."""
-    counts, width = Counts(), None
+def share_read(stream):
+    """A function giving the share of the file ``stream`` read so far, or None where its size is unknown."""
+    try:
+        size = os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, ValueError):
+        return None
+    return (lambda: stream.tell() / size) if size else None
+
+
+def write_scores(args, parts, how: Stream, keyed, done=None) -> Counts:
+    """Each part's rows on stdout as it comes (those at or above ``--min-percentile``; with ``--top K``
+    the K most unusual, at the end), and a line on stderr for each line that is not a name; ``keyed``: a
+    table's ``Cells`` (its rows' keys), or None. On a terminal, progress on stderr (``done``: the share
+    of the input read, where known)."""
+    counts, width, top, meter = Counts(), None, Top(args.top) if args.top else None, Meter()
     for part in parts:
         for line, problem in part.invalid:
             print(f"{how.where(line)}: {problem}", file=sys.stderr)
@@ -183,11 +195,19 @@ def write_scores(args, parts, how: Stream, keyed) -> Counts:
             sys.stdout.write(header(args.format, args.chars, width, "line" if keyed is None else keyed.name))
         keep = None if args.min_percentile is None else \
             (part.scores.percentile >= args.min_percentile).nonzero()[:, 0].tolist()
-        sys.stdout.write(format_rows(args.format, part, args.chars, width, keep, keyed))
-        sys.stdout.flush()
+        if top is not None:
+            top.add(part, keep, lambda chosen: format_rows(args.format, part, args.chars, width, chosen, keyed))
+        else:
+            sys.stdout.write(format_rows(args.format, part, args.chars, width, keep, keyed))
+            sys.stdout.flush()
         if keyed is not None:
             keyed.clear()
         counts += Counts.of_part(part) if keep is None else replace(Counts.of_part(part), rows=len(keep))
+        meter.update(len(part.lines) + len(part.invalid) + part.empty, done and done())
+    meter.close()
+    if top is not None:
+        sys.stdout.write(top.lines())
+        counts = replace(counts, rows=len(top.heap))
     return counts
 
 
@@ -235,7 +255,7 @@ def score_on_ray(args) -> Counts:
     scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
     counts = score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
                          cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
-                         address=args.address, id_column=args.id_column, name_column=args.column, chunk=args.chunk,
+                         address=args.address, id_column=args.id_column, column=args.column, chunk=args.chunk,
                          skip_invalid=args.skip_invalid, min_percentile=args.min_percentile)
     if counts.names:  # the note of a run without percentiles, once the job has scored names
         reference_for(args, loaded)

@@ -86,6 +86,17 @@ def shard_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(e.problem) from None
 
 
+def positive_int(text: str) -> int:
+    """--top: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text[:40]!r}")
+    return value
+
+
 def percent_arg(text: str) -> float:
     """--min-percentile: a number from 0 to 100."""
     try:
@@ -205,6 +216,9 @@ def add_score(sub, common) -> None:
                    "P-th percentile (0-100; e.g. 95: the unusual ones) and say on stderr how many were kept; needs "
                    "the run's percentiles. --engine ray writes only those rows (a line that is not a name has no "
                    "percentile: it is counted, not written)")
+    s.add_argument("--top", type=positive_int, metavar="K", help="only the K most unusual names, most unusual first, "
+                   "at the end: ranked by percentile, then nats per target (as the whole list ranks them), in memory "
+                   "for K rows; with --min-percentile, among the names it keeps")
     s.add_argument("--shard", metavar="K/N", type=shard_arg, help="score only the lines i with (i - 1) mod N == K "
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
     s.add_argument("--chunk", type=int, default=65536, metavar="LINES",

@@ -293,14 +293,14 @@ def as_error(kind: type, message: str) -> InputError:
 
 def score_files(scorer, input: str, output: str, workers: int = 1, cpus_per_worker: int = 1,
                 gpus_per_worker: float = 0, address: str | None = None, id_column: str | None = None,
-                name_column: str | None = None, chunk: int = BATCH, skip_invalid: bool = False,
+                column: str | None = None, chunk: int = BATCH, skip_invalid: bool = False,
                 min_percentile: float | None = None) -> Counts:
     """Score the names of ``input`` (a text file, folder, glob or URI of text files, or Parquet) with
     ``scorer`` (a ``BatchScorer``, a run folder, or None: the bundled model) on Ray, and write them as a Parquet dataset at
     ``output`` (a new or empty folder or URI); returns the ``Counts`` of what was written and skipped.
 
     address: a cluster to join (None: a local one, started for the job and shut down after; or the
-    one this process already initialized). id_column, name_column: Parquet input's key and names
+    one this process already initialized). id_column, column: Parquet input's key and names
     ("name"). chunk: the lines scored at a time, from each file's first line (``score_lines``').
     skip_invalid: False (as ``score_lines``): a line (or Parquet row) that is not a name is a
     ``DataError`` naming the first, the one of the smallest (path, line) or key, raised once every row
@@ -315,12 +315,12 @@ def score_files(scorer, input: str, output: str, workers: int = 1, cpus_per_work
     import pyarrow as pa
 
     try:
-        job = Job(input, output, address, id_column, name_column, min_percentile)
+        job = Job(input, output, address, id_column, column, min_percentile)
         counts, first, keys = run_job(ray, scorer, job, pool)
     except pa.ArrowException as e:  # files that disagree, e.g. on a column's type
         raise DataError(f"{input}: {str(e).splitlines()[0][:200]}") from None
     if first is not None and not skip_invalid:
-        raise invalid_error(first, keys or [name_column or "name"], input, output, counts, min_percentile is None)
+        raise invalid_error(first, keys or [column or "name"], input, output, counts, min_percentile is None)
     return counts
 
 
@@ -347,7 +347,7 @@ class Job:
     output: str
     address: str | None = None
     id_column: str | None = None
-    name_column: str | None = None
+    column: str | None = None
     min_percentile: float | None = None
 
 
@@ -355,18 +355,18 @@ def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, l
     """``score_files`` once its pool's arguments (workers, cpus_per_worker, gpus_per_worker, chunk)
     are checked and Ray is imported: (the counts, the writer's ``first_invalid``, the key columns)."""
     workers, cpus_per_worker, gpus_per_worker, chunk = pool
-    input, output, address, id_column, name_column, min_percentile = (
-        job.input, job.output, job.address, job.id_column, job.name_column, job.min_percentile)
+    input, output, address, id_column, column, min_percentile = (
+        job.input, job.output, job.address, job.id_column, job.column, job.min_percentile)
     if not isinstance(scorer, BatchScorer):
         scorer = BatchScorer(scorer, device="cuda" if gpus_per_worker else "cpu")
     loaded = load_model(scorer.run)  # a run that does not load is an error before any work
     vocab = loaded.vocab.with_case_folded() if scorer.lowercase else loaded.vocab
     check_percentiles(loaded, scorer.run, min_percentile)
     kind, files = list_inputs(input)
-    if kind == "text" and (id_column or name_column):
-        raise ArgumentError("score_files", "id_column" if id_column else "name_column",
+    if kind == "text" and (id_column or column):
+        raise ArgumentError("score_files", "id_column" if id_column else "column",
                             "is for Parquet input: text input's key is path and line")
-    keys = ["path", "line"] if kind == "text" else parquet_keys(files, id_column, name_column or "name")
+    keys = ["path", "line"] if kind == "text" else parquet_keys(files, id_column, column or "name")
     fs, root = check_output(output)
     from .writer import ScoreSink
 
@@ -374,7 +374,7 @@ def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, l
     try:
         check_resources(ray, workers, cpus_per_worker, gpus_per_worker)
         fs.create_dir(root, recursive=True)
-        ds = read_input(ray, (kind, files), keys, name_column or "name", vocab, chunk)
+        ds = read_input(ray, (kind, files), keys, column or "name", vocab, chunk)
         ds = score_blocks(ray, ds, type(scorer)(**{**scorer.kwargs(), "column": "name"}), pool)
         sink = ScoreSink(output if "://" in output else os.path.abspath(output), keys, drop_empty=kind == "text",
                          min_percentile=min_percentile)

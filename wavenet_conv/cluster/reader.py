@@ -103,7 +103,7 @@ def lines_table(path: str, first: int, lines: list[str], vocab: Vocab):
                      "name": names, "error": pa.array(errors, pa.string())})
 
 
-def read_input(ray, inputs: tuple[str, list[tuple[str, str]]], keys: list[str], name_column: str, vocab: Vocab,
+def read_input(ray, inputs: tuple[str, list[tuple[str, str]]], keys: list[str], column: str, vocab: Vocab,
                rows: int):
     """The input (``list_inputs``' (kind, files)) as a Dataset with a ``name`` column and its ``keys``:
     text files a read task per file
@@ -116,11 +116,11 @@ def read_input(ray, inputs: tuple[str, list[tuple[str, str]]], keys: list[str], 
             text_blocks, fn_kwargs=dict(vocab=vocab.to_dict(), rows=rows), batch_size=1,
             batch_format="pyarrow", num_cpus=IO_CPUS)
     ds = ray.data.read_parquet([uri for _, uri in files], num_cpus=IO_CPUS)
-    ds = ds.select_columns(list(dict.fromkeys(keys + [name_column])))
-    return ds.rename_columns({name_column: "name"}) if name_column != "name" else ds
+    ds = ds.select_columns(list(dict.fromkeys(keys + [column])))
+    return ds.rename_columns({column: "name"}) if column != "name" else ds
 
 
-def parquet_keys(files: list[tuple[str, str]], id_column: str | None, name_column: str) -> list[str]:
+def parquet_keys(files: list[tuple[str, str]], id_column: str | None, column: str) -> list[str]:
     """The key columns of a Parquet input (``id_column``, unless it is the column of names), after
     checking both columns in the first file's schema: ``score_files``' arguments."""
     import pyarrow as pa
@@ -133,14 +133,14 @@ def parquet_keys(files: list[tuple[str, str]], id_column: str | None, name_colum
     fs, path = pafs.FileSystem.from_uri(files[0][1])
     schema = pq.read_schema(path, filesystem=fs)
     there = ", ".join(schema.names)[:200]
-    for argument, col in (("id_column", id_column), ("name_column", name_column)):
+    for argument, col in (("id_column", id_column), ("column", column)):
         if col not in schema.names:
             raise ArgumentError("score_files", argument, f"{col!r}: no such column in {files[0][0]}; its columns: {there}")
-    kind = schema.field(name_column).type
+    kind = schema.field(column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise ArgumentError("score_files", "name_column", f"{name_column!r}: the column holds {kind} in {files[0][0]}, "
+        raise ArgumentError("score_files", "column", f"{column!r}: the column holds {kind} in {files[0][0]}, "
                             "not strings")
-    if id_column in ("name", *SCORE_COLUMNS) and id_column != name_column:
+    if id_column in ("name", *SCORE_COLUMNS) and id_column != column:
         raise ArgumentError("score_files", "id_column", f"{id_column!r}: the output has a column {id_column!r} of its "
                             f"own (name, {', '.join(SCORE_COLUMNS)}): rename the id column")
-    return [] if id_column == name_column else [id_column]
+    return [] if id_column == column else [id_column]

@@ -47,7 +47,7 @@ from ..inference.streaming import Stream, scored_lines
 
 NULL = "missing name (null)"  # the error of a missing value (None, NaN, pandas' NA), as EMPTY_NAME is a blank one's
 _LOADED: dict[tuple[str | None, str], LoadedRun] = {}  # (run, device) -> the model, once per process
-_SCORERS: dict[tuple[int, bool], Scorer] = {}  # (id of a loaded run, lowercase) -> its scorer, once per process
+_SCORERS: dict[tuple[int, bool, int], Scorer] = {}  # (id of a loaded run, lowercase, threads) -> its scorer
 
 
 def allotted_cpus() -> int | None:
@@ -93,11 +93,11 @@ class BatchScorer:
 
     def scorer(self) -> Scorer:
         """The run's ``Scorer`` in this process, built once: the worker's threads (Ray's CPUs for it, else 1)."""
-        loaded = self.load()
-        key = (id(loaded), self.lowercase)
+        loaded, threads = self.load(), allotted_cpus() or 1  # a reused worker process may get other CPUs
+        key = (id(loaded), self.lowercase, threads)
         if key not in _SCORERS:
             vocab = loaded.vocab.with_case_folded() if self.lowercase else loaded.vocab
-            _SCORERS[key] = replace(loaded.scorer(vocab=vocab), threads=allotted_cpus() or 1)
+            _SCORERS[key] = replace(loaded.scorer(vocab=vocab), threads=threads)
         return _SCORERS[key]
 
     def __call__(self, batch):

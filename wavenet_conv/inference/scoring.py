@@ -280,9 +280,10 @@ class Scorer:
         return cls(model, vocab, method, folded, reference, threads, chunk_positions)
 
     def names(self, names, per_char: bool = False) -> ScoreResult:
-        """``names`` (a list of str) scored; a ``DataError`` naming the index and the name for the first
-        that is not a name (empty, or a character outside the vocabulary)."""
-        names = string_list("score_names", "names", names)
+        """``names`` (a list of str) scored, each normalized as the vocabulary says (``Vocab.normalize``);
+        a ``DataError`` naming the index and the name for the first that is not a name (empty, or a
+        character outside the vocabulary)."""
+        names = self.vocab.normalized(string_list("score_names", "names", names))
         if not names:
             raise DataError("no names to score: the list is empty")
         tokens, lengths, ok = encode_names(names, self.vocab)

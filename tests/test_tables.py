@@ -1,0 +1,167 @@
+"""Columns of real tables (CSV, TSV, JSONL, Parquet): the reader, ``score --column/--id-column`` on
+each format with the same numbers as the list it holds, ``--top K`` against the whole list's ranking,
+and the progress line on a terminal only."""
+
+import io
+import json
+
+import pytest
+
+from helpers import run_main
+from wavenet_conv import Scorer, load_model, score_lines
+from wavenet_conv.cli.output import Meter
+from wavenet_conv.errors import DataError
+from wavenet_conv.tables import Refused, Table, cell_name
+
+# the issue's cells, as a CRM export holds them: quoted commas, an embedded newline, a blank, a number
+CELLS = ["José", "Mary-Jane", "O'Brien", "EMMA", "Łukasz", "Zoë", "user123", "Светлана", "Anne Marie", "", "emma",
+         "ava"]
+
+
+def write_csv(path, delimiter=","):
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(["id", "first_name", "city"])
+        for i, name in enumerate(CELLS):
+            w.writerow([f"u{i}", name, "Paris, France" if i % 2 else "a\nmultiline \"place\""])
+    return path
+
+
+def write_jsonl(path):
+    rows = [{"id": f"u{i}", "first_name": name or None} for i, name in enumerate(CELLS)]
+    rows[9] = {"id": "u9"}  # a missing key: a blank row, as a null
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    return path
+
+
+def write_parquet(path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"id": [f"u{i}" for i in range(len(CELLS))],
+                             "first_name": [name or None for name in CELLS]}), path)
+    return path
+
+
+WRITERS = {"csv": write_csv, "tsv": lambda p: write_csv(p, "\t"), "jsonl": write_jsonl, "parquet": write_parquet}
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_tables_column_is_read_a_row_at_a_time_with_its_keys(kind, tmp_path):
+    path = WRITERS[kind](tmp_path / f"people.{kind}")
+    rows = list(Table.open(path, "first_name", "id").rows())
+    assert [r for r, _, _ in rows] == list(range(1, len(CELLS) + 1))
+    assert [k for _, k, _ in rows] == [f"u{i}" for i in range(len(CELLS))]
+    assert [cell_name(v) for _, _, v in rows] == CELLS  # the blank cell (or null, or missing key) is ""
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "parquet"])
+def test_a_missing_column_is_named_with_the_columns_there(kind, tmp_path):
+    path = WRITERS[kind](tmp_path / f"people.{kind}")
+    with pytest.raises(DataError, match=r"people\.\w+: no column 'name'; its columns: id, first_name"):
+        Table.open(path, "name")
+    with pytest.raises(DataError, match="give the column of names"):
+        Table.open(path, None)  # three columns: which one?
+
+
+def test_a_cell_that_is_no_string_gets_a_reason_and_a_null_is_blank():
+    assert cell_name("  anna\t") == "anna" and cell_name(None) == "" and cell_name(float("nan")) == ""
+    assert cell_name(12) == Refused("a int (12), not a string")
+    assert cell_name([1]).reason.startswith("a list")
+
+
+def test_jsonl_lines_that_are_no_objects_keep_their_rows_with_a_reason(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"n": "anna"}\n\nnot json\n[1]\n{"n": 3}\n{"n": "bob"}\n')
+    rows = [(r, cell_name(v)) for r, _, v in Table.open(path, "n").rows()]
+    assert [r for r, _ in rows] == [1, 2, 3, 4, 5]  # a blank line is no row
+    assert rows[0][1] == "anna" and rows[4][1] == "bob"
+    assert [v.reason.split(" (")[0] for _, v in rows[1:4]] == ["not JSON", "a JSON list, not an object", "a int"]
+
+
+def test_score_lines_takes_a_pandas_column_with_nulls(conv):
+    """A null cell (NaN, None) is a blank line, a number is a line with a reason: never a crash."""
+    from helpers import VOCAB
+
+    parts = list(score_lines(conv, ["anna", None, float("nan"), 7, "bob"], VOCAB, skip_invalid=True))
+    assert parts[0].lines == [1, 5] and parts[0].empty == 2 and parts[0].invalid == [(4, "a int (7), not a string")]
+
+
+def tsv_rows(stdout: str, key: str) -> list[list[str]]:
+    header, *rows = stdout.splitlines()
+    assert header.split("\t")[:2] == [key, "name"]
+    return [r.split("\t") for r in rows]
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_score_reads_a_column_keyed_by_id_with_the_numbers_of_the_list(kind, trained_run, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Each non-empty cell a row keyed by its id (or a reason on stderr naming its row), the names as
+    they came, the numbers those of the same names as a list; the closing line counts rows."""
+    path = WRITERS[kind](tmp_path / f"people.{kind}")
+    code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--id-column", "id",
+                               "--format", "tsv", "--skip-invalid", "--lowercase"], monkeypatch, capsys)
+    assert code == 0, err
+    loaded = load_model(trained_run[0])
+    scorer = Scorer.of(loaded.model, loaded.vocab.with_case_folded(), reference=loaded.reference)
+    want = {f"u{i}": name for i, name in enumerate(CELLS) if name and name.lower().isascii() and name.isalpha()}
+    rows = tsv_rows(out, "id")
+    assert {r[0]: r[1] for r in rows} == want  # EMMA, emma, ava
+    expected = scorer.names(list(want.values()))
+    assert [r[2] for r in rows] == [repr(v) for v in expected.nll.tolist()]
+    assert [r[5] for r in rows] == [repr(v) for v in expected.percentile.tolist()]
+    assert f"{path}: row 1: character 4 'é'" in err and f"{path}: row 8: " in err
+    assert err.splitlines()[-1].endswith("12 rows skipped (1 empty, 8 not names)".replace("12", "9"))
+
+
+def test_a_table_without_an_id_column_is_keyed_by_its_row(trained_run, tmp_path, monkeypatch, capsys):
+    path = write_csv(tmp_path / "people.csv")
+    code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--format", "jsonl",
+                               "--skip-invalid", "--lowercase"], monkeypatch, capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["row"], r["name"]) for r in rows] == [(4, "EMMA"), (11, "emma"), (12, "ava")]
+
+
+def test_without_skip_invalid_a_tables_first_bad_row_stops_it_named_by_row(trained_run, tmp_path, monkeypatch, capsys):
+    path = write_csv(tmp_path / "people.csv")
+    code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name"], monkeypatch, capsys)
+    assert code == 2 and f"error: {path}: row 1: character 1 'J' in 'José'" in err
+
+
+@pytest.mark.parametrize("argv,problem", [
+    (["--column", "first_name"], "--column is for a table (a .csv, .tsv, .jsonl or .parquet FILE)"),
+    (["--id-column", "id"], "--id-column is for a table"),
+])
+def test_column_options_are_for_a_table(trained_run, small_names, monkeypatch, capsys, argv, problem):
+    code, _, err = run_main(["score", trained_run[0], small_names, *argv], monkeypatch, capsys)
+    assert code == 2 and problem in err
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_top_k_gives_the_rows_the_whole_list_ranks_highest(trained_run, small_names, monkeypatch, capsys, k):
+    """Ranked by percentile then nats per target, over chunks of 7 lines: the same rows, in the same
+    order, as sorting the whole list's rows."""
+    code, out, err = run_main(["score", trained_run[0], small_names, "--format", "tsv", "--chunk", 7, "--top", k],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    top = tsv_rows(out, "line")
+    code, out, _ = run_main(["score", trained_run[0], small_names, "--format", "tsv"], monkeypatch, capsys)
+    every = tsv_rows(out, "line")
+    every.sort(key=lambda r: (-float(r[5]), -float(r[4]), int(r[0])))
+    assert top == every[:k] and len(top) == k
+
+
+def test_progress_shows_on_a_terminal_only():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown, piped = Terminal(), io.StringIO()
+    for stream in (shown, piped):
+        meter = Meter(stream, interval=0)
+        meter.update(1000, 0.5)
+        meter.close()
+    assert "1,000 rows" in shown.getvalue() and "50%" in shown.getvalue() and piped.getvalue() == ""
