@@ -58,9 +58,10 @@ def run_folder(path: str, vocab, depth: int) -> str:
     return path
 
 
-def run_command(argv: list[str], stdout_path: str, threads: int) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, stderr) of one command in its own process."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+def run_command(argv: list[str], stdout_path: str, threads: int | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stderr) of one command in its own process (``OMP_NUM_THREADS``
+    set to ``threads`` where given)."""
+    env = {**os.environ, **({} if threads is None else {"OMP_NUM_THREADS": str(threads)})}
     with open(stdout_path, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
