@@ -105,9 +105,11 @@ def test_errors_are_the_reasons_the_command_prints(run, tmp_path, monkeypatch, c
     path = tmp_path / "list.txt"
     path.write_text("\n".join(LINES) + "\n")
     code, _, err = run_main(["score", run, path, "--skip-invalid"], monkeypatch, capsys)
-    note, *reports, _ = err.splitlines()  # a note (the run has no percentiles), FILE:LINE: reason, then the counts
+    # notes (the run has no percentiles, nor an unknown-character token), FILE:LINE: reason, then the counts
+    note, refusal, *reports, _ = err.splitlines()
     printed = dict(line.split(": ", 1) for line in reports)
     assert note.startswith(f"wavenet-conv score: note: {run}: no percentiles: ")
+    assert refusal.startswith(f"wavenet-conv score: note: {run} has no unknown-character token")
     errors = column(BatchScorer(run)(pd.DataFrame({"name": LINES})), "error")
     assert code == 0 and len(printed) == len(BAD) * 4
     assert {f"{path}:{i + 1}": e for i, e in enumerate(errors) if e not in (None, "empty name")} == printed

@@ -219,6 +219,22 @@ def test_its_percentiles_are_calibrated_on_held_out_names(bundled, splits):
         assert 0.07 <= (p[groups == g] >= 90).mean() <= 0.13, f"length group {g}"
 
 
+def random_strings(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 11, (n,), generator=g).tolist()
+    return ["".join(chr(97 + c) for c in torch.randint(0, 26, (k,), generator=g).tolist()) for k in lengths]
+
+
+def test_random_strings_at_the_top_have_as_many_percentiles_as_scores(bundled):
+    """Past the table's 95th a group's percentile is a fitted tail: strings far past every reference
+    name still rank (1.0's table gave 82% of random strings exactly 100.0, 15 values among 1,870)."""
+    r = score_names(bundled.model, random_strings(3000), bundled.vocab, reference=bundled.reference)
+    top = r.percentile >= 99
+    stat = (r.nll / r.n_targets)[top]
+    assert top.float().mean() > 0.8 and (r.percentile < 100).all()
+    assert len(set(r.percentile[top].tolist())) >= 0.9 * len(set(stat.tolist()))
+
+
 GIBBERISH = ["xqzzyv", "bcdfghk", "qqqqqq", "zxcvbnm", "asdfgh", "qwerty", "qwertyuiop", "asdfghjkl", "jjjjjj", "hjkl"]
 
 

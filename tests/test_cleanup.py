@@ -43,7 +43,7 @@ def test_score_closes_its_names_file_however_it_ends(ending, trained_run, tmp_pa
     the end."""
     opened = record_opened(monkeypatch, commands_module)
     names = tmp_path / "names.txt"
-    names.write_text("anna\nBob\n" if ending == "a bad line" else "anna\n")
+    names.write_text("anna\nbo\tb\n" if ending == "a bad line" else "anna\n")
     run = tmp_path / "no-run" if ending == "the run does not load" else trained_run[0]
     code, _, err = run_main(["score", run, names], monkeypatch, capsys)
     assert code == (0 if ending == "done" else 2), err

@@ -4,6 +4,7 @@ subprocess only where the real process matters (each such test says why)."""
 import inspect
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -50,7 +51,8 @@ def test_score_agrees_with_score_names(trained_run, small_names, monkeypatch, ca
     assert [r["nats_per_target"] for r in rows] == (ref.nll / ref.n_targets).tolist()
     for i, r in enumerate(rows):
         assert r["char_nats"] == ref.chars(i).tolist()
-    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_target", "percentile", "char_nats"}
+    assert set(rows[0]) == {"line", "name", "nats", "targets", "nats_per_target", "percentile", "char_nats", "unknown"}
+    assert [r["unknown"] for r in rows] == [[], [], []]
     assert re.fullmatch(r"<stdin>: 3 names scored \(17 targets, end tokens included: \d\.\d{4} nats, \d\.\d{4} bits "
                         r"per target\); 0 lines skipped \(0 empty, 0 not names\)\n", stderr), stderr
     code, text, _ = run_main(["score", out / "checkpoint.pt", small_names], monkeypatch, capsys)
@@ -74,8 +76,8 @@ def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(trained
     out, _ = trained_run
     path = tmp_path / "mixed.txt"
     path.write_bytes("\n".join(MIXED).encode() + b"\nbin\xffary\n")
-    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--chunk", "3"],
-                                    monkeypatch, capsys)
+    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--chunk", "3",
+                                     "--unknown", "error"], monkeypatch, capsys)
     assert code == 0, stderr
     rows = score_rows(stdout)
     assert {line: v[0] for line, v in rows.items()} == {1: "anna", 5: "cy", 10: "gus", 12: "ava"}
@@ -85,15 +87,42 @@ def test_score_skip_invalid_reports_every_bad_line_and_counts_everything(trained
     assert reports[-1] == f"{path}:13: not valid UTF-8 (byte 0xff at character 4)"
     assert re.fullmatch(rf"{re.escape(str(path))}: 4 names scored \(16 targets, .*\); 9 lines skipped \(2 empty, 7 not names\)", closing)
     assert len(rows) + len(reports) + 2 == len(MIXED) + 1  # scored + reported + empty = lines
-    stdout = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase"], monkeypatch, capsys)[1]
+    stdout = run_main(["score", out, path, "--format", "tsv", "--skip-invalid", "--lowercase", "--unknown", "error"],
+                      monkeypatch, capsys)[1]
     assert score_rows(stdout)[3][0] == "Bob"  # shown as it came, scored case folded
+
+
+def test_every_string_is_scored_its_unseen_characters_as_the_unknown_token(trained_run, tmp_path, monkeypatch, capsys):
+    """A run trained now has an unknown-character token: capitals, digits, '.', accents and a space in
+    a run trained on a-z are scored, each as that token (marked with --chars), and every row of a line
+    that is a name agrees bit for bit with score_names on the same strings."""
+    out, _ = trained_run
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(MIXED) + "\n")
+    code, stdout, stderr = run_main(["score", out, path, "--format", "jsonl", "--chars"], monkeypatch, capsys)
+    assert code == 0 and "unknown-character token" not in stderr, stderr
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    names = [n for n in MIXED if n]
+    assert [r["name"] for r in rows] == names
+    model, vocab, _ = load_model(out)
+    assert vocab.unknown and len(vocab) == 28 and vocab.chars == "abcdefghijklmnopqrstuvwxyz"
+    ref = score_names(model, names, vocab)
+    assert [r["nats"] for r in rows] == ref.nll.tolist()
+    assert all(math.isfinite(r["nats"]) and r["percentile"] is not None for r in rows)
+    unknown = {r["name"]: r["unknown"] for r in rows if r["unknown"]}
+    assert unknown == {"Bob": [1], "2pac": [1], "mary ann": [5], "e.f": [2], "zoë": [3], "h\u00e9": [2]}
+    # the unknown token's cost is the model's: "Bob" scores as a name whose first character is it
+    one = score_names(model, ["bob", "Bob", "Xob"], vocab, per_char=True)
+    assert one.chars(1)[1:].tolist() == one.chars(2)[1:].tolist() != one.chars(0)[1:].tolist()
+    table = run_main(["score", out, "-", "--chars"], monkeypatch, capsys, stdin="zoë\n")[1]
+    assert "[ë]" in table.splitlines()[1] and "[z]" not in table
 
 
 def test_score_stops_at_the_first_bad_line_with_the_rows_before_it(trained_run, tmp_path, monkeypatch, capsys):
     out, _ = trained_run
     path = tmp_path / "mixed.txt"
     path.write_text("\n".join(MIXED) + "\n")
-    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv"], monkeypatch, capsys)
+    code, stdout, stderr = run_main(["score", out, path, "--format", "tsv", "--unknown", "error"], monkeypatch, capsys)
     assert code == 2
     assert stderr.strip() == f"wavenet-conv score: error: {path}:3: character 1 'B' in 'Bob' is not in the vocabulary 'abcdefghijklmnopqrstuvwxyz'"
     assert list(score_rows(stdout)) == [1]  # the complete rows before the bad line, none after
@@ -255,7 +284,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(small_names, tmp_p
 def bad_files(tmp_path_factory, trained_run):
     d = tmp_path_factory.mktemp("bad")
     (d / "bad_chars.txt").write_text("anna\nbob\nzoë\n")
-    (d / "dot.txt").write_text("anna\nbob\njo.ann\n")
+    (d / "tab.txt").write_text("anna\nbob\njo\tann\n")
     (d / "spaces.txt").write_text("anna\nmary  ann\n")
     (d / "binary.txt").write_bytes(b"anna\n\xff\xfe\n")
     (d / "empty.txt").write_text("\n\n")
@@ -268,7 +297,7 @@ def bad_files(tmp_path_factory, trained_run):
 
 ERRORS = [
     (["train", "--data", "{bad}/missing.txt"], "no such file"),
-    (["train", "--data", "{bad}/dot.txt"], "dot.txt:3: character 3 '.' in 'jo.ann' is '.'"),
+    (["train", "--data", "{bad}/tab.txt"], "tab.txt:3: character 3 '\\t' in 'jo\\tann' is whitespace"),
     (["train", "--data", "{bad}/spaces.txt"], "spaces.txt:2: character 6 ' ' in 'mary  ann' is whitespace after another space"),
     (["train", "--data", "{bad}/binary.txt"], "binary.txt:2: not valid UTF-8 (byte 0xff at character 1)"),
     (["train", "--data", "{bad}/empty.txt"], "no names"),
@@ -284,10 +313,11 @@ ERRORS = [
     (["train", "--resume", "{run}", "--steps", "5"], "--steps is 150 in the run being resumed, not 5"),
     (["train", "--resume", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["score", "{bad}/garbage.pt", "{bad}/bad_chars.txt"], "corrupt or truncated"),
-    (["score", "{run}", "{bad}/bad_chars.txt"], "bad_chars.txt:3: character 3 'ë' in 'zoë' is not in the vocabulary"),
+    (["score", "{run}", "{bad}/bad_chars.txt", "--unknown", "error"],
+     "bad_chars.txt:3: character 3 'ë' in 'zoë' is not in the vocabulary"),
     (["score", "{run}", "{bad}/missing.txt"], "no such file"),
     (["score", "{bad}", "-"], "no checkpoint.pt"),
-    (["sample", "{run}", "--prefix", "zoë"], "--prefix"),
+    (["sample", "{run}", "--prefix", "zo\x07"], "--prefix"),
     (["sample", "{run}", "--top-k", "0"], ">= 1"),
     (["sample", "{run}", "--temperature", "-1"], "--temperature must be a positive finite number, got -1.0"),
     (["sample", "{run}", "-n", "-1"], "-n must be an integer >= 0, got -1"),
@@ -299,7 +329,7 @@ ERRORS = [
     (["sample", "{run}", "--temperature", "inf"], "finite"),
     (["sample", "{run}", "--prefix", "anna", "--max-len", "3"], "--max-len must be an integer >= 4, got 3"),
     (["sample", "{bad}/truncated.pt"], "corrupt or truncated"),
-    (["check", "--data", "{bad}/dot.txt"], "dot.txt:3:"),
+    (["check", "--data", "{bad}/tab.txt"], "tab.txt:3:"),
     ([], "required"),
     (["bogus"], "invalid choice"),
     (["train", "--lr", "inf"], "--lr must be a finite number, got inf"),
@@ -345,7 +375,7 @@ def test_user_errors_in_a_subprocess(i, bad_files, trained_run):
 OPTION_ERRORS = [  # (argv, the option that the library's argument is on the command line)
     (["sample", "{run}", "--max-len", "0"], "--max-len"), (["sample", "{run}", "-n", "-1"], "-n"),
     (["sample", "{run}", "--top-k", "0"], "--top-k"), (["sample", "{run}", "--temperature", "0"], "--temperature"),
-    (["sample", "{run}", "--prefix", "a b"], "--prefix"), (["score", "{run}", "--chunk", "0"], "--chunk"),
+    (["sample", "{run}", "--prefix", "a\tb"], "--prefix"), (["score", "{run}", "--chunk", "0"], "--chunk"),
     (["score", "{run}", "--threads", "0"], "--threads"), (["sample", "{run}", "--threads", "0"], "--threads"),
     (["train", "--samples", "-1"], "--samples"),
 ]

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from wavenet_conv import (ArgumentError, CheckpointError, ConfigError, ModelConfig, RunFolderError, lecture_split,
                           load_names, score_names)
-from wavenet_conv.training.minibatches import NameBatches
+from wavenet_conv.training.minibatches import NameBatches, add_unknown
 from wavenet_conv.store.checkpoint import Checkpoint
 from wavenet_conv.store.loaded import load_model
 from wavenet_conv.models.config import RECIPES, recipe, recipe_teachers
 from wavenet_conv.models.conv import ConvModel
-from wavenet_conv.data import Vocab, sequences
+from wavenet_conv.data import sequences
 from wavenet_conv.training.distill import distill_loss, soft_targets
 from wavenet_conv.training.optim import lr_at, make_optimizer
 from wavenet_conv.store.runfolder import RunFolder
@@ -64,7 +64,7 @@ def padded_probs(model, words, vocab) -> torch.Tensor:
 
 def test_soft_targets_line_up_with_the_packed_positions(teachers, small_names):
     words = lecture_split(load_names(small_names))[0]
-    vocab = Vocab.from_words(load_names(small_names))
+    vocab = load_model(teachers[0]).vocab  # the teachers' (an unknown token included)
     models = [load_model(t).model for t in teachers]
     batches = NameBatches(words, vocab, 16, 0, "cpu")
     soft = soft_targets(models, vocab, batches, temperature=2.0)
@@ -107,9 +107,11 @@ def test_distill_loss_is_the_mix_of_the_two_cross_entropies(a, T):
     assert abs(got.item() - ((1 - a) * hard + a * T * T * against_soft).item()) <= 1e-12
 
 
-def test_distill_zero_is_the_plain_loop(small_names):
-    """An undistilled run is today's loop: the mean cross-entropy of packed batches, AdamW, the schedule."""
-    tc = quick()
+@pytest.mark.parametrize("unknown", [True, False])
+def test_distill_zero_is_the_plain_loop(small_names, unknown):
+    """An undistilled run is today's loop: the mean cross-entropy of packed batches (their characters
+    replaced by the unknown token at ``unknown_rate``, for a run with one), AdamW, the schedule."""
+    tc = quick(unknown=unknown)
     r = train(TINY, tc, data=small_names, log=None, progress=False)
     words = lecture_split(load_names(small_names))[0]
     torch.manual_seed(tc.seed)
@@ -119,6 +121,8 @@ def test_distill_zero_is_the_plain_loop(small_names):
         for g in opt.param_groups:
             g["lr"] = lr_at(tc, step)
         x, y, pos = batches(step)
+        if unknown:
+            x, y, pos = add_unknown((x, y, pos), tc.unknown_rate, r.vocab.unknown_id, tc.seed, step)
         loss = F.cross_entropy(model.packed(x, pos), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import reproduce  # noqa: E402
 import tune  # noqa: E402
+import unknown_rate  # noqa: E402
 
 
 def test_tune_runs_a_list_and_writes_its_table(small_names, tmp_path):
@@ -27,3 +28,11 @@ def test_reproduce_runs_a_row_of_the_lectures_table(small_names, tmp_path, capsy
     reproduce.main([str(small_names), "--rows", "1", "--steps", "3", "--out", str(tmp_path / "table.md")])
     table = (tmp_path / "table.md").read_text()
     assert "3 SGD steps" in table and table.splitlines()[-1].startswith("| flat MLP, 3-char context")
+
+
+def test_unknown_rate_measures_each_rate_and_keeps_one(small_names, tmp_path):
+    out = tmp_path / "rates.md"
+    unknown_rate.main([str(small_names), "--rates", "0", "0.05", "--steps", "3", "--out", str(out),
+                       "--runs-dir", str(tmp_path / "runs")])
+    rows = out.read_text().splitlines()[2:]
+    assert [r.split(" | ")[0].replace(" (kept)", "") for r in rows] == ["| 0", "| 0.05"] and sum("(kept)" in r for r in rows) == 1

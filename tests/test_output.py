@@ -10,7 +10,7 @@ import torch
 
 from helpers import VOCAB, random_words, run_main
 from wavenet_conv import ConvModel, ModelConfig, score_names
-from wavenet_conv.cli.output import closing_count, format_rows, header, sample_lines
+from wavenet_conv.cli.output import closing_count, format_rows, header, percent, sample_lines
 from wavenet_conv.cluster.counts import Counts
 from wavenet_conv.inference.scoring import ScoreResult
 from wavenet_conv.inference.streaming import LineScores
@@ -37,7 +37,8 @@ def parse_rows(fmt: str, text: str) -> list[dict]:
         return [strict_json(row) for row in text.splitlines()]
     head, *rows = text.splitlines()
     kinds = dict(line=int, name=str, nats=float, targets=int, nats_per_target=float,
-                 percentile=lambda v: None if v == "" else float(v), char_nats=lambda v: [float(x) for x in v.split(",")])
+                 percentile=lambda v: None if v == "" else float(v), char_nats=lambda v: [float(x) for x in v.split(",")],
+                 unknown=lambda v: [int(x) for x in v.split(",")] if v else [])
     columns = head.split("\t")
     return [{c: kinds[c](v) for c, v in zip(columns, row.split("\t"), strict=True)} for row in rows]
 
@@ -166,7 +167,8 @@ def test_every_format_carries_score_names_percentile(trained_run, fmt, monkeypat
     want = score_names(loaded.model, CLI_NAMES, loaded.vocab, reference=loaded.reference).percentile.tolist()
     if fmt == "table":
         head, *rows = stdout.splitlines()
-        assert head.split()[4] == "percentile" and [row.split()[4] for row in rows] == [f"{p:.1f}" for p in want]
+        assert head.split()[4] == "percentile" and [row.split()[4] for row in rows] == [percent(p) for p in want]
+        assert all(0 <= float(percent(p)) <= p < float(percent(p)) + 0.1 for p in want)
     else:
         assert [r["percentile"] for r in parse_rows(fmt, stdout)] == want
     assert len(set(want)) >= 5  # not one value for all

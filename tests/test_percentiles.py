@@ -38,6 +38,40 @@ def test_a_percentile_is_the_share_of_the_groups_reference_names_below():
     assert got.tolist() == [100 / 3, 0.0, 100.0, 50.0, 100.0, 100 / 3, 0.0] and got.dtype == np.float64
 
 
+def gamma_table(n=20000, seed=0):
+    """A one-group table of ``n`` gamma draws (a skewed statistic like nats per target), and the draws."""
+    x = np.random.default_rng(seed).gamma(20.0, 0.1, n)
+    return build_table(x, np.full(n, 5)), x
+
+
+def test_past_its_95th_a_groups_percentile_is_its_fitted_tail_rising_past_the_largest_value():
+    table, _ = gamma_table()
+    ref, tail = table.values[0], table.tails[0]
+    assert tail.threshold == ref[len(ref) - 101] and tail.mass == 100 / 2000 and 0.2 <= tail.shape <= 0.9
+    below = np.linspace(ref[0] - 1, tail.threshold, 500)  # up to the threshold: the share below, as ever
+    assert table.percentile(below, np.full(500, 5)).tolist() == (100.0 * np.searchsorted(ref, below) / 2000).tolist()
+    above = tail.threshold + np.geomspace(1e-9, 1e3, 400) * tail.scale  # far past the largest value too
+    assert above.max() > ref[-1] + 100
+    p = table.percentile(above, np.full(400, 5))
+    assert np.all(np.diff(p) > 0) and p.max() < 100.0 and p[0] == pytest.approx(95.0, abs=1e-6)
+
+
+def test_the_tail_keeps_the_share_at_or_above_the_99th_of_the_statistics_own_draws():
+    table, _ = gamma_table()
+    fresh = np.random.default_rng(1).gamma(20.0, 0.1, 200000)
+    p = table.percentile(fresh, np.full(len(fresh), 5))
+    assert 0.094 <= (p >= 90).mean() <= 0.106 and 0.045 <= (p >= 95).mean() <= 0.055
+    assert 0.007 <= (p >= 99).mean() <= 0.013
+
+
+@pytest.mark.parametrize("values", [[1.0] * 40, [1.0] * 30 + [2.0] * 10, list(range(19))])
+def test_a_tail_of_ties_or_a_small_group_never_gives_nan_or_more_than_100(values):
+    table = build_table(values, [3] * len(values), min_group=1)
+    p = table.percentile([0.0, 1.0, 1.5, 2.0, 3.0, 1e6], [3] * 6)
+    assert np.isfinite(p).all() and (0 <= p).all() and (p <= 100).all()
+    assert (table.tails[0] is None) == (len(values) < 20)
+
+
 def test_a_large_group_keeps_evenly_spaced_order_statistics():
     table = build_table([5.0, 1.0, 4.0, 2.0, 3.0], [4] * 5, min_group=1, max_values=3)
     assert table.values[0].tolist() == [1.0, 3.0, 5.0] and table.names == 5
@@ -147,12 +181,15 @@ def test_the_table_shows_a_percentile_rounded_down_so_it_agrees_with_min_percent
     from wavenet_conv.inference.streaming import LineScores
 
     # 978 of 988 reference names below: 98.988, which --min-percentile 99 drops: it must not read 99.0
-    assert percent(100 * 978 / 988) == "98.9" and percent(100 * 1999 / 2000) == "99.9"
+    assert percent(100 * 978 / 988) == "98.9" and percent(100 * 1999 / 2000) == "99.950"
+    assert [percent(p) for p in (99.0, 99.5343, 99.97711, 99.999401, 99.99999999)] == \
+        ["99.00", "99.53", "99.977", "99.99940", "99.999999"]
     assert percent(100.0) == "100.0" and percent(0.0) == "0.0" and percent(None) == "" and percent(float("nan")) == "nan"
     for n in (3, 7, 359, 988, 2000):  # every share a table can give: the shown tenth is at or above P iff it is
         for k in range(n + 1):
             p = float(100.0 * np.int64(k) / n)
-            assert float(percent(p)) == (1000 * k // n) / 10, (k, n)
+            digits = len(percent(p).split(".")[1])
+            assert float(percent(p)) == (100 * 10 ** digits * k // n) / 10 ** digits, (k, n)
     r = ScoreResult.from_nll(torch.tensor([9.0, 20.0], dtype=torch.float64), torch.tensor([5, 7]))
     r.percentile = torch.tensor([100 * 978 / 988, 100.0], dtype=torch.float64)
     rows = format_rows("table", LineScores([1, 2], ["emma", "ralphs"], r, [], 0), False, 12).splitlines()

@@ -322,7 +322,9 @@ def test_a_job_writes_the_local_percentiles_and_keeps_the_names_at_or_above_min_
     min_percentile the names below it and the lines that are not names are counted, not written."""
     run = trained_run[0]
     path = tmp_path / "names.txt"
-    path.write_text("\n".join(mixed_lines(200, ["emma", "olivia", "xqzzyv", "ava", "zxcvbnm", "mia", "qqqqqq"])) + "\n")
+    lines = mixed_lines(200, ["emma", "olivia", "xqzzyv", "ava", "zxcvbnm", "mia", "qqqqqq"])
+    lines[49::50] = ["a\tb", "bad\x07", "\x07", "x\x07y"]  # no run scores these (a control character)
+    path.write_text("\n".join(lines) + "\n")
     loaded = load_model(run)
     with open(path, "rb") as f:
         parts = list(score_lines(loaded.model, read_lines(f), loaded.vocab, skip_invalid=True,

@@ -102,13 +102,17 @@ def test_the_command_hands_its_options_to_score_files_and_closes_with_its_counts
     code, stdout, stderr = run_main(argv, monkeypatch, capsys)
     (scorer, *where), kwargs = calls[0]
     assert len(calls) == 1 and len(checks) == 1 and where == [str(names), str(out)]
-    assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True)
+    assert scorer.kwargs() == dict(run=str(inputs / "run"), column="name", device="cpu", lowercase=True, per_char=True,
+                                   unknown="score")
     assert kwargs == dict(workers=3, cpus_per_worker=2, gpus_per_worker=0, address=None, id_column=None,
                           column=None, chunk=100, skip_invalid=bool(skip), min_percentile=None)
     if counts.names:  # the run is a model alone: a note that it has no percentiles, then the closing line
         note = (f"wavenet-conv score: note: {inputs / 'run'}: no percentiles: its checkpoint records no names file "
                 "(a model saved without its run)")
-        assert code == 0 and stderr == f"{note}\n{closing_count(str(names), counts)}\n"
+        refused = (f"wavenet-conv score: note: {inputs / 'run'} has no unknown-character token (saved before 1.1): a "
+                   "name with a character outside ' abcdefghijklmnopqrstuvwxyz' is refused, not scored; a run trained "
+                   "now scores every name")
+        assert code == 0 and stderr == f"{note}\n{refused}\n{closing_count(str(names), counts)}\n"
         assert stdout == f"{out}: 3 rows written (Parquet; one per non-empty line, keyed by path and line)\n"
     else:
         assert code == 2 and stdout == "" and stderr == f"wavenet-conv score: error: {names}: no names in it\n"

@@ -159,7 +159,7 @@ def test_zero_names_and_global_rng():
 
 BAD_ARGUMENTS = [
     (dict(prefix="aB"), ArgumentError, r"prefix.*'B'.*not in the vocabulary"),
-    (dict(prefix="a.b"), ArgumentError, r"prefix.*start/end token"),
+    (dict(prefix="a.b"), ArgumentError, r"prefix.*'\.' in 'a\.b' is not in the vocabulary"),
     (dict(prefix=3), TypeError, "prefix"),
     (dict(n=-1), ValueError, "n must be"),
     (dict(n=2.0), ValueError, "n must be"),

@@ -67,7 +67,7 @@ def test_score_lines_skips_and_reports_and_equals_score_names(conv, chunk):
     assert [line for line, _ in invalid] == [3, 4, 8] and empty == 3  # line 7, whitespace, is blank
     assert len(lines) + len(invalid) + empty == len(LINES)
     assert "'B' in 'Bob' is not in the vocabulary" in invalid[0][1]
-    assert "start/end token" in invalid[2][1]
+    assert "'.' in 'e.f' is not in the vocabulary" in invalid[2][1]
 
 
 def test_lowercase_folds_a_character_at_a_time_and_names_the_inputs_own(conv):

@@ -4,6 +4,7 @@ and the progress line on a terminal only."""
 
 import io
 import json
+import math
 
 import pytest
 
@@ -96,30 +97,34 @@ def tsv_rows(stdout: str, key: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("kind", WRITERS)
-def test_score_reads_a_column_keyed_by_id_with_the_numbers_of_the_list(kind, trained_run, tmp_path, monkeypatch,
-                                                                     capsys):
-    """Each non-empty cell a row keyed by its id (or a reason on stderr naming its row), the names as
-    they came, the numbers those of the same names as a list; the closing line counts rows."""
+def test_score_gives_every_non_empty_cell_a_row_keyed_by_id(kind, trained_run, tmp_path, monkeypatch, capsys):
+    """Every non-empty cell a row keyed by its id, exit 0, each with a finite score and a percentile
+    (José, Łukasz, Светлана, "Anne Marie" in a run trained on a-z: their unseen characters score as
+    its unknown token), the names as they came, the numbers those of the same names as a list; the
+    blank cell counted; the closing line counts rows."""
     path = WRITERS[kind](tmp_path / f"people.{kind}")
     code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--id-column", "id",
-                               "--format", "tsv", "--skip-invalid", "--lowercase"], monkeypatch, capsys)
+                               "--format", "tsv"], monkeypatch, capsys)
     assert code == 0, err
     loaded = load_model(trained_run[0])
-    scorer = Scorer.of(loaded.model, loaded.vocab.with_case_folded(), reference=loaded.reference)
-    want = {f"u{i}": name for i, name in enumerate(CELLS) if name and name.lower().isascii() and name.isalpha()}
+    want = {f"u{i}": name for i, name in enumerate(CELLS) if name}
     rows = tsv_rows(out, "id")
-    assert {r[0]: r[1] for r in rows} == want  # EMMA, emma, ava
-    expected = scorer.names(list(want.values()))
+    assert {r[0]: r[1] for r in rows} == want
+    expected = loaded.scorer().names(list(want.values()))
     assert [r[2] for r in rows] == [repr(v) for v in expected.nll.tolist()]
     assert [r[5] for r in rows] == [repr(v) for v in expected.percentile.tolist()]
-    assert f"{path}: row 1: character 4 'é'" in err and f"{path}: row 8: " in err
-    assert err.splitlines()[-1].endswith("12 rows skipped (1 empty, 8 not names)".replace("12", "9"))
+    assert all(math.isfinite(float(r[2])) and 0 <= float(r[5]) <= 100 for r in rows)
+    assert err.splitlines()[-1].endswith("1 rows skipped (1 empty, 0 not names)")
+    refused = run_main(["score", trained_run[0], path, "--column", "first_name", "--id-column", "id", "--format",
+                        "tsv", "--skip-invalid", "--unknown", "error"], monkeypatch, capsys)  # as a run before 1.1
+    assert {r[1] for r in tsv_rows(refused[1], "id")} == {"emma", "ava"}
+    assert f"{path}: row 1: character 1 'J' in 'José' is not in the vocabulary" in refused[2]
 
 
 def test_a_table_without_an_id_column_is_keyed_by_its_row(trained_run, tmp_path, monkeypatch, capsys):
     path = write_csv(tmp_path / "people.csv")
     code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--format", "jsonl",
-                               "--skip-invalid", "--lowercase"], monkeypatch, capsys)
+                               "--skip-invalid", "--unknown", "error", "--lowercase"], monkeypatch, capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["row"], r["name"]) for r in rows] == [(4, "EMMA"), (11, "emma"), (12, "ava")]
@@ -127,7 +132,8 @@ def test_a_table_without_an_id_column_is_keyed_by_its_row(trained_run, tmp_path,
 
 def test_without_skip_invalid_a_tables_first_bad_row_stops_it_named_by_row(trained_run, tmp_path, monkeypatch, capsys):
     path = write_csv(tmp_path / "people.csv")
-    code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name"], monkeypatch, capsys)
+    code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--unknown", "error"],
+                              monkeypatch, capsys)
     assert code == 2 and f"error: {path}: row 1: character 1 'J' in 'José'" in err
 
 

@@ -14,6 +14,7 @@ import os
 import random
 import sys
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence
@@ -24,10 +25,13 @@ import torch
 from .errors import ArgumentError, DataError
 from .paths import bundled_names
 
-START = "."  # token 0: start and end of every name
+START = "."  # how token 0, the start and end of every name (no character of the text), is shown
+UNKNOWN = "\ufffd"  # how the unknown-character token is shown (U+FFFD, the replacement character)
 # how a run's text is normalized before its vocabulary sees it: as it is, case folded (``fold_case``),
 # accents folded (``fold_accents``), or both
 NORMALIZATIONS = ("none", "case", "accents", "both")
+# a character outside the vocabulary, at scoring: the unknown token's cost, or the name refused
+UNKNOWN_CHOICES = ("score", "error")
 
 
 def fold_accents(name: str) -> str:
@@ -46,31 +50,49 @@ def normalize(name: str, how: str) -> str:
     return fold_case(name) if how in ("case", "both") else name
 
 
+def is_text_char(ch: str) -> bool:
+    """Whether ``ch`` may stand in a name at all (whatever the vocabulary): printable, a space being the
+    only whitespace (where the single-space rule allows it), no lone surrogate."""
+    return ch == " " or (ch.isprintable() and not ch.isspace() and not "\ud800" <= ch <= "\udfff")
+
+
 class Vocab:
-    """Characters <-> token ids. ``.`` is token 0; the other characters follow, sorted. ``normalize``
-    (one of ``NORMALIZATIONS``): how text is normalized before it is encoded (``normalized``), part
-    of the vocabulary so that every path that scores with it normalizes as its run did.
+    """Characters <-> token ids. Token 0 is the start and end of every name, a reserved id that no
+    character maps to (shown as ``.``; the lecture's ``.`` is its id 0); the characters follow, sorted,
+    from 1 (``.`` among them, where the text has it). ``unknown``: one more token, the last, for a
+    character outside ``chars``: a run trained with it scores any character (``unknown_id``), one
+    without it refuses a name with such a character. ``normalize`` (one of ``NORMALIZATIONS``): how
+    text is normalized before it is encoded (``normalized``), part of the vocabulary so that every path
+    that scores with it normalizes as its run did.
 
     >>> v = Vocab.from_words(["emma", "ava"])
     >>> v.encode("ave"), v.decode([1, 4, 3])
     ([1, 4, 3], 'ave')
     """
 
-    def __init__(self, chars: Iterable[str], normalize: str = "none"):
+    def __init__(self, chars: Iterable[str], normalize: str = "none", unknown: bool = False):
         chars = sorted(set(chars))
         for ch in chars:
-            if len(ch) != 1 or ch == START or (ch.isspace() and ch != " ") or not ch.isprintable():
-                raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable character other than "
-                                    "'.' (a space is the only whitespace)")
+            if len(ch) != 1 or ch == UNKNOWN or not is_text_char(ch):
+                raise ArgumentError("Vocab", "chars", f"hold {ch!r}: each must be one printable character (a space "
+                                    "is the only whitespace), not U+FFFD")
         if normalize not in NORMALIZATIONS:
             raise ArgumentError("Vocab", "normalize", f"must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
-        self.itos = [START] + chars
-        self.stoi = {ch: i for i, ch in enumerate(self.itos)}
-        self.normalize = normalize
+        self.itos = [START] + chars + [UNKNOWN] * bool(unknown)
+        self.stoi = {ch: i for i, ch in enumerate(chars, start=1)}  # the characters only: no id 0, no unknown
+        self.normalize, self.unknown = normalize, bool(unknown)
+        self.unknown_id = len(chars) + 1 if unknown else None  # what a character outside ``chars`` encodes as
 
     @classmethod
     def from_words(cls, words: Iterable[str], normalize: str = "none") -> "Vocab":
         return cls(set("".join(words)), normalize)
+
+    @classmethod
+    def learned(cls, words: Sequence[str], normalize: str = "none", unknown: bool = False, rare: int = 0) -> "Vocab":
+        """A new run's vocabulary of its (normalized) training ``words``: every character, or with an
+        ``unknown`` token those seen at least ``rare`` times (the rarer ones train as the unknown token)."""
+        counts = Counter("".join(words))
+        return cls([ch for ch, n in counts.items() if not unknown or n >= rare], normalize, unknown)
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -80,7 +102,8 @@ class Vocab:
 
     def __repr__(self) -> str:
         how = "" if self.normalize == "none" else f", normalize={self.normalize!r}"
-        return f"Vocab({''.join(self.itos[1:])!r}, size={len(self)}{how})"
+        unknown = "" if not self.unknown else ", unknown=True" if self.unknown_id else ", unknown refused"
+        return f"Vocab({self.chars!r}, size={len(self)}{how}{unknown})"
 
     def normalized(self, names: list[str]) -> list[str]:
         """``names`` as this vocabulary reads them (``normalize``); the same list when it is "none"."""
@@ -91,34 +114,60 @@ class Vocab:
     def with_case_folded(self) -> "Vocab":
         """This vocabulary, reading text case folded too (for a run that was not trained so)."""
         both = {"none": "case", "accents": "both"}.get(self.normalize, self.normalize)
-        return Vocab(self.chars, both)
+        return self.copy(normalize=both)
+
+    def refusing_unknown(self) -> "Vocab":
+        """This vocabulary (the same ids), refusing a name with a character outside ``chars`` as a run
+        without an unknown token does, instead of scoring it as the unknown token."""
+        vocab = self.copy()
+        vocab.unknown_id = None
+        return vocab
+
+    def copy(self, normalize: str | None = None) -> "Vocab":
+        vocab = Vocab(self.chars, normalize or self.normalize, self.unknown)
+        vocab.unknown_id = self.unknown_id
+        return vocab
 
     @property
     def chars(self) -> str:
-        return "".join(self.itos[1:])
+        return "".join(self.itos[1 : 1 + len(self.stoi)])
 
     def encode(self, word: str, where: str = "") -> list[int]:
-        """Token ids of ``word`` (no start/end tokens). Unknown characters raise ``DataError``."""
-        for i, ch in enumerate(word):
-            if ch not in self.stoi:
-                at = f"{where}: " if where else ""
-                raise DataError(f"{at}name {word!r} has character {ch!r} at position {i} "
-                                f"that is not in the vocabulary ({self.chars!r})")
-        return [self.stoi[ch] for ch in word]
+        """Token ids of ``word`` (no start/end tokens): a character outside the vocabulary is the
+        unknown token's id, or a ``DataError`` where the vocabulary has none (or refuses it)."""
+        unknown = self.unknown_id
+        if unknown is None:
+            for i, ch in enumerate(word):
+                if ch not in self.stoi:
+                    at = f"{where}: " if where else ""
+                    raise DataError(f"{at}name {word!r} has character {ch!r} at position {i} "
+                                    f"that is not in the vocabulary ({self.chars!r})")
+        return [self.stoi.get(ch, unknown) for ch in word]
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.itos[int(i)] for i in ids)
 
     def covers(self, words: Iterable[str]) -> bool:
-        return all(ch in self.stoi for w in words for ch in w)
+        """Whether every character of ``words`` encodes: it is in the vocabulary, or there is an unknown token."""
+        return self.unknown_id is not None or all(ch in self.stoi for w in words for ch in w)
+
+    def unknown_at(self, word: str) -> list[int]:
+        """The positions (from 0) of ``word``'s characters that encode as the unknown token."""
+        return [i for i, ch in enumerate(word) if ch not in self.stoi] if self.unknown_id is not None else []
 
     def to_dict(self) -> dict:
-        """What a checkpoint stores; "normalize" only where it is not "none" (a file of 1.0 has none)."""
-        return {"chars": self.chars} if self.normalize == "none" else {"chars": self.chars, "normalize": self.normalize}
+        """What a checkpoint stores; "normalize" and "unknown" only where they are set (a file of 1.0
+        has neither)."""
+        d = {"chars": self.chars}
+        if self.normalize != "none":
+            d["normalize"] = self.normalize
+        if self.unknown:
+            d["unknown"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        return cls(d["chars"], d.get("normalize", "none"))
+        return cls(d["chars"], d.get("normalize", "none"), d.get("unknown", False))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -198,11 +247,9 @@ def name_problem(word: str, vocab: Vocab | None) -> str | None:
         bad = None
         if ch.isspace():
             bad = whitespace_problem(word, i)
-        elif ch == START:
-            bad = "'.', the start/end token"
         elif not ch.isprintable():
             bad = "a control character"
-        if not bad and vocab is not None and ch not in vocab.stoi:
+        if not bad and vocab is not None and ch not in vocab.stoi and vocab.unknown_id is None:
             bad = f"not in the vocabulary {quote(vocab.chars)}"
         if bad:
             return f"character {i + 1} {ch!r} in {quote(word)} is {bad}"
@@ -322,7 +369,7 @@ def load_names(path: str | os.PathLike, vocab: Vocab | None = None) -> list[str]
 
     Raises ``DataError`` (a ``ValueError``) naming the file and line (``FILE:LINE: problem``) for: a
     missing or empty file, bytes that are not UTF-8, a name with whitespace inside it (but a single
-    space, as in "mary ann"), ``.``, a control character or a character outside ``vocab``.
+    space, as in "mary ann"), a control character or a character outside ``vocab``.
     """
     f = open_names(path)
     try:
@@ -352,19 +399,25 @@ def same_data(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and a.get("sha256") == b.get("sha256")
 
 
-def read_data(path, vocab: Vocab | None = None, started: dict | None = None):
-    """A names file (None: the bundled one) for training -> (words, vocab, {"path", "sha256", "n_words"}).
+def read_data(path, vocab: Vocab | None = None, started: dict | None = None, text: tuple = ("none", False, 0)):
+    """A names file (None: the bundled one) for training -> (words, vocab, {"path", "sha256", "n_words"}),
+    the words normalized as the vocabulary says.
 
-    ``vocab``: a resumed run's; every name must fit it. ``started``: the record of the file the run
-    started on, which this one must be (``same_data``; ``DataError`` otherwise)."""
+    ``vocab``: a resumed run's; every name must fit it. Without one, a new run's, learned from the
+    words (``Vocab.learned``) as ``text`` -- (normalize, unknown, rare): ``TrainConfig``'s fields of
+    those names -- says. ``started``: the record of the file the run started on, which this one must
+    be (``same_data``; ``DataError`` otherwise)."""
     path = Path(path if path is not None else bundled_names())
     words = load_names(path)
     record = {"path": str(path.resolve()), "sha256": sha256_file(path), "n_words": len(words)}
     if started is not None and not same_data(started, record):
         raise DataError(f"{path}: the data file differs from the one this run started on (sha256 changed)")
-    vocab = vocab or Vocab.from_words(words)
+    how, unknown, rare = text if vocab is None else (vocab.normalize, vocab.unknown, 0)
+    words = [normalize(w, how) for w in words] if how != "none" else words
+    vocab = vocab or Vocab.learned(words, how, unknown, rare)
     if not vocab.covers(words):
-        load_names(path, vocab)  # raises a DataError naming the line and character
+        for lineno, word in enumerate(words, start=1):  # the first that does not fit, by its place among the names
+            check_name(word, vocab, f"{path}: name {lineno:,}")
     return words, vocab, record
 
 

@@ -150,7 +150,8 @@ def score_here(args) -> tuple[str, Counts]:
     try:
         loaded = load_run(args)
         reference_for(args, loaded)
-        scorer = loaded.scorer(vocab=loaded.vocab.with_case_folded() if args.lowercase else None)  # main's threads
+        scorer = loaded.scorer(vocab=loaded.reading(args.lowercase, args.unknown))  # main's threads
+        say_refused(args, loaded)
         cells = read_lines(stream) if table is None else table.cells()
         how = Stream(args.chunk, args.skip_invalid, args.chars, args.shard, source, rows=table is not None)
         done = None if table is not None or stream is sys.stdin.buffer else share_read(stream)
@@ -158,6 +159,15 @@ def score_here(args) -> tuple[str, Counts]:
     finally:
         if stream is not None and stream is not sys.stdin.buffer:
             stream.close()
+
+
+def say_refused(args, loaded) -> None:
+    """Once on stderr, for a run without an unknown-character token (saved before 1.1): a name with a
+    character outside its vocabulary is refused, as it always was."""
+    if not loaded.vocab.unknown:
+        print(f"{PROG} score: note: {args.run or 'the bundled model'} has no unknown-character token (saved before 1.1): "
+              f"a name with a character outside {loaded.vocab.chars!r} is refused, not scored; a run trained now "
+              "scores every name", file=sys.stderr)
 
 
 def open_table(args):
@@ -252,13 +262,15 @@ def score_on_ray(args) -> Counts:
     gpus = args.gpus_per_worker or 0
     loaded = load_model(args.run)
     reference_for(args, loaded, note=False)  # --min-percentile's error before the cluster starts
-    scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars)
+    scorer = BatchScorer(args.run, device="cuda" if gpus else "cpu", lowercase=args.lowercase, per_char=args.chars,
+                         unknown=args.unknown)
     counts = score_files(scorer, args.file, args.output, workers=1 if args.workers is None else args.workers,
                          cpus_per_worker=args.threads if isinstance(args.threads, int) else 1, gpus_per_worker=gpus,
                          address=args.address, id_column=args.id_column, column=args.column, chunk=args.chunk,
                          skip_invalid=args.skip_invalid, min_percentile=args.min_percentile)
-    if counts.names:  # the note of a run without percentiles, once the job has scored names
+    if counts.names:  # the notes, once the job has scored names (before, a mistake is the one line)
         reference_for(args, loaded)
+        say_refused(args, loaded)
     return counts
 
 

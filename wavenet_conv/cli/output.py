@@ -21,10 +21,10 @@ def header(fmt: str, chars: bool, width: int, key: str = "line") -> str:
     """The first line of ``score``'s output (none for jsonl); ``key``: the first column's name, "line"
     for a list, "row" or the id column for a table."""
     if fmt == "tsv":
-        return f"{key}\tname\tnats\ttargets\tnats_per_target\tpercentile" + ("\tchar_nats" if chars else "") + "\n"
+        return f"{key}\tname\tnats\ttargets\tnats_per_target\tpercentile" + ("\tchar_nats\tunknown" if chars else "") + "\n"
     if fmt == "table":
         return f"{key:>7}  {'name':<{width}}  {'nats':>8}  {'nats/target':>11}  {'percentile':>10}" + (
-            "   bits per character ('.' the end)" if chars else "") + "\n"
+            "   bits per character ('.' the end, [c] a character never seen)" if chars else "") + "\n"
     return ""
 
 
@@ -47,43 +47,52 @@ def format_rows(fmt: str, part: LineScores, chars: bool, width: int, keep=None, 
     when given), keyed by its line number, or by ``keyed``'s key of it (``tables.Cells.key_of``; a
     jsonl key named ``keyed.name``). tsv and jsonl carry each float64 exactly (``number``): ``nats`` is the name's ``nll``,
     ``nats_per_target`` is ``nats / targets`` in float64, ``percentile`` its ``ScoreResult.percentile``
-    (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)``; the table, for people, rounds (a percentile down: ``percent``)."""
+    (blank in tsv, null in jsonl without one), ``char_nats`` its ``chars(i)`` and ``unknown`` the
+    positions (from 1) of its characters scored as the unknown token (``LineScores.unknown``; in the
+    table such a character is shown as ``[c]``); the table, for people, rounds (a percentile down: ``percent``)."""
     r, keep = part.scores, range(len(part.names)) if keep is None else keep
     nll, targets = r.nll.tolist(), r.n_targets.tolist()  # Python floats: float64, each ratio computed once
     pct = r.percentile.tolist() if r.percentile is not None else [None] * len(nll)
     key = (lambda line: line) if keyed is None else keyed.key_of
     rows = [(key(part.lines[i]), part.names[i], nll[i], targets[i], nll[i] / targets[i], pct[i]) for i in keep]
     per = [r.chars(i).tolist() for i in keep] if chars else None
+    unknown = [part.unknown.get(i, ()) for i in keep] if chars else None
     if fmt == "tsv":
         out = [f"{'' if line is None else line}\t{name}\t{number(nats)}\t{n}\t{number(ratio)}\t{'' if p is None else number(p)}"
                for line, name, nats, n, ratio, p in rows]
         if chars:
-            out = [f"{row}\t{','.join(map(number, c))}" for row, c in zip(out, per)]
+            out = [f"{row}\t{','.join(map(number, c))}\t{','.join(str(at + 1) for at in u)}"
+                   for row, c, u in zip(out, per, unknown)]
     elif fmt == "jsonl":
         field = "line" if keyed is None else keyed.name
         out = [f'{{{json.dumps(field)}: {json.dumps(line)}, "name": {json.dumps(name)}, "nats": {json_number(nats)}, "targets": {n}, '
                f'"nats_per_target": {json_number(ratio)}, "percentile": {"null" if p is None else json_number(p)}'
                for line, name, nats, n, ratio, p in rows]
-        out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}]}}' for row, c in zip(out, per)] if chars \
+        out = [f'{row}, "char_nats": [{", ".join(map(json_number, c))}], "unknown": [{", ".join(str(at + 1) for at in u)}]}}'
+               for row, c, u in zip(out, per, unknown)] if chars \
             else [row + "}" for row in out]
     else:
         out = [f"{'' if line is None else str(line):>7}  {name:<{width}}  {nats:8.4f}  {ratio:11.4f}  {percent(p):>10}"
                for line, name, nats, n, ratio, p in rows]
         if chars:  # bits per character, each under a label: the character, then '.' for the end token
-            out = [f"{row}   " + "  ".join(f"{ch} {v / math.log(2):.2f}" for ch, v in zip(row_name + ".", c))
-                   for row, (_, row_name, *_), c in zip(out, rows, per)]
+            out = [f"{row}   " + "  ".join(f"{f'[{ch}]' if at in u else ch} {v / math.log(2):.2f}"
+                                         for at, (ch, v) in enumerate(zip(row_name + ".", c)))
+                   for row, (_, row_name, *_), c, u in zip(out, rows, per, unknown)]
     return "".join(row + "\n" for row in out)
 
 
 def percent(p: float | None) -> str:
-    """A percentile in the table: one decimal, rounded down, so that a row reads at or above P exactly
-    when ``--min-percentile P`` (one decimal) keeps it: 98.99 reads 99.0 nowhere, and 100.0 is past every
-    reference name, never 99.95. Blank without one."""
+    """A percentile in the table, rounded down, so that a row reads at or above P exactly when
+    ``--min-percentile P`` keeps it (98.99 reads 99.0 nowhere): one decimal below the 99th; above it
+    as many as show two digits of what is left to 100 (99.53, 99.977, 99.99940; at most six), so the
+    strings at the top, where the tail keeps ranking, read apart. Blank without one."""
     if p is None:
         return ""
     if not math.isfinite(p):  # which a table does not give (a NaN nats ranks past every name: 100)
         return f"{p}"
-    return f"{math.floor(p * 10 + 1e-9) / 10:.1f}"  # 1e-9: 100 * k / n a hair under its exact tenth
+    digits = 1 if not 99.0 <= p < 100.0 else min(6, max(2, 1 - math.floor(math.log10(100.0 - p))))
+    scale = 10 ** digits
+    return f"{math.floor(p * scale + 1e-9) / scale:.{digits}f}"  # 1e-9: 100 * k / n a hair under its exact tenth
 
 
 def closing_count(source: str, c: Counts, min_percentile: float | None = None, unit: str = "line") -> str:

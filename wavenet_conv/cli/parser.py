@@ -20,6 +20,7 @@ import re
 import typing
 from dataclasses import fields
 
+from ..data import UNKNOWN_CHOICES
 from ..device import DEVICES
 from ..errors import ArgumentError
 from ..inference.sampling import MAX_LEN
@@ -206,6 +207,9 @@ def add_score(sub, common) -> None:
                    "error, and then without it exits 2 naming the first: the smallest FILE:LINE (Parquet: key)")
     s.add_argument("--lowercase", action="store_true", help="fold case before checking (for lists like 'Emma'); "
                    "each name is shown as it came")
+    s.add_argument("--unknown", choices=UNKNOWN_CHOICES, default="score", help="a character the run never saw: "
+                   "score (the default: it costs what the run's unknown-character token learned) or error (the name "
+                   "is refused, not scored, as by a run without that token)")
     s.add_argument("--column", "--name-column", dest="column", metavar="COL", help="a table's column of names: FILE "
                    "a .csv or .tsv (a header row; quoted fields), .jsonl (a key of each object) or .parquet (pyarrow); "
                    "default: its only column (with --engine ray, Parquet's 'name'). Any other FILE is a list, one name "

@@ -360,7 +360,7 @@ def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, l
     if not isinstance(scorer, BatchScorer):
         scorer = BatchScorer(scorer, device="cuda" if gpus_per_worker else "cpu")
     loaded = load_model(scorer.run)  # a run that does not load is an error before any work
-    vocab = loaded.vocab.with_case_folded() if scorer.lowercase else loaded.vocab
+    vocab = loaded.reading(scorer.lowercase, scorer.unknown)
     check_percentiles(loaded, scorer.run, min_percentile)
     kind, files = list_inputs(input)
     if kind == "text" and (id_column or column):

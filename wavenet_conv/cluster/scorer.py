@@ -47,7 +47,7 @@ from ..inference.streaming import Stream, scored_lines
 
 NULL = "missing name (null)"  # the error of a missing value (None, NaN, pandas' NA), as EMPTY_NAME is a blank one's
 _LOADED: dict[tuple[str | None, str], LoadedRun] = {}  # (run, device) -> the model, once per process
-_SCORERS: dict[tuple[int, bool, int], Scorer] = {}  # (id of a loaded run, lowercase, threads) -> its scorer
+_SCORERS: dict[tuple, Scorer] = {}  # (id of a loaded run, lowercase, unknown, threads) -> its scorer
 
 
 def allotted_cpus() -> int | None:
@@ -69,20 +69,21 @@ class BatchScorer:
 
     run: a run folder or checkpoint, readable where the scorer runs; None: the bundled model (each
     worker's own installed copy). column: the column of names.
-    device: "cpu", "cuda" or "auto". lowercase: fold case before checking (``score_lines``').
+    device: "cpu", "cuda" or "auto". lowercase: fold case before checking (``score_lines``'); unknown:
+    "score" or "error", a character outside the run's vocabulary (``LoadedRun.reading``).
     per_char: also ``char_nats``. The torch threads of a call: Ray's CPUs for the worker, else 1
     (decided where the process builds its ``Scorer``, once).
     """
 
     def __init__(self, run: str | os.PathLike | None = None, column: str = "name", device: str = "cpu",
-                 lowercase: bool = False, per_char: bool = False):
+                 lowercase: bool = False, per_char: bool = False, unknown: str = "score"):
         self.run, self.column, self.device = None if run is None else os.fspath(run), column, device
-        self.lowercase, self.per_char = lowercase, per_char
+        self.lowercase, self.per_char, self.unknown = lowercase, per_char, unknown
 
     def kwargs(self) -> dict:
         """The constructor's arguments: ``type(s)(**s.kwargs())`` is the same scorer."""
         return dict(run=self.run, column=self.column, device=self.device, lowercase=self.lowercase,
-                    per_char=self.per_char)
+                    per_char=self.per_char, unknown=self.unknown)
 
     def load(self) -> LoadedRun:
         """The run's model on ``device``, loaded once per process."""
@@ -94,9 +95,9 @@ class BatchScorer:
     def scorer(self) -> Scorer:
         """The run's ``Scorer`` in this process, built once: the worker's threads (Ray's CPUs for it, else 1)."""
         loaded, threads = self.load(), allotted_cpus() or 1  # a reused worker process may get other CPUs
-        key = (id(loaded), self.lowercase, threads)
+        key = (id(loaded), self.lowercase, self.unknown, threads)
         if key not in _SCORERS:
-            vocab = loaded.vocab.with_case_folded() if self.lowercase else loaded.vocab
+            vocab = loaded.reading(self.lowercase, self.unknown)
             _SCORERS[key] = replace(loaded.scorer(vocab=vocab), threads=threads)
         return _SCORERS[key]
 

@@ -11,12 +11,17 @@ the 90th percentile in every group; with one table for all lengths, 36% of the n
     table.percentile(result.nll / result.n_targets, lengths)  # (N,) float64 in [0, 100]
 
 A percentile is the share of the reference names of the group that are less unusual (a lower nats per
-target), in percent: 0 for a name as usual as the most usual, 99.5 for one past 99.5% of them.
+target), in percent: 0 for a name as usual as the most usual, 99.5 for one past 99.5% of them. Past the
+group's 95th, where a table has few names and the strings users hunt for fall past all of them, the
+share comes from a generalized Pareto tail fitted to the group's top 5% (``Tail``): it keeps rising
+with the statistic, past the table's largest value too, so two strings of the top tie only where
+their scores tie, and a string's rank among groups follows how far past its own group it lies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -25,6 +30,47 @@ from ..errors import ArgumentError
 
 MIN_GROUP = 200  # reference names in a length group, at least (fewer in all: one group)
 MAX_VALUES = 2000  # order statistics a group keeps (evenly spaced), so a table stays small for any split
+TAIL = 0.05  # the share of a group's values above which its percentile comes from a fitted tail
+MIN_EXCESSES = 10  # values a tail is fitted to, at least (a group of fewer than twice as many has none)
+SHAPES = (0.2, 0.9)  # the tail's shape, clipped: heavy enough that no string reaches 100.0, its mean finite
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A generalized Pareto tail past ``threshold``: the share ``mass`` of a group lies above it, and
+    of those, the share ``(1 + shape * y / scale) ** (-1 / shape)`` lies more than ``y`` above it.
+
+    Fitted by probability-weighted moments (Hosking and Wallis, 1987) to the values above the threshold,
+    the shape clipped to ``SHAPES``: a fitted shape below 0.2 (a tail with an end, or one so light that
+    strings far past the table read 100.0 in float64: at shape 0.1, 150 scales past the threshold) is
+    0.2, with the scale that keeps the excesses' mean. A percentile then stays below 100 up to about
+    1,000 scales past the threshold (a scale is about 0.2 to 0.5 nats per target)."""
+
+    threshold: float
+    mass: float
+    scale: float
+    shape: float
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Tail | None":
+        """The tail of one group's sorted values, or None for a group too small to fit one."""
+        m = len(values)
+        k = max(MIN_EXCESSES, int(round(TAIL * m)))
+        if m < 2 * k:
+            return None
+        threshold = float(values[m - k - 1])
+        y = values[m - k:] - threshold  # (k,) ascending excesses, >= 0
+        a0 = float(y.mean())
+        a1 = float((y * (k - 1 - np.arange(k)) / (k - 1)).mean())  # E[y (1 - F(y))]
+        shape = 2.0 - a0 / (a0 - 2.0 * a1) if a0 - 2.0 * a1 > 0 else SHAPES[1]
+        shape = float(np.clip(shape, *SHAPES))
+        scale = max(a0 * (1.0 - shape), 1e-9 * max(1.0, abs(threshold)))  # all excesses tied: a narrow tail
+        return cls(threshold, k / m, scale, shape)
+
+    def percentile(self, stat: np.ndarray) -> np.ndarray:
+        """(N,) statistics above ``threshold`` -> (N,) percentiles, below 100 and rising with the statistic."""
+        survival = (1.0 + self.shape * (stat - self.threshold) / self.scale) ** (-1.0 / self.shape)
+        return 100.0 - 100.0 * self.mass * survival
 
 
 @dataclass(frozen=True)
@@ -36,6 +82,9 @@ class ReferenceTable:
     values: G float64 arrays, each sorted ascending: the group's statistic (all of it, or MAX_VALUES
         evenly spaced order statistics of it).
     names: how many reference names the table was made from.
+
+    A group's percentile is its share of values below the statistic, up to its ``Tail``'s threshold
+    (the largest value below its top 5%); above it, the tail's (``tails``, fitted from ``values``).
     """
 
     starts: tuple[int, ...]
@@ -59,7 +108,16 @@ class ReferenceTable:
         for g, ref in enumerate(self.values):
             sel = groups == g
             out[sel] = 100.0 * np.searchsorted(ref, stat[sel], side="left") / len(ref)
+            tail = self.tails[g]
+            if tail is not None:
+                above = sel & (stat > tail.threshold)
+                out[above] = tail.percentile(stat[above])
         return out
+
+    @cached_property
+    def tails(self) -> tuple[Tail | None, ...]:
+        """Each group's ``Tail`` (None for a group too small to fit one), fitted once from ``values``."""
+        return tuple(Tail.fit(v) for v in self.values)
 
     def to_dict(self) -> dict:
         """Plain Python (lists of ints and floats): what a checkpoint stores."""

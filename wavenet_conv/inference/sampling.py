@@ -94,6 +94,7 @@ class Draws:
     top_k: int | None = None
     prefix: str = ""
     max_len: int = MAX_LEN
+    tokens: int | None = None  # draw only ids below this: the vocabulary's, never its unknown token (the last)
 
 def check_args(model, n, vocab, draws: Draws) -> tuple[int, Draws]:
     """``sample_names``' arguments, checked: (n, the draws with Python numbers)."""
@@ -113,7 +114,7 @@ def check_args(model, n, vocab, draws: Draws) -> tuple[int, Draws]:
     if problem:
         raise ArgumentError(who, "prefix", f"is not the start of a name: {problem}")
     max_len = integer(who, "max_len", max_len, max(1, len(prefix)))
-    return n, Draws(generator, temperature, top_k, prefix, max_len)
+    return n, Draws(generator, temperature, top_k, prefix, max_len, len(vocab) - vocab.unknown)
 
 def _sample(stepper, prefix_ids, n, draws: Draws, device) -> torch.Tensor:
     """Run a stepper: (n, steps) sampled tokens after the prefix, 0 from a row's end token on.
@@ -129,7 +130,7 @@ def _sample(stepper, prefix_ids, n, draws: Draws, device) -> torch.Tensor:
     columns = []  # a column a step, as long as the longest name drawn (not max_len up front)
     for _ in range(max_len - len(prefix_ids)):
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=rand_device).to(device)  # (n,)
-        tok = draw(logits, u.index_select(0, rows), temperature, top_k)  # (B,)
+        tok = draw(logits[:, : draws.tokens], u.index_select(0, rows), temperature, top_k)  # (B,)
         columns.append(torch.zeros(n, dtype=torch.long, device=device).index_copy_(0, rows, tok))  # (n,): 0 after the end
         keep = tok.nonzero().squeeze(1)  # the rows that go on
         if len(keep) == 0:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..models.blocks import WaveNetCore
 from .bucketed import bucketed_path, choose_scoring_path, scorer_for
-from ..data import IGNORE, Vocab, check_name, contexts, misplaced_spaces, sequences
+from ..data import IGNORE, Vocab, check_name, contexts, is_text_char, misplaced_spaces, sequences
 from ..device import check_threads, torch_threads
 from ..errors import ArgumentError, DataError
 from ..models.flat import FlatModel
@@ -106,24 +106,28 @@ def _device_dtype(model: nn.Module):
 def encode_names(names: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Names -> (tokens (sum of lengths,) long, lengths (N,) long, ok (N,) bool), vectorized.
 
-    ``tokens`` holds every name's characters back to back, without start/end tokens. ``ok`` is False
-    for a name that cannot be scored: empty, with a character outside ``vocab`` (which has no '.',
-    control characters or whitespace but the space), or with a space that breaks the single-space rule
-    (``data.space_faults``, which ``name_problem`` follows too); its tokens are then meaningless (-1 for
-    a character outside ``vocab``).
+    ``tokens`` holds every name's characters back to back, without start/end tokens; a character
+    outside ``vocab`` is its unknown token (``Vocab.unknown_id``), where it has one and the character
+    may stand in a name (``data.is_text_char``). ``ok`` is False for a name that cannot be scored:
+    empty, with a character that has no token (-1) -- outside a vocabulary without an unknown token, a
+    control character, a lone surrogate, whitespace but the space -- or with a space that breaks the
+    single-space rule (``data.space_faults``, which ``name_problem`` follows too).
     """
     lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
     # every character as a code point, looked up in a table indexed by code point (one gather; a
     # binary search in the sorted characters took 3x as long): -1 for those outside the vocabulary,
     # the last entry standing for every code point above the vocabulary's
     cps = np.frombuffer("".join(names).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    table = np.full(max(map(ord, vocab.chars)) + 2, -1, dtype=np.int64)
+    table = np.full(max(map(ord, vocab.chars), default=0) + 2, -1, dtype=np.int64)
     table[[ord(c) for c in vocab.chars]] = [vocab.stoi[c] for c in vocab.chars]
     ids = table[np.minimum(cps, len(table) - 1)]  # (sum of lengths,)
+    outside = ids < 0
+    if vocab.unknown_id is not None and outside.any():  # each distinct character outside looked at once
+        seen, where = np.unique(cps[outside], return_inverse=True)
+        text = np.array([is_text_char(chr(c)) for c in seen.tolist()], dtype=bool)
+        ids[outside] = np.where(text[where], vocab.unknown_id, -1)
     ok = lengths > 0
-    known = ids >= 0
-    if " " in vocab.stoi:
-        known &= ~misplaced_spaces(cps, lengths)
+    known = (ids >= 0) & ~misplaced_spaces(cps, lengths)
     if not known.all():
         ok[np.repeat(np.arange(len(names)), lengths)[~known]] = False
     return torch.from_numpy(ids), torch.from_numpy(lengths), ok

@@ -32,6 +32,8 @@ class LineScores:
     (each line stripped), whatever normalization the scorer applied before scoring. scores: their
     ``ScoreResult``. invalid: (line, problem) of each line skipped as not a name (``skip_invalid``).
     empty: blank lines skipped in this chunk. kept: the index within the chunk of each scored name.
+    unknown: {index of a name in ``names``: the positions (from 0) of its characters scored as the
+    vocabulary's unknown token}, for the names that have any.
     """
 
     lines: list[int]
@@ -40,6 +42,7 @@ class LineScores:
     invalid: list[tuple[int, str]]
     empty: int
     kept: list[int] = field(default_factory=list, repr=False)
+    unknown: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -121,7 +124,8 @@ def score_lines(
     lines: an iterable of str, line 1 first; whitespace at either end of a line (its LF/CRLF too) is
     stripped (``line_name``), and ``LineScores.names`` are the stripped names. Blank lines are skipped
     (counted in ``LineScores.empty``). A line that is not a name (whitespace inside it but a single
-    space, '.', a control character, a character outside ``vocab``, bytes that were not UTF-8) is a
+    space, a control character, a character outside a ``vocab`` without an unknown token, bytes that
+    were not UTF-8) is a
     ``DataError`` ``"{source}:{line}: problem"``, raised after the chunk's lines before it have been
     yielded; with ``skip_invalid`` it is reported in ``LineScores.invalid`` and the stream goes on.
     lowercase: fold case before checking, for a vocabulary that does not already (for lists like
@@ -179,5 +183,20 @@ def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
     if len(keep) < len(block):  # the kept names' characters: no second encoding
         tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
     names = [block[i] for i in keep]
-    part = LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum()), keep.tolist())
+    part = LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum()), keep.tolist(),
+                      unknown_positions(tokens, lengths, vocab.unknown_id))
     return part, tokens, lengths, stop
+
+
+def unknown_positions(tokens: torch.Tensor, lengths: torch.Tensor, unknown_id: int | None) -> dict[int, list[int]]:
+    """{name: the positions of its tokens that are ``unknown_id``} of names encoded back to back
+    (``encode_names``' tokens and lengths), for the names that have any."""
+    hit = np.flatnonzero(tokens.numpy() == unknown_id) if unknown_id is not None else []
+    if not len(hit):
+        return {}
+    ends = np.cumsum(lengths.numpy())
+    name = np.searchsorted(ends, hit, side="right")  # (hits,) the name of each
+    out = {}
+    for j, at in zip(name.tolist(), (hit - (ends[name] - lengths.numpy()[name])).tolist()):
+        out.setdefault(j, []).append(at)
+    return out

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from ..device import TRAINING_PRECISIONS
+from ..data import NORMALIZATIONS
 from ..errors import ConfigError
 
 ACTIVATIONS = ("tanh", "gated", "glu")
@@ -24,7 +25,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "cosine", "step")
 # the fields whose value is one of a few names
 CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "residual_input": RESIDUAL_INPUTS, "form": FORMS,
-           "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": TRAINING_PRECISIONS}
+           "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": TRAINING_PRECISIONS, "normalize": NORMALIZATIONS}
 
 
 def opt(default, help: str):
@@ -104,7 +105,7 @@ MAX_BATCH = 1_000_000  # names (or contexts) a step
 class ModelConfig(Config):
     """One model in both forms (tree and conv); the defaults are the lecture's (76,579 parameters)."""
 
-    vocab_size: int = opt(27, "tokens, the start/end token '.' included (training takes it from the data)")
+    vocab_size: int = opt(27, "tokens: the start/end token, the characters and an unknown-character token where the run has one (training takes it from the data)")
     n_embd: int = opt(24, "embedding width E")
     n_hidden: int = opt(128, "width H of each layer's output (the residual stream, with residual)")
     n_layers: int = opt(3, "depth L; the receptive field (the tree's context) is 2**L tokens")
@@ -175,6 +176,13 @@ class TrainConfig(Config):
     swa: float = opt(0.0, "average the weights over this last fraction of the steps (0: off), then BatchNorm's statistics")
     swa_every: int = opt(10, "steps between the weights that the average takes")
     input_noise: float = opt(0.0, "chance that an input character is swapped for a random one (targets kept)")
+    normalize: str = opt("none", "how the text is normalized before the vocabulary sees it, at training and on every "
+                         "path that scores with the run: none (as is), case (case folded), accents (accents dropped), both")
+    unknown: bool = opt(True, "an unknown-character token, learned, that a character never seen in training scores as "
+                        "(off: a name with one is refused, as runs saved before 1.1 do)")
+    unknown_rate: float = opt(0.002, "chance that a training character is replaced by the unknown token (as target and "
+                              "as the next input)")
+    rare_chars: int = opt(3, "with an unknown token, characters seen fewer times than this in the names file train as it")
     distill: float = opt(0.0, "weight a of the teachers in the loss: (1 - a) CE(targets) + a CE(teachers' mean distribution)")
     temperature: float = opt(1.0, "distillation temperature T: teachers and student at logits / T, that term scaled by T**2")
     beta2: float = opt(0.99, "AdamW's beta2")
@@ -203,6 +211,8 @@ class TrainConfig(Config):
         if self.weight_decay < 0:
             self._fail("weight_decay", "must be a finite number >= 0")
         self._check_range("input_noise", 0, 1, "[)")
+        self._check_range("unknown_rate", 0, 1, "[)")
+        self._check_int("rare_chars", 0)
         self._check_range("distill", 0, 1)
         if not self.temperature > 0:
             self._fail("temperature", "must be a finite number > 0")
@@ -237,7 +247,8 @@ RECIPES = {
     "gpu": dict(batch_size=1024, steps=400, lr=3e-2, warmup=25, weight_decay=0.3),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
-                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, precision="float32", checkpoint_every=20_000),
+                    warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, precision="float32", checkpoint_every=20_000,
+                    unknown=False),
 }
 
 
@@ -281,7 +292,7 @@ def recipe_teachers(name: str = "default", seed: int | None = None, **overrides)
 class FlatConfig(Config):
     """The lecture's flat MLP baseline (``FlatModel``): the whole context flattened into one hidden layer."""
 
-    vocab_size: int = opt(27, "tokens, the start/end token '.' included")
+    vocab_size: int = opt(27, "tokens: the start/end token, the characters and an unknown-character token where the run has one")
     n_embd: int = opt(10, "embedding width")
     n_hidden: int = opt(200, "width of the hidden layer")
     block_size: int = opt(3, "context length in tokens")

@@ -64,7 +64,7 @@ KINDS = {"conv": (ConvModel, ModelConfig), "tree": (TreeModel, ModelConfig), "fl
 REQUIRED = ("kind", "model_config", "vocab", "state_dict")  # what every checkpoint holds: a model
 RESUME_FIELDS = ("train_config", "data", "optimizer", "step", "rng", "losses")  # and what a resume needs beyond it
 # a TrainConfig field added since wavenet_conv 0.1: its value for a run saved before it existed
-ADDED_FIELDS = {"precision": "float32", "swa": 0.0}
+ADDED_FIELDS = {"precision": "float32", "swa": 0.0, "normalize": "none", "unknown": False}
 
 
 def model_kind(model) -> str:

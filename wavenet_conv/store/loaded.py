@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import Vocab
+from ..data import UNKNOWN_CHOICES, Vocab
 from ..device import resolve_device
 from ..errors import CheckpointError
 from ..inference.percentiles import ReferenceTable
@@ -23,6 +23,7 @@ from ..inference.scoring import Scorer
 from ..paths import bundled_model
 from .checkpoint import KINDS, Checkpoint, in_word_hashes, resolve
 from .reference import reference_of
+from ..validate import one_of
 
 
 @dataclass
@@ -63,6 +64,14 @@ class LoadedRun:
         its percentile table where it has one, ``method`` as ``Scorer.of`` takes it; on the caller's
         threads (``dataclasses.replace(scorer, threads=N)`` for a count of its own)."""
         return Scorer.of(self.model, vocab or self.vocab, method, self.reference)
+
+    def reading(self, lowercase: bool = False, unknown: str = "score") -> Vocab:
+        """The run's vocabulary as a scoring job reads text with it: case folded on top (``lowercase``,
+        for a run not trained so); with ``unknown`` "error", a character outside it refused (a name with
+        one is not scored) even where the run has an unknown token to score it as."""
+        one_of("LoadedRun.reading", "unknown", unknown, UNKNOWN_CHOICES)
+        vocab = self.vocab.with_case_folded() if lowercase else self.vocab
+        return vocab.refusing_unknown() if unknown == "error" else vocab
 
     def __iter__(self):  # model, vocab, meta = load_model(...)
         return iter((self.model, self.vocab, self.meta))

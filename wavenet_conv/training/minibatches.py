@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..models.blocks import BatchNorm
-from ..data import START, Vocab, contexts
+from ..data import Vocab, contexts
 
 
 class NameBatches:
@@ -25,7 +25,7 @@ class NameBatches:
     """
 
     def __init__(self, words, vocab: Vocab, batch_size: int, seed: int, device):
-        chars = torch.tensor([vocab.stoi[ch] for w in words for ch in w + START], dtype=torch.long)  # c1..cn 0, each name
+        chars = torch.tensor([i for w in words for i in vocab.encode(w) + [0]], dtype=torch.long)  # c1..cn 0, each name
         self.lengths = torch.tensor([len(w) + 1 for w in words], dtype=torch.long)  # (n,) targets per name, on the host
         self.starts = torch.cumsum(self.lengths, 0) - self.lengths  # (n,) where each name starts
         pos = torch.arange(len(chars)) - torch.repeat_interleave(self.starts, self.lengths)  # index in its name
@@ -93,6 +93,22 @@ def add_input_noise(x: torch.Tensor, p: float, vocab_size: int, seed: int, step:
     hit = (torch.rand(x.shape, generator=g) < p).to(x.device) & (x != 0)
     noise = torch.randint(1, vocab_size, x.shape, generator=g).to(x.device)
     return torch.where(hit, noise, x)
+
+
+def add_unknown(batch: tuple, p: float, unknown_id: int, seed: int, step: int) -> tuple:
+    """Replace each character of a batch (x, y, pos) by the unknown token with probability ``p``, so
+    that the token learns what a character never seen costs, in context and after it. Whole names
+    (``pos`` given): a character is replaced as a target and as the next position's input alike;
+    contexts (``pos`` None): each context token and target independently. The draws depend only on
+    (seed, step), so resume stays exact."""
+    x, y, pos = batch
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step + 2**31)  # apart from add_input_noise's
+    hit_y = (torch.rand(y.shape, generator=g) < p).to(y.device) & (y != 0)
+    y = torch.where(hit_y, unknown_id, y)
+    if pos is not None:  # x is y shifted right within each name: [0, c1..cn]
+        return torch.where(pos == 0, 0, y.roll(1)), y, pos
+    hit_x = (torch.rand(x.shape, generator=g) < p).to(x.device) & (x != 0)
+    return torch.where(hit_x, unknown_id, x), y, pos
 
 
 @torch.no_grad()

@@ -55,7 +55,7 @@ from ..store.runfolder import RunFolder
 from ..validate import paths
 from ..version import __version__
 from .distill import check_distill, check_unchanged, distill_loss, load_teachers, soft_targets
-from .minibatches import ContextBatches, NameBatches, add_input_noise, recalibrate_batchnorm
+from .minibatches import ContextBatches, NameBatches, add_input_noise, add_unknown, recalibrate_batchnorm
 from .optim import average_weights, averaging, lr_at, make_optimizer, rng_state, set_rng_state
 from .progress import DeferredInterrupt, Progress, plot_losses
 
@@ -206,7 +206,7 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
             teachers=()) -> Run:
     """Set up a fresh run: the data and the teachers checked, the run folder claimed, then
     ``torch.manual_seed(tc.seed)`` and the model, as the lecture; then the teachers' distributions."""
-    words, vocab, data_info = read_data(data)
+    words, vocab, data_info = read_data(data, text=(tc.normalize, tc.unknown, tc.rare_chars))
     check_split(words, data_info)
     models, records = [], []
     if tc.distill or teachers:  # distillation (distill.py): teachers and the student's config agree, then loaded
@@ -369,6 +369,8 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         for group in opt.param_groups:
             group["lr"] = lr_at(tc, run.step)
         x, y, pos = run.batches(run.step)  # packed names (N,) x3, or contexts (B, 2**L), targets (B,), None
+        if tc.unknown and tc.unknown_rate:
+            x, y, pos = add_unknown((x, y, pos), tc.unknown_rate, run.vocab.unknown_id, tc.seed, run.step)
         if tc.input_noise:
             x = add_input_noise(x, tc.input_noise, len(run.vocab), tc.seed, run.step)
         soft = run.batches.soft_at(run.step) if tc.distill else None  # the teachers' distributions (N, V)
