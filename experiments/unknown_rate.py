@@ -2,8 +2,9 @@
 
     python experiments/unknown_rate.py names.txt --out experiments/results/unknown_rate.md
 
-For each rate, the default recipe trains on the file (one thread, the lecture's split, seed 42; runs
-kept under --runs-dir, a finished one not trained again) and three figures are taken on the dev split:
+For each rate, the default recipe trains on the file once per seed (one thread, the lecture's split,
+seeds 42, 43, ...; runs kept under --runs-dir, a finished one not trained again) and three figures,
+means over the seeds, are taken on the dev split:
 
 * clean: nats per target of the dev names as they are (what the replacement may cost);
 * one unseen: nats per target of the dev names with one character each (at a seeded random place)
@@ -63,21 +64,25 @@ def main(argv=None) -> None:
     p.add_argument("--runs-dir", default="runs/unknown-rate")
     p.add_argument("--rates", type=float, nargs="+", default=list(RATES))
     p.add_argument("--steps", type=int, help="steps of each run (default: the recipe's)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per rate (seeds 42, 43, ...): the figures are their means")
     args = p.parse_args(argv)
     dev = lecture_split(load_names(args.data))[1]
     rows = []
     for rate in args.rates:
-        out = os.path.join(args.runs_dir, f"rate-{rate:g}")
-        if not (os.path.exists(os.path.join(out, "checkpoint.pt")) and Checkpoint.load(out).finished):
-            train(None, recipe("default", unknown_rate=rate, device="cpu", eval_test=False, steps=args.steps), data=args.data, out=out,
-                  force=True, log=None, progress=False, threads=1)
-        seconds = Checkpoint.load(out).train_seconds
-        rows.append({"rate": rate, **measure(out, dev), "train_seconds": seconds})
+        runs = []
+        for seed in range(42, 42 + args.seeds):
+            out = os.path.join(args.runs_dir, f"rate-{rate:g}-seed-{seed}")
+            if not (os.path.exists(os.path.join(out, "checkpoint.pt")) and Checkpoint.load(out).finished):
+                train(None, recipe("default", unknown_rate=rate, seed=seed, device="cpu", eval_test=False,
+                                   steps=args.steps), data=args.data, out=out, force=True, log=None, progress=False,
+                      threads=1)
+            runs.append({**measure(out, dev), "train_seconds": Checkpoint.load(out).train_seconds})
+        rows.append({"rate": rate, **{k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}})
         print(json.dumps(rows[-1]), flush=True)
     base = next(r for r in rows if r["rate"] == 0.0)["clean"] if any(r["rate"] == 0.0 for r in rows) else None
     fit = [r for r in rows if base is None or r["clean"] <= base + TOLERANCE]
     kept = min(fit, key=lambda r: r["one_unseen"])["rate"]
-    lines = ["| unknown_rate | clean dev | dev, one unseen character | that character (nats) | train s |",
+    lines = [f"Means of {args.seeds} seeds.", "", "| unknown_rate | clean dev | dev, one unseen character | that character (nats) | train s |",
              "|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['rate']:g}{' (kept)' if r['rate'] == kept else ''} | {r['clean']:.4f} | {r['one_unseen']:.4f} | "
               f"{r['unseen_char']:.2f} | {r['train_seconds']:.0f} |" for r in rows]

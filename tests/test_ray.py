@@ -18,6 +18,7 @@ import pyarrow as pa  # noqa: E402
 
 from batch_helpers import FailingScorer, JitterScorer, SlowScorer, ThreadsScorer, mixed_lines, random_run  # noqa: E402
 from helpers import BUNDLED_NAMES, cli, run_main, time_limit  # noqa: E402
+from table_helpers import CELLS, WRITERS  # noqa: E402
 from wavenet_conv import ConfigError, DataError, load_model, load_names, read_lines, score_lines  # noqa: E402
 from wavenet_conv.cluster.scorer import BatchScorer  # noqa: E402
 from wavenet_conv.cluster.job import score_dataset, score_files  # noqa: E402
@@ -181,7 +182,7 @@ def test_a_parquet_input_keeps_its_ids(cluster, run, tmp_path, id_column, column
                                                                      "percentile", "error"]
     got = {r[key]: r for r in table.to_pylist()}
     assert len(got) == table.num_rows == len(by_id) == counts.rows  # every row once, empty and null names too
-    assert counts.empty == sum(v is not None and not v.strip() for v in by_id.values()) > 1  # "" and " \t "
+    assert counts.empty == sum(v is None or not v.strip() for v in by_id.values()) > 2  # "", " \t " and a null
     expected = BatchScorer(run)(pa.table({"name": list(by_id.values())})).to_pylist()
     for (id_, value), e in zip(by_id.items(), expected):
         row = got[value if key == "name" else id_]
@@ -337,3 +338,43 @@ def test_a_job_writes_the_local_percentiles_and_keeps_the_names_at_or_above_min_
     assert dict(zip(table["line"].to_pylist(), table["percentile"].to_pylist())) == want
     assert 0 < len(want) < len(local) and table["error"].null_count == len(table)
     assert (counts.names, counts.invalid, counts.rows) == (len(local), 4, len(want))
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize("keyed", [True, False], ids=["id", "row"])
+def test_a_tables_every_non_empty_cell_is_written_with_the_local_scores(cluster, trained_run, tmp_path, kind, keyed):
+    """Ray reads the same table formats through the same reader: every non-empty cell (accents, capitals,
+    Cyrillic, digits: characters the run never saw) a row with a finite score and a percentile, keyed
+    as asked (Parquet needs its id column), the blank cell counted; the numbers are the local scorer's."""
+    if kind == "parquet" and not keyed:
+        pytest.skip("Parquet rows are keyed by an id column")
+    path = WRITERS[kind](tmp_path / f"people.{kind}")
+    with time_limit(LIMIT):
+        counts = score_files(trained_run[0], str(path), str(tmp_path / "out"), column="first_name",
+                             id_column="id" if keyed else None)
+    table = pq.read_table(tmp_path / "out")
+    cells = [(f"u{i}", i + 1, c) for i, c in enumerate(CELLS) if c]
+    want = load_model(trained_run[0]).scorer().names([c for _, _, c in cells])
+    keys = table["id"].to_pylist() if keyed else list(zip(table["path"].to_pylist(), table["row"].to_pylist()))
+    got = dict(zip(keys, zip(table["nats"].to_pylist(), table["percentile"].to_pylist(), table["name"].to_pylist())))
+    assert (counts.names, counts.invalid, counts.empty) == (len(cells), 0, 1)
+    if kind == "parquet":  # a row for every row of Parquet, its null cell's with the reason; CSV-like: as locally
+        assert table.filter(pa.compute.is_valid(table["error"]))["error"].to_pylist() == ["missing name (null)"]
+        table = table.filter(pa.compute.is_null(table["error"]))
+    assert table["error"].null_count == len(table) == len(cells)
+    for (key, row, cell), nats in zip(cells, want.nll.tolist()):
+        assert got[key if keyed else (str(path), row)] == (nats, got[key if keyed else (str(path), row)][1], cell)
+        assert 0 <= got[key if keyed else (str(path), row)][1] < 100
+
+
+def test_the_command_scores_a_csv_column_on_ray_keyed_by_path_and_row(cluster, trained_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    path = WRITERS["csv"](tmp_path / "people.csv")
+    with time_limit(LIMIT):
+        code, out, err = run_main(["score", trained_run[0], path, "--column", "first_name", "--engine", "ray",
+                                   "--output", tmp_path / "out"], monkeypatch, capsys)
+    n = sum(1 for c in CELLS if c)
+    assert code == 0 and out == f"{tmp_path / 'out'}: {n} rows written (Parquet; one per non-empty row, keyed by " \
+                                 "path and row)\n", err
+    assert f"{n} names scored" in err and "1 empty" in err
+    assert pq.read_table(tmp_path / "out")["row"].to_pylist() == [i + 1 for i, c in enumerate(CELLS) if c]

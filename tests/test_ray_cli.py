@@ -22,6 +22,9 @@ def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     random_run(d / "run")
     (d / "names.txt").write_text("emma\nx1\n")
+    (d / "people.csv").write_text("uid,first_name,city\n1,emma,Paris\n")
+    (d / "keyed.csv").write_text("nats,first_name\n1,emma\n")
+    (d / "people.jsonl").write_text('{"uid": 1, "first_name": "emma"}\n')
     (d / "empty").mkdir()
     (d / "full").mkdir()
     (d / "full" / "scores.parquet").write_text("")
@@ -50,9 +53,15 @@ MISTAKES = [
     (["{d}/names.txt", *RAY, "--device", "cuda"], "--engine ray scores on CUDA with --gpus-per-worker X"),
     (["{d}/nowhere.txt", *RAY], "nowhere.txt: no such file or folder"),
     (["{d}/empty", *RAY], "empty: no files in it"),
-    (["{d}/mixed", *RAY], "mixed: holds both Parquet (.parquet) and other files"),
-    (["{d}/names.txt", *RAY, "--id-column", "uid"], "--id-column is for Parquet input: text input's key is path and line"),
-    (["{d}/names.txt", *RAY, "--column", "n"], "--column is for Parquet input"),
+    (["{d}/mixed", *RAY], "mixed: holds files of more than one kind (parquet, text, by suffix): give one kind"),
+    (["{d}/names.txt", *RAY, "--id-column", "uid"],
+     "--id-column is for a table (CSV, TSV, JSONL or Parquet): text input's key is path and line"),
+    (["{d}/names.txt", *RAY, "--column", "n"], "--column is for a table (CSV, TSV, JSONL or Parquet)"),
+    (["{d}/people.csv", *RAY], "{d}/people.csv: give the column of names (--column NAME); its columns: uid, first_name"),
+    (["{d}/people.csv", *RAY, "--column", "name"], "{d}/people.csv: no column 'name'; its columns: uid, first_name"),
+    (["{d}/keyed.csv", *RAY, "--column", "first_name", "--id-column", "nats"],
+     "--id-column 'nats': the output has a column 'nats' of its own"),
+    (["{d}/people.jsonl", *RAY], "{d}/people.jsonl: give the key of the names (--column KEY)"),
     (["{d}/parquet", *RAY], "--id-column must name a column for Parquet input"),
     (["{d}/parquet", *RAY, "--id-column", "nope"],
      "--id-column 'nope': no such column in {d}/parquet/a.parquet; its columns: uid, name"),
@@ -226,7 +235,7 @@ def test_the_library_refuses_workers_below_one_before_any_cluster(inputs, monkey
 @needs_ray
 def test_the_writer_finds_the_bad_row_of_the_smallest_key_in_any_block_order():
     """The job's "first" bad line: the smallest (path, line) over every block and write task, whatever
-    order they come in; empty names are no bad rows; a null key sorts first."""
+    order they come in; blank rows (an empty name, a null cell) are no bad rows; a null key sorts first."""
     import pyarrow as pa
 
     from wavenet_conv.cluster.writer import first_invalid, smallest
@@ -240,9 +249,11 @@ def test_the_writer_finds_the_bad_row_of_the_smallest_key_in_any_block_order():
         found = [first_invalid(t, ["path", "line"]) for t in order]
         assert smallest(found)[1:] == (("a.txt", 9), "bad a9")
     assert smallest([first_invalid(blocks[3], ["path", "line"]), None]) is None
-    parquet = pa.table({"uid": [7, None, 3], "name": ["x1", None, "y2"], "error": ["bad 7", "missing name (null)", "bad 3"]})
-    assert first_invalid(parquet, ["uid"])[1:] == ((None,), "missing name (null)")
-    assert first_invalid(parquet, [])[1:] == ((None,), "missing name (null)")  # the names are the key
+    # a null cell is a blank row, no bad one
+    parquet = pa.table({"uid": [7, None, 3, 1], "name": ["x1", "z", "y2", None],
+                        "error": ["bad 7", "bad z", "bad 3", "missing name (null)"]})
+    assert first_invalid(parquet, ["uid"])[1:] == ((None,), "bad z")
+    assert first_invalid(parquet, [])[1:] == (("x1",), "bad 7")  # the names are the key
     assert first_invalid(parquet.slice(0, 1), [])[1:] == (("x1",), "bad 7")
 
 

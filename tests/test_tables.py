@@ -9,44 +9,11 @@ import math
 import pytest
 
 from helpers import run_main
+from table_helpers import CELLS, WRITERS, write_csv
 from wavenet_conv import Scorer, load_model, score_lines
 from wavenet_conv.cli.output import Meter
 from wavenet_conv.errors import DataError
 from wavenet_conv.tables import Refused, Table, cell_name
-
-# the cells, as a CRM export holds them: quoted commas, an embedded newline, a blank, a number
-CELLS = ["José", "Mary-Jane", "O'Brien", "EMMA", "Łukasz", "Zoë", "user123", "Светлана", "Anne Marie", "", "emma",
-         "ava"]
-
-
-def write_csv(path, delimiter=","):
-    import csv
-
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter=delimiter)
-        w.writerow(["id", "first_name", "city"])
-        for i, name in enumerate(CELLS):
-            w.writerow([f"u{i}", name, "Paris, France" if i % 2 else "a\nmultiline \"place\""])
-    return path
-
-
-def write_jsonl(path):
-    rows = [{"id": f"u{i}", "first_name": name or None} for i, name in enumerate(CELLS)]
-    rows[9] = {"id": "u9"}  # a missing key: a blank row, as a null
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    return path
-
-
-def write_parquet(path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    pq.write_table(pa.table({"id": [f"u{i}" for i in range(len(CELLS))],
-                             "first_name": [name or None for name in CELLS]}), path)
-    return path
-
-
-WRITERS = {"csv": write_csv, "tsv": lambda p: write_csv(p, "\t"), "jsonl": write_jsonl, "parquet": write_parquet}
 
 
 @pytest.mark.parametrize("kind", WRITERS)

@@ -114,11 +114,11 @@ def cmd_score(args):
     source, counts = (args.file, score_on_ray(args)) if args.engine == "ray" else score_here(args)
     if counts.names + counts.invalid == 0 and args.shard is None:
         raise DataError(f"{source}: no names in it")
+    unit = "row" if is_table(args.file) else "line"  # a folder of tables on Ray: its lines are rows too
     if args.engine == "ray":
-        each = "non-empty line" if args.min_percentile is None else "name kept"
+        each = f"non-empty {unit}" if args.min_percentile is None else "name kept"
         print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per {each}, keyed by "
-              f"{args.id_column or 'path and line'})")
-    unit = "row" if args.engine == "local" and is_table(args.file) else "line"
+              f"{args.id_column or f'path and {unit}'})")
     print(closing_count(source, counts, args.min_percentile, unit), file=sys.stderr)
 
 

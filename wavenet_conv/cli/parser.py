@@ -215,7 +215,8 @@ def add_score(sub, common) -> None:
                    "default: its only column (with --engine ray, Parquet's 'name'). Any other FILE is a list, one name "
                    "a line")
     s.add_argument("--id-column", metavar="COL", help="a table's column that keys each row, carried to the output as "
-                   "its first column (default: the row number, from 1, the header not counted; a list's: the line)")
+                   "its first column (default: the row number, from 1, the header not counted; a list's: the line; with "
+                   "--engine ray, path and row, and Parquet needs it)")
     s.add_argument("--min-percentile", type=percent_arg, metavar="P", help="keep only the names at or above the "
                    "P-th percentile (0-100; e.g. 95: the unusual ones) and say on stderr how many were kept; needs "
                    "the run's percentiles. --engine ray writes only those rows (a line that is not a name has no "

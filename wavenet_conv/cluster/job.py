@@ -69,7 +69,7 @@ from ..store.loaded import load_model
 from .. import errors
 from ..errors import ArgumentError, ConfigError, DataError, InputError, MissingExtraError
 from .counts import Counts
-from .reader import IO_CPUS, list_inputs, parquet_keys, read_input
+from .reader import IO_CPUS, list_inputs, parquet_keys, read_input, table_keys
 from ..validate import integer, positive_number
 
 RAY_HINT = "pip install 'wavenet_conv[ray]'"
@@ -295,13 +295,14 @@ def score_files(scorer, input: str, output: str, workers: int = 1, cpus_per_work
                 gpus_per_worker: float = 0, address: str | None = None, id_column: str | None = None,
                 column: str | None = None, chunk: int = BATCH, skip_invalid: bool = False,
                 min_percentile: float | None = None) -> Counts:
-    """Score the names of ``input`` (a text file, folder, glob or URI of text files, or Parquet) with
+    """Score the names of ``input`` (a text file, folder, glob or URI of text files, of CSV, TSV or JSONL
+    tables (local or mounted paths), or of Parquet) with
     ``scorer`` (a ``BatchScorer``, a run folder, or None: the bundled model) on Ray, and write them as a Parquet dataset at
     ``output`` (a new or empty folder or URI); returns the ``Counts`` of what was written and skipped.
 
     address: a cluster to join (None: a local one, started for the job and shut down after; or the
-    one this process already initialized). id_column, column: Parquet input's key and names
-    ("name"). chunk: the lines scored at a time, from each file's first line (``score_lines``').
+    one this process already initialized). id_column, column: a table's key and names (Parquet's
+    column default "name"; a CSV's its only column; rows are keyed by path and row without id_column). chunk: the lines scored at a time, from each file's first line (``score_lines``').
     skip_invalid: False (as ``score_lines``): a line (or Parquet row) that is not a name is a
     ``DataError`` naming the first, the one of the smallest (path, line) or key, raised once every row
     is written; True: its row with its reason is all. Everything that can be checked is checked before
@@ -332,7 +333,8 @@ def invalid_error(first: tuple, keys: list[str], input: str, output: str, counts
     were written (not with ``min_percentile``)."""
     _, values, reason = first
     text = keys == ["path", "line"]
-    where = f"{values[0]}:{values[1]}" if text else f"{input}: {keys[0]} {values[0]!r}"
+    where = f"{values[0]}:{values[1]}" if text else f"{values[0]}: row {values[1]}" if keys == ["path", "row"] \
+        else f"{input}: {keys[0]} {values[0]!r}"
     n = counts.invalid
     held = f"{output} holds every row, each bad one with its reason in error" if written else \
         f"{output} holds only the names kept by min_percentile"
@@ -365,8 +367,9 @@ def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, l
     kind, files = list_inputs(input)
     if kind == "text" and (id_column or column):
         raise ArgumentError("score_files", "id_column" if id_column else "column",
-                            "is for Parquet input: text input's key is path and line")
-    keys = ["path", "line"] if kind == "text" else parquet_keys(files, id_column, column or "name")
+                            "is for a table (CSV, TSV, JSONL or Parquet): text input's key is path and line")
+    keys = ["path", "line"] if kind == "text" else parquet_keys(files, id_column, column or "name") \
+        if kind == "parquet" else table_keys(files, id_column, column)
     fs, root = check_output(output)
     from .writer import ScoreSink
 
@@ -374,9 +377,9 @@ def run_job(ray, scorer, job: Job, pool: tuple) -> tuple[Counts, tuple | None, l
     try:
         check_resources(ray, workers, cpus_per_worker, gpus_per_worker)
         fs.create_dir(root, recursive=True)
-        ds = read_input(ray, (kind, files), keys, column or "name", vocab, chunk)
+        ds = read_input(ray, (kind, files), keys, column if kind != "parquet" else column or "name", vocab, chunk)
         ds = score_blocks(ray, ds, type(scorer)(**{**scorer.kwargs(), "column": "name"}), pool)
-        sink = ScoreSink(output if "://" in output else os.path.abspath(output), keys, drop_empty=kind == "text",
+        sink = ScoreSink(output if "://" in output else os.path.abspath(output), keys, drop_empty=kind != "parquet",
                          min_percentile=min_percentile)
         with dropped_lines(ACTOR_NOTICE) if started else nullcontext():  # Ray's noise, in a session of ours
             write(ds, sink)

@@ -14,17 +14,24 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 
 from .counts import Counts
-from .scorer import SCORE_COLUMNS
+from .scorer import NULL, SCORE_COLUMNS
 from ..data import EMPTY_NAME
 
 OUTPUT = ("name", *SCORE_COLUMNS)
 ROWS_PER_FILE = 1_000_000  # at least, but in the last file of the job: a write task's rows
+BLANK = pa.array([EMPTY_NAME, NULL])  # the errors of a blank row: an empty name, a null cell
+
+
+def blank(table: pa.Table) -> pa.ChunkedArray:
+    """Whether each row of ``table`` is blank (its error an empty name's or a null's)."""
+    return pc.fill_null(pc.is_in(table["error"].cast(pa.string()), value_set=BLANK), False)  # an all-null column: null type
 
 
 def count(table: pa.Table, drop_empty: bool) -> tuple[pa.Table, Counts]:
-    """(the rows to write, their counts): rows of empty names (blank, or whitespace only) dropped with
-    ``drop_empty`` (text input, whose blank lines the local command skips too), counted either way."""
-    empty = pc.fill_null(pc.equal(table["error"], EMPTY_NAME), False)
+    """(the rows to write, their counts): blank rows (an empty name, whitespace only, or a null cell)
+    dropped with ``drop_empty`` (text and CSV-like input, whose blank rows the local command skips too),
+    counted either way."""
+    empty = blank(table)
     n_empty = pc.sum(empty).as_py() or 0
     if drop_empty:
         table = table.filter(pc.invert(empty))
@@ -50,9 +57,9 @@ def value_order(value) -> tuple:
 
 
 def first_invalid(table: pa.Table, keys: list[str]) -> tuple | None:
-    """(order, key values, reason) of the row of ``table`` that is not a name (an error, but not an empty
-    name's) with the smallest key (``keys``, or the name where the names are the key), or None."""
-    bad = pc.and_(pc.is_valid(table["error"]), pc.fill_null(pc.not_equal(table["error"], EMPTY_NAME), False))
+    """(order, key values, reason) of the row of ``table`` that is not a name (an error, but not a blank
+    row's) with the smallest key (``keys``, or the name where the names are the key), or None."""
+    bad = pc.and_(pc.is_valid(table["error"]), pc.invert(blank(table)))
     table = table.filter(bad)
     if not len(table):
         return None
