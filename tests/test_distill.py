@@ -349,3 +349,17 @@ def test_a_teacher_folder_trained_on_another_names_file_is_refused(teachers):
     assert teacher_state(teachers[0], 0, mc, tc, ckpt.data) == "finished"
     with pytest.raises(RunFolderError, match="holds another run than the recipe's teacher 0 \\(its data file differs\\)"):
         teacher_state(teachers[0], 0, mc, tc, {**ckpt.data, "sha256": "0" * 64})
+
+
+def test_a_recipes_teachers_take_the_students_text_settings(small_names, tmp_path):
+    """A student that folds case learns from teachers that fold it too: the teachers' vocabulary is
+    the student's (a teacher trained as is would have capitals in its vocabulary, and be refused)."""
+    from wavenet_conv.training.teachers import train_recipe
+
+    names = tmp_path / "Names.txt"
+    names.write_text("".join(n.capitalize() + "\n" for n in small_names.read_text().split()))
+    student = quick(distill=0.5, normalize="case", rare_chars=5, unknown_rate=0.01)
+    result = train_recipe(TINY, student, [(TINY, quick())], tmp_path / "r", names, log=None, progress=False)
+    teacher = Checkpoint.load(tmp_path / "r" / "teacher-0")
+    assert teacher.vocab == result.vocab and "E" not in result.vocab.chars
+    assert [getattr(teacher.train_config, f) for f in ("normalize", "rare_chars", "unknown_rate")] == ["case", 5, 0.01]

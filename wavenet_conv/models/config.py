@@ -224,6 +224,10 @@ class TrainConfig(Config):
         self._check_range("beta2", 0, 1, "[)")
 
 
+# the TrainConfig fields that make a run's vocabulary from its names file: a recipe's teachers take
+# their student's, so that the student can learn from them (``teachers.train_recipe``)
+TEXT_FIELDS = ("normalize", "unknown", "unknown_rate", "rare_chars")
+
 SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled by 1,000,003 and offset by the step
 
 RECIPES = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..data import check_split, read_data
 from ..errors import CheckpointError, ConfigError, RunFolderError
-from ..models.config import ModelConfig, TrainConfig
+from ..models.config import TEXT_FIELDS, ModelConfig, TrainConfig
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ..store.runfolder import LEFTOVER, LOCK_NAME, PLAN_NAME, RunFolder
 from ..validate import paths
@@ -117,12 +117,14 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     distilled from them into ``out``; returns the student's ``TrainResult``. ``out`` must be new or
     empty (``force``: see ``train``; teachers already there with the same settings are kept). The other
     arguments are ``train``'s. Runs on the caller's torch threads (``torch.set_num_threads``): each
-    teacher and the student ``train(..., threads=None)``."""
+    teacher and the student ``train(..., threads=None)``. Each teacher takes the student's text settings
+    (``config.TEXT_FIELDS``: normalization, unknown token), so that their vocabularies are the student's."""
     log = log or (lambda *a, **k: None)
     paths("train_recipe", out=out, data=data)
     words, _, data_info = read_data(data)
     check_split(words, data_info)
-    plan = Plan(model_config, config, list(teachers), data_info)
+    text = {f: getattr(config, f) for f in TEXT_FIELDS}
+    plan = Plan(model_config, config, [(m, replace(t, **text)) for m, t in teachers], data_info)
     check_plan(plan)
     return run_plan(plan, RunFolder(out, force=force), progress, log)
 
