@@ -6,6 +6,7 @@ path of ``score`` is the run when it is a run folder or checkpoint file, else th
 import fnmatch
 import ast
 import json
+import math
 import os
 import re
 
@@ -65,8 +66,30 @@ def test_the_file_is_small_and_the_one_recorded(record):
 def test_it_is_the_small_recipe_at_the_lectures_size(bundled, record):
     ckpt = bundled.checkpoint
     assert ckpt.train_config.recipe == record["recipe"] == "small" and ckpt.finished
-    assert ckpt.model_config == ModelConfig(vocab_size=27) and ckpt.kind == "conv"
-    assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579
+    assert ckpt.model_config == ModelConfig(vocab_size=28) and ckpt.kind == "conv"  # '.', a-z, the unknown token
+    assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579 + 24 + 129
+
+
+def test_it_folds_case_and_accents_and_has_an_unknown_token(bundled, record):
+    assert bundled.vocab.normalize == record["normalize"] == "both" and bundled.vocab.unknown
+    assert record["unknown"] == {"token": True, "rate": bundled.checkpoint.train_config.unknown_rate, "rare_chars": 3}
+    r = bundled.scorer().names(["EMMA", "José", "Zoë", "emma", "jose", "zoe"])
+    assert r.nll[:3].tolist() == r.nll[3:].tolist()
+
+
+def test_it_scores_every_cell_of_a_real_table(tmp_path, monkeypatch, capsys):
+    """The people a CRM export holds, as they wrote their names, in a CSV with quoted commas and an
+    embedded newline: every non-empty cell a row with a finite score and a percentile, no note of
+    refused names, exit 0."""
+    from table_helpers import CELLS, write_csv
+
+    path = write_csv(tmp_path / "people.csv")
+    code, out, err = run_main(["score", path, "--column", "first_name", "--format", "tsv", "--threads", "1"],
+                              monkeypatch, capsys)
+    assert code == 0 and "refused" not in err, err
+    rows = [row.split("\t") for row in out.splitlines()[1:]]
+    assert [r[1] for r in rows] == [c for c in CELLS if c]
+    assert all(math.isfinite(float(r[2])) and 0 <= float(r[5]) < 100 for r in rows)
 
 
 def test_it_holds_only_the_model():
