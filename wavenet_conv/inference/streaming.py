@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import Vocab, line_name, name_problem
+from ..data import Vocab, line_names, name_problem
 from ..errors import ArgumentError, DataError
 from ..tables import Refused, cell_name
 from .scoring import Scorer, ScoreResult, encode_names
@@ -94,10 +94,10 @@ def scored_lines(scorer: Scorer, lines, how: Stream) -> Iterator[LineScores]:
     per chunk (see ``score_lines``): the one loop under the command line, ``score_lines`` and Ray's
     batches. Each name is normalized as the scorer's vocabulary says (``Vocab.normalize``) before it is
     checked and scored; ``LineScores.names`` are the names as they came."""
-    for numbers, block in line_chunks(lines, how.chunk, how.shard):
-        part, tokens, lengths, stop = check_chunk(block, numbers, scorer.vocab, how.skip_invalid)
+    for numbers, block, refused in line_chunks(lines, how.chunk, how.shard):
+        part, tokens, lengths, stop = check_chunk(block, numbers, refused, scorer.vocab, how.skip_invalid)
         part.scores = scorer.encoded(part.names, tokens, lengths, how.per_char)
-        part.names = [block[i] for i in part.kept]
+        part.names = block if len(part.kept) == len(block) else [block[i] for i in part.kept]
         yield part
         if stop is not None:
             raise DataError(f"{how.where(stop[0])}: {stop[1]}")
@@ -141,9 +141,10 @@ def score_lines(
 
 
 def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
-    """(line numbers, the lines' names (``tables.cell_name``: a line or a table's cell, stripped; a
-    missing value blank; any other value the reason it is no name)) of up to ``chunk`` lines at a time
-    (of the shard's lines only, with ``shard`` (K, N))."""
+    """(line numbers, the lines' names, {index: reason} of those that are no name) of up to ``chunk``
+    lines at a time (of the shard's lines only, with ``shard`` (K, N)). A name is a line stripped
+    (``data.line_names``) or a table's cell (``tables.cell_name``: stripped, a missing value blank, any
+    other value the reason it is no name, a ``Refused``, its name "")."""
     k, n_shards = shard if shard is not None else (0, 1)
     lines, first = iter(lines), 1  # ``first``: the line number of the next line read
     while True:
@@ -155,19 +156,22 @@ def line_chunks(lines, chunk: int, shard: tuple[int, int] | None):
         if n_shards > 1:
             start = (k - (numbers.start - 1)) % n_shards
             block, numbers = block[start::n_shards], numbers[start::n_shards]
-        yield numbers, [line_name(line) if isinstance(line, str) else cell_name(line) for line in block]
+        try:
+            names, refused = line_names(block), {}  # a list's lines, all str
+        except TypeError:  # a table's cells
+            names = [cell_name(cell) for cell in block]
+            refused = {i: name.reason for i, name in enumerate(names) if isinstance(name, Refused)}
+            names = [("" if i in refused else name) for i, name in enumerate(names)]
+        yield numbers, names, refused
 
 
-def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
-    """A chunk's names (``line_name``'s of its lines) sorted into names to score, blank lines and
-    lines that are not names, each normalized as ``vocab`` says: returns (its ``LineScores`` still
-    without scores, its ``names`` the normalized ones, ``kept`` their indices in ``block``; the
+def check_chunk(block: list[str], numbers, refused: dict[int, str], vocab: Vocab, skip_invalid: bool):
+    """A chunk's names (``line_chunks``': "" for a cell that ``refused`` gives a reason for) sorted
+    into names to score, blank lines and lines that are not names, each normalized as ``vocab`` says:
+    returns (its ``LineScores`` still without scores, its ``names`` the normalized ones, ``kept`` their indices in ``block``; the
     names' tokens and lengths (``encode_names``); the first invalid (line, problem) without
     ``skip_invalid``, or None). Without ``skip_invalid`` the lines from the first invalid one on are
     left out: the caller raises after scoring the lines before it."""
-    refused = {i: cell.reason for i, cell in enumerate(block) if isinstance(cell, Refused)}
-    if refused:
-        block = ["" if i in refused else cell for i, cell in enumerate(block)]
     block = vocab.normalized(block)
     tokens, lengths, ok = encode_names(block, vocab)
     empty = lengths.numpy() == 0
@@ -182,8 +186,9 @@ def check_chunk(block: list[str], numbers, vocab: Vocab, skip_invalid: bool):
     keep = np.flatnonzero(ok)
     if len(keep) < len(block):  # the kept names' characters: no second encoding
         tokens, lengths = tokens[torch.from_numpy(np.repeat(ok, lengths.numpy()))], lengths[torch.from_numpy(ok)]
-    names = [block[i] for i in keep]
-    part = LineScores([numbers[i] for i in keep], names, None, invalid, int(empty.sum()), keep.tolist(),
+    whole = len(keep) == len(block)  # every line a name: the lists as they are
+    names, lines = (block, list(numbers)) if whole else ([block[i] for i in keep], [numbers[i] for i in keep])
+    part = LineScores(lines, names, None, invalid, int(empty.sum()), keep.tolist(),
                       unknown_positions(tokens, lengths, vocab.unknown_id))
     return part, tokens, lengths, stop
 
