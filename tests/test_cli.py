@@ -450,6 +450,8 @@ def test_export_writes_an_onnx_model_that_scores_like_the_run(trained_run, tmp_p
     assert code == 0, stderr
     assert "wrote" in stdout and "'tokens' int64 (B, T)" in stdout
     model, vocab, _ = load_model(out)
+    # what serving needs to prepare the text as the run does (docs/SERVING.md)
+    assert f"text normalized: {vocab.normalize}; unknown-character token: {vocab.unknown_id}" in stdout
     x = sequences(["emma", "olivia", "q"], vocab).x
     (logits,) = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"tokens": x.numpy()})
     with torch.no_grad():

@@ -308,7 +308,9 @@ def cmd_export(args):
     loaded = load_run(args)
     path = export_onnx(loaded.model, args.out)
     print(f"wrote {path}: input 'tokens' int64 (B, T), output 'logits' float32 (B, T, {loaded.model.config.vocab_size}); "
-          f"vocabulary {''.join(loaded.vocab.itos)!r} (token i is character i)")
+          f"vocabulary {''.join(loaded.vocab.itos)!r} (token i is character i; 0 the start and end); text normalized: "
+          f"{loaded.vocab.normalize}; unknown-character token: "
+          f"{'none (a name with a character outside it is refused)' if loaded.vocab.unknown_id is None else loaded.vocab.unknown_id}")
 
 
 COMMANDS = {"train": cmd_train, "score": cmd_score, "sample": cmd_sample, "check": cmd_check, "export": cmd_export}
