@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from helpers import run_main
+from helpers import SMALL_ARGS, run_main, same_weights
 from table_helpers import CELLS, WRITERS, write_csv
-from wavenet_conv import Scorer, load_model, score_lines
+from wavenet_conv import Scorer, load_model, score_lines, train
 from wavenet_conv.cli.output import Meter
 from wavenet_conv.errors import DataError
-from wavenet_conv.tables import Refused, Table, cell_name
+from wavenet_conv.tables import Refused, Table, cell_name, read_data
 
 
 @pytest.mark.parametrize("kind", WRITERS)
@@ -138,3 +138,61 @@ def test_progress_shows_on_a_terminal_only():
         meter.update(1000, 0.5)
         meter.close()
     assert "1,000 rows" in shown.getvalue() and "50%" in shown.getvalue() and piped.getvalue() == ""
+
+
+# ----------------------------------------------------------------------------- train --column
+
+
+def people_table(kind, tmp_path, names):
+    """A table of ``names`` (and the issue's cells) in ``kind``'s format, its names in the column
+    first_name beside an id and a city, with blank cells: the non-empty cells in order."""
+    import table_helpers
+
+    cells = [*CELLS, *names]  # the cells first: the JSONL writer drops the key of the blank one, at 9
+    old, table_helpers.CELLS = table_helpers.CELLS, cells
+    try:
+        path = WRITERS[kind](tmp_path / f"people.{kind}")
+    finally:
+        table_helpers.CELLS = old
+    return path, [c for c in cells if c]
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_train_reads_a_tables_column(kind, small_names, tmp_path, monkeypatch, capsys):
+    """``train --data people.csv --column first_name``: the run's names are the column's non-empty
+    cells in order (blank and null ones skipped), as the same names in a list give them; its record
+    names the column, and --resume reads it again."""
+    path, names = people_table(kind, tmp_path, small_names.read_text().split()[:300])
+    args = ["--steps", 40, "--samples", 0, "--quiet", *SMALL_ARGS, "--normalize", "both", "--checkpoint-every", 20]
+    code, _, err = run_main(["train", "--data", path, "--column", "first_name", "--out", tmp_path / "run", *args],
+                            monkeypatch, capsys)
+    assert code == 0, err
+    words, vocab, record = read_data(path, text=("both", True, 3), column="first_name")
+    listed = tmp_path / "names.txt"
+    listed.write_text("\n".join(names) + "\n")
+    assert words == read_data(listed, text=("both", True, 3))[0] and record["n_words"] == len(names) == 311
+    run = load_model(tmp_path / "run")
+    assert run.checkpoint.data["column"] == "first_name" and run.vocab == vocab
+    # stopped half way, then resumed by the command line, which reads the column again: bit for bit
+    train(run.checkpoint.model_config, run.checkpoint.train_config, path, out=tmp_path / "half", stop_at=20,
+          progress=False, log=None)
+    code, _, err = run_main(["train", "--resume", tmp_path / "half", "--quiet", "--samples", 0], monkeypatch, capsys)
+    assert code == 0, err
+    assert same_weights(load_model(tmp_path / "half").model, run.model)
+
+
+@pytest.mark.parametrize("argv,problem", [
+    (["--data", "{list}", "--column", "first_name"], "--column is for a table"),
+    (["--data", "{csv}", "--column", "surname"], "{csv}: no column 'surname'; its columns: id, first_name, city"),
+    (["--data", "{csv}"], "{csv}: give the column of names (--column NAME); its columns: id, first_name, city"),
+    (["--data", "{jsonl}", "--column", "first_name"], "{jsonl}: row 2: a int (7), not a string"),
+])
+def test_train_on_a_table_refuses_what_is_wrong_before_any_work(argv, problem, small_names, tmp_path, monkeypatch, capsys):
+    csv_path, _ = people_table("csv", tmp_path, [])
+    jsonl_path = tmp_path / "bad.jsonl"
+    jsonl_path.write_text('{"first_name": "anna"}\n{"first_name": 7}\n')
+    fill = {"list": small_names, "csv": csv_path, "jsonl": jsonl_path}
+    argv = [a.format(**fill) for a in argv]
+    code, out, err = run_main(["train", *argv, "--out", tmp_path / "run", "--quiet"], monkeypatch, capsys)
+    assert code == 2 and problem.format(**fill) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

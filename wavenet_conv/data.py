@@ -407,28 +407,6 @@ def same_data(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and a.get("sha256") == b.get("sha256")
 
 
-def read_data(path, vocab: Vocab | None = None, started: dict | None = None, text: tuple = ("none", False, 0)):
-    """A names file (None: the bundled one) for training -> (words, vocab, {"path", "sha256", "n_words"}),
-    the words normalized as the vocabulary says.
-
-    ``vocab``: a resumed run's; every name must fit it. Without one, a new run's, learned from the
-    words (``Vocab.learned``) as ``text`` -- (normalize, unknown, rare): ``TrainConfig``'s fields of
-    those names -- says. ``started``: the record of the file the run started on, which this one must
-    be (``same_data``; ``DataError`` otherwise)."""
-    path = Path(path if path is not None else bundled_names())
-    words = load_names(path)
-    record = {"path": str(path.resolve()), "sha256": sha256_file(path), "n_words": len(words)}
-    if started is not None and not same_data(started, record):
-        raise DataError(f"{path}: the data file differs from the one this run started on (sha256 changed)")
-    how, unknown, rare = text if vocab is None else (vocab.normalize, vocab.unknown, 0)
-    words = [normalize(w, how) for w in words] if how != "none" else words
-    vocab = vocab or Vocab.learned(words, how, unknown, rare)
-    if not vocab.covers(words):
-        for lineno, word in enumerate(words, start=1):  # the first that does not fit, by its place among the names
-            check_name(word, vocab, f"{path}: name {lineno:,}")
-    return words, vocab, record
-
-
 def check_split(words, data: dict) -> None:
     """Refuse a names file too small for the lecture's 80/10/10 split: an empty train or val split
     (``data``: its record, for the message)."""

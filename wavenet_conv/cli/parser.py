@@ -162,7 +162,8 @@ def add_train(sub, common) -> None:
                                    "metrics.json and loss.png into the run folder. The folder must be new or empty "
                                    "(--force otherwise); a lock file, train.lock, keeps a second training out of it "
                                    "while this one runs.", epilog=EXIT_STATUSES)
-    t.add_argument("--data", metavar="PATH", help="names file, one per line (default: the bundled names)")
+    t.add_argument("--data", metavar="PATH", help="names file, one per line, or a table (.csv .tsv .jsonl .parquet: "
+                   "its --column) (default: the bundled names)")
     t.add_argument("--out", help="run folder, new or empty (default: runs/<date>-<time>-<form>)")
     t.add_argument("--force", action="store_true", help="train into an --out that holds a run or other files "
                    "(the earlier run's checkpoint.pt, metrics.json and loss.png are removed first)")

@@ -183,6 +183,8 @@ class TrainConfig(Config):
     unknown_rate: float = opt(0.002, "chance that a training character is replaced by the unknown token (as target and "
                               "as the next input)")
     rare_chars: int = opt(3, "with an unknown token, characters seen fewer times than this in the names file train as it")
+    column: Optional[str] = opt(None, "the column of names (a JSONL key) when the names file is a table: .csv, .tsv, "
+                                ".jsonl, .parquet (default: its only column)")
     distill: float = opt(0.0, "weight a of the teachers in the loss: (1 - a) CE(targets) + a CE(teachers' mean distribution)")
     temperature: float = opt(1.0, "distillation temperature T: teachers and student at logits / T, that term scaled by T**2")
     beta2: float = opt(0.99, "AdamW's beta2")
@@ -224,9 +226,9 @@ class TrainConfig(Config):
         self._check_range("beta2", 0, 1, "[)")
 
 
-# the TrainConfig fields that make a run's vocabulary from its names file: a recipe's teachers take
-# their student's, so that the student can learn from them (``teachers.train_recipe``)
-TEXT_FIELDS = ("normalize", "unknown", "unknown_rate", "rare_chars")
+# the TrainConfig fields that make a run's words and vocabulary from its names file: a recipe's teachers
+# take their student's, so that the student can learn from them (``teachers.train_recipe``)
+TEXT_FIELDS = ("normalize", "unknown", "unknown_rate", "rare_chars", "column")
 
 SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled by 1,000,003 and offset by the step
 

@@ -17,11 +17,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..data import check_split, read_data
+from ..data import check_split
 from ..errors import CheckpointError, ConfigError, RunFolderError
 from ..models.config import TEXT_FIELDS, ModelConfig, TrainConfig
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ..store.runfolder import LEFTOVER, LOCK_NAME, PLAN_NAME, RunFolder
+from ..tables import read_data
 from ..validate import paths
 from .train import CHANGEABLE_ON_RESUME, TrainResult, resumed_config, train
 
@@ -121,7 +122,7 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     (``config.TEXT_FIELDS``: normalization, unknown token), so that their vocabularies are the student's."""
     log = log or (lambda *a, **k: None)
     paths("train_recipe", out=out, data=data)
-    words, _, data_info = read_data(data)
+    words, _, data_info = read_data(data, column=config.column)
     check_split(words, data_info)
     text = {f: getattr(config, f) for f in TEXT_FIELDS}
     plan = Plan(model_config, config, [(m, replace(t, **text)) for m, t in teachers], data_info)
@@ -137,7 +138,7 @@ def resume_recipe(out, config: TrainConfig | None = None, progress: bool = True,
     plan = read_plan(out)
     plan.config = resumed_config(plan.config, config)
     plan.teachers = [(m, replace(t, device=plan.config.device)) for m, t in plan.teachers]
-    read_data(plan.data["path"], started=plan.data)
+    read_data(plan.data["path"], started=plan.data, column=plan.config.column)
     return run_plan(plan, RunFolder(out, own_run=True), progress, log)
 
 

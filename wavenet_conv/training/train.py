@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data import Vocab, check_split, lecture_split, read_data
+from ..data import Vocab, check_split, lecture_split
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged
 from ..inference.percentiles import reference_table
@@ -52,6 +52,7 @@ from ..models.conv import ConvModel
 from ..models.tree import TreeModel
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint, model_kind, resolve, word_hashes
 from ..store.runfolder import RunFolder
+from ..tables import read_data
 from ..validate import paths
 from ..version import __version__
 from .distill import check_distill, check_unchanged, distill_loss, load_teachers, soft_targets
@@ -88,7 +89,7 @@ class Run:
     splits: tuple[list[str], list[str], list[str]]  # the lecture's train, val, test names
     batches: NameBatches | ContextBatches
     device: torch.device
-    data: dict  # the names file: {"path", "sha256", "n_words"} (``data.read_data``)
+    data: dict  # the names file: {"path", "sha256", "n_words"} (``tables.read_data``; "column" too for a table)
     run_dir: Path | None  # where checkpoint.pt, metrics.json and loss.png go (None: nowhere)
     forward: Callable = None  # the model's forward for the training steps (compiled with config.compile)
     dtype: torch.dtype = torch.float32  # the training steps' matmuls (config.precision)
@@ -206,7 +207,7 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
             teachers=()) -> Run:
     """Set up a fresh run: the data and the teachers checked, the run folder claimed, then
     ``torch.manual_seed(tc.seed)`` and the model, as the lecture; then the teachers' distributions."""
-    words, vocab, data_info = read_data(data, text=(tc.normalize, tc.unknown, tc.rare_chars))
+    words, vocab, data_info = read_data(data, text=(tc.normalize, tc.unknown, tc.rare_chars), column=tc.column)
     check_split(words, data_info)
     models, records = [], []
     if tc.distill or teachers:  # distillation (distill.py): teachers and the student's config agree, then loaded
@@ -272,7 +273,7 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
             != ckpt.model_config.to_dict():
         raise ArgumentError("train", "model_config", "must be None (or the run's own) with resume: a resumed run "
                             "keeps its model")
-    words, vocab, data_info = read_data(data or ckpt.data["path"], ckpt.vocab, started=ckpt.data)
+    words, vocab, data_info = read_data(data or ckpt.data["path"], ckpt.vocab, started=ckpt.data, column=tc.column)
     models = load_teachers(check_unchanged(ckpt.teachers, path), vocab, data_info)[0] if ckpt.teachers else []
     folder.claim()
     torch.manual_seed(tc.seed)
