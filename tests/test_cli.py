@@ -619,7 +619,7 @@ def test_min_percentile_keeps_the_rows_at_or_above_it_and_counts_them(trained_ru
     assert 0 < len(want) <= len(PERCENTILE_NAMES) and (p > 0) == (len(want) < len(PERCENTILE_NAMES))
     assert p != pct[0] or want[0][1] == "emma"
     [closing] = stderr.splitlines()
-    assert closing.endswith(f"; 1 lines skipped (1 empty, 0 not names); kept {len(want)} of 10 names at or above the "
+    assert closing.endswith(f"; 1 line skipped (1 empty, 0 not names); kept {len(want)} of 10 names at or above the "
                             f"{ordinal(p)} percentile"), closing
 
 

@@ -202,3 +202,14 @@ def test_the_closing_count_says_how_many_names_were_kept(p, words):
     line = closing_count("list.txt", Counts(names=3203, targets=8, nats=16.0, rows=12), p)
     assert line.endswith(f"; kept 12 of 3,203 names at or above the {words} percentile")
     assert "kept" not in closing_count("list.txt", Counts(names=3203, targets=8, nats=16.0, rows=12))
+
+
+@pytest.mark.parametrize("names,empty,invalid,said", [
+    (1, 1, 0, "1 name scored (2 targets, end tokens included: 1.0000 nats, 1.4427 bits per target); 1 line skipped "
+              "(1 empty, 0 not names)"),
+    (2, 0, 0, "2 names scored (4 targets, end tokens included: 1.0000 nats, 1.4427 bits per target); 0 lines skipped "
+              "(0 empty, 0 not names)"),
+])
+def test_the_closing_line_says_one_name_and_one_line(names, empty, invalid, said):
+    c = Counts(names=names, targets=2 * names, nats=2.0 * names, empty=empty, invalid=invalid)
+    assert closing_count("list.txt", c) == f"list.txt: {said}"

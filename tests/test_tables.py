@@ -81,7 +81,7 @@ def test_score_gives_every_non_empty_cell_a_row_keyed_by_id(kind, trained_run, t
     assert [r[2] for r in rows] == [repr(v) for v in expected.nll.tolist()]
     assert [r[5] for r in rows] == [repr(v) for v in expected.percentile.tolist()]
     assert all(math.isfinite(float(r[2])) and 0 <= float(r[5]) <= 100 for r in rows)
-    assert err.splitlines()[-1].endswith("1 rows skipped (1 empty, 0 not names)")
+    assert err.splitlines()[-1].endswith("1 row skipped (1 empty, 0 not names)")
     refused = run_main(["score", trained_run[0], path, "--column", "first_name", "--id-column", "id", "--format",
                         "tsv", "--skip-invalid", "--unknown", "error"], monkeypatch, capsys)  # as a run before 1.1
     assert {r[1] for r in tsv_rows(refused[1], "id")} == {"emma", "ava"}

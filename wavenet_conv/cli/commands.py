@@ -25,7 +25,7 @@ from ..tables import Table, is_table
 from ..device import resolve_device
 from ..errors import ArgumentError, ConfigError, DataError
 from ..inference.export import export_onnx
-from .output import Meter, Top, closing_count, format_rows, header, sample_lines
+from .output import Meter, Top, closing_count, count, format_rows, header, sample_lines
 from .parser import MODEL_OPTIONS, PROG, RAY_OPTIONS, TRAIN_OPTIONS, flag, given, our_words
 from ..paths import bundled_names
 from ..cluster.counts import Counts
@@ -117,7 +117,7 @@ def cmd_score(args):
     unit = "row" if is_table(args.file) else "line"  # a folder of tables on Ray: its lines are rows too
     if args.engine == "ray":
         each = f"non-empty {unit}" if args.min_percentile is None else "name kept"
-        print(f"{args.output}: {counts.rows:,} rows written (Parquet; one per {each}, keyed by "
+        print(f"{args.output}: {count(counts.rows, 'row')} written (Parquet; one per {each}, keyed by "
               f"{args.id_column or f'path and {unit}'})")
     print(closing_count(source, counts, args.min_percentile, unit), file=sys.stderr)
 

@@ -110,9 +110,14 @@ def closing_count(source: str, c: Counts, min_percentile: float | None = None, u
     ``min_percentile``, how many names it kept (``c.rows``: the rows written)."""
     mean = f": {c.nats / c.targets:.4f} nats, {c.nats / c.targets / math.log(2):.4f} bits per target" if c.targets else ""
     kept = "" if min_percentile is None else \
-        f"; kept {c.rows:,} of {c.names:,} names at or above the {ordinal(min_percentile)} percentile"
-    return (f"{source}: {c.names:,} names scored ({c.targets:,} targets, end tokens included{mean}); "
-            f"{c.empty + c.invalid:,} {unit}s skipped ({c.empty:,} empty, {c.invalid:,} not names){kept}")
+        f"; kept {c.rows:,} of {count(c.names, 'name')} at or above the {ordinal(min_percentile)} percentile"
+    return (f"{source}: {count(c.names, 'name')} scored ({count(c.targets, 'target')}, end tokens included{mean}); "
+            f"{count(c.empty + c.invalid, unit)} skipped ({c.empty:,} empty, {c.invalid:,} not names){kept}")
+
+
+def count(n: int, word: str) -> str:
+    """``n`` things in words: "1 name", "2 names", "1,000 lines"."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def ordinal(p: float) -> str:
