@@ -1,6 +1,7 @@
 """The wavenet-conv command, run in process through ``main`` as the console script runs it; in a
 subprocess only where the real process matters (each such test says why)."""
 
+import argparse
 import inspect
 import io
 import json
@@ -467,7 +468,7 @@ def test_export_without_the_extra_says_how_to_get_it(trained_run, tmp_path, monk
     code, stdout, stderr = run_main(["export", out, tmp_path / "m.onnx"], monkeypatch, capsys)
     assert code == 2 and stdout == ""
     assert stderr.strip() == ("wavenet-conv export: error: ONNX export needs onnx, which is not installed: "
-                              "pip install 'wavenet_conv[onnx]'")
+                              "pip install onnx onnxscript onnxruntime (in a checkout: pip install -e '.[onnx]')")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -660,3 +661,22 @@ def test_an_older_run_without_its_names_file_scores_with_a_blank_percentile_and_
     assert code == 2 and stdout == "" and stderr.startswith(
         f"wavenet-conv score: error: --min-percentile needs the run's percentiles, and {run} has none: {why}")
     assert stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["train", "score", "sample", "check", "export"])
+def test_device_help_mentions_resume_only_where_there_is_one(command):
+    from wavenet_conv.cli.parser import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    device = next(a for a in sub._actions if "--device" in a.option_strings)
+    has_resume = any("--resume" in a.option_strings for a in sub._actions)
+    assert ("--resume" in device.help) == has_resume == (command == "train")
+
+
+@pytest.mark.parametrize("fmt", ["table", "tsv"])
+def test_an_error_on_the_first_line_prints_no_header(fmt, trained_run, monkeypatch, capsys):
+    code, out, err = run_main(["score", trained_run[0], "--format", fmt, "--unknown", "error"], monkeypatch, capsys,
+                              stdin="x\x07y\nemma\n")
+    assert code == 2 and out == "" and "<stdin>:1:" in err
+    code, out, err = run_main(["score", trained_run[0], "--format", fmt], monkeypatch, capsys, stdin="emma\nx\x07y\n")
+    assert code == 2 and out.splitlines()[0].split()[:2] == ["line", "name"] and "emma" in out  # rows before it kept

@@ -174,7 +174,7 @@ def test_without_ray_the_job_names_the_extra_and_exits_2(inputs, tmp_path):
             python=("-c", hide_ray))
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr == ("wavenet-conv score: error: scoring on Ray needs Ray Data, which is not installed: "
-                        "pip install 'wavenet_conv[ray]'\n")
+                        "pip install 'ray[data]' aiohttp (in a checkout: pip install -e '.[ray]')\n")
     assert not (tmp_path / "out").exists()
 
 

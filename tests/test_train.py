@@ -554,3 +554,12 @@ def test_training_scoring_and_sampling_on_cuda(small_names, tmp_path):
     on_cpu = score_names(model.cpu(), words, vocab)
     assert torch.allclose(on_gpu.nll, on_cpu.nll, atol=1e-3)
     assert len(sample_names(model.cuda(), 5, vocab, generator=torch.Generator("cuda").manual_seed(0))) == 5
+
+
+def test_train_with_log_none_is_silent(small_names, capfd):
+    """``log=None`` is silence: no report and no progress line, on either stream."""
+    from helpers import quick
+
+    train(ModelConfig(n_embd=4, n_hidden=8), quick(steps=30, checkpoint_every=0), small_names, log=None)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")

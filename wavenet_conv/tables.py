@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .data import Vocab, check_name, line_name, load_names, normalize, open_input, same_data, sha256_file
-from .errors import ArgumentError, DataError, MissingExtraError
+from .errors import ArgumentError, DataError, MissingExtraError, install_hint
 from .paths import bundled_names
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -199,7 +199,7 @@ def parquet_file(path: str):
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise MissingExtraError("reading Parquet needs pyarrow, which is not installed: pip install pyarrow") from None
+        raise MissingExtraError(f"reading Parquet needs pyarrow, which is not installed: {install_hint('parquet')}") from None
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
     try:

@@ -200,7 +200,7 @@ def write_scores(args, parts, how: Stream, keyed, done=None) -> Counts:
     for part in parts:
         for line, problem in part.invalid:
             print(f"{how.where(line)}: {problem}", file=sys.stderr)
-        if width is None:
+        if width is None and part.names:  # the header with the first row: none before an error on line 1
             width = max([12, *map(len, part.names)])
             sys.stdout.write(header(args.format, args.chars, width, "line" if keyed is None else keyed.name))
         keep = None if args.min_percentile is None else \
@@ -215,6 +215,8 @@ def write_scores(args, parts, how: Stream, keyed, done=None) -> Counts:
         counts += Counts.of_part(part) if keep is None else replace(Counts.of_part(part), rows=len(keep))
         meter.update(len(part.lines) + len(part.invalid) + part.empty, done and done())
     meter.close()
+    if width is None:  # no name at all: the header alone
+        sys.stdout.write(header(args.format, args.chars, 12, "line" if keyed is None else keyed.name))
     if top is not None:
         sys.stdout.write(top.lines())
         counts = replace(counts, rows=len(top.heap))

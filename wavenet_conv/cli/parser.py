@@ -22,7 +22,7 @@ from dataclasses import fields
 
 from ..data import UNKNOWN_CHOICES
 from ..device import DEVICES
-from ..errors import ArgumentError
+from ..errors import ArgumentError, install_hint
 from ..inference.sampling import MAX_LEN
 from ..inference.streaming import parse_shard
 from ..models.config import CHOICES, RECIPES, ModelConfig, TrainConfig, field_help
@@ -145,14 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,score,sample,check,export}")
     common = argparse.ArgumentParser(add_help=False)  # every subcommand computes
-    common.add_argument("--device", choices=DEVICES, help="cpu, cuda, or auto: cuda when available (default: auto; "
-                        "with --resume, the run's own)")
     common.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
                         help="torch CPU threads; auto: the CPUs no other process is running on now, at least 1, at most "
                              "OMP_NUM_THREADS if set "
                              "(default: 1 for train and check, auto for score, sample and export)")
     for add in (add_train, add_score, add_sample, add_check, add_export):
         add(sub, common)
+    for name, command in sub.choices.items():  # train alone has --resume, which keeps the run's device
+        command.add_argument("--device", choices=DEVICES, help="cpu, cuda, or auto: cuda when available (default: "
+                             + ("auto; with --resume, the run's own)" if name == "train" else "auto)"))
     return p
 
 
@@ -229,7 +230,7 @@ def add_score(sub, common) -> None:
                    "(line numbers kept): N jobs split one list, their rows joined by line number")
     s.add_argument("--chunk", type=int, default=65536, metavar="LINES",
                    help="lines read and scored at a time (65536); memory grows with it, not with the list")
-    r = s.add_argument_group("on a Ray cluster (pip install 'wavenet_conv[ray]')")
+    r = s.add_argument_group(f"on a Ray cluster ({install_hint('ray')})")
     r.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process, rows on stdout "
                    "(the default); ray: a Ray cluster, rows to --output as Parquet, a line that is not a name a row "
                    "with its reason in 'error'")
@@ -270,7 +271,7 @@ def add_export(sub, common) -> None:
                        description="Write the conv form of a trained model (eval mode) as an ONNX file: input "
                                    "'tokens' int64 (B, T), each row [0, c1, ..., cn] right-padded with any token; "
                                    "output 'logits' float32 (B, T, V); B and T dynamic. Needs the onnx extra: "
-                                   "pip install 'wavenet_conv[onnx]'.")
+                                   f"{install_hint('onnx')}.")
     e.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
 

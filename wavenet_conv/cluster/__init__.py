@@ -1,4 +1,4 @@
-"""The cluster engine: scoring lists of any size on Ray (``pip install 'wavenet_conv[ray]'``; Ray is
+"""The cluster engine: scoring lists of any size on Ray (``pip install 'ray[data]' aiohttp``; Ray is
 imported only when a job runs). Not named ``ray``, which would shadow the library.
 
 Modules:

@@ -1,6 +1,6 @@
 """Score lists of any size on a Ray cluster: ``score_files`` for files (the job behind the command
 line's ``score`` on Ray), and ``score_dataset`` for a Ray Dataset you already hold (``pip install
-'wavenet_conv[ray]'``; Ray is imported only here, and only when used).
+'ray[data]' aiohttp``; Ray is imported only here, and only when used).
 
     ds = ray.data.read_parquet("s3://bucket/users/")                  # any Dataset with a "name" column
     score_dataset(ds, "runs/demo", workers=4).write_parquet("s3://bucket/scores/")   # in ds's order
@@ -67,12 +67,12 @@ from typing import Iterator
 from .scorer import BatchScorer
 from ..store.loaded import load_model
 from .. import errors
-from ..errors import ArgumentError, ConfigError, DataError, InputError, MissingExtraError
+from ..errors import ArgumentError, ConfigError, DataError, InputError, MissingExtraError, install_hint
 from .counts import Counts
 from .reader import IO_CPUS, list_inputs, parquet_keys, read_input, table_keys
 from ..validate import integer, positive_number
 
-RAY_HINT = "pip install 'wavenet_conv[ray]'"
+RAY_HINT = install_hint("ray")
 WORKER_ERROR = re.compile(r"^wavenet_conv\.errors\.(\w+): (.+)$", re.M)  # a worker's error, in a traceback's text
 BATCH = 65536  # lines per call of a scoring actor: score_lines' chunk by default, so the same numbers
 AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"  # Ray's, on starting a local cluster

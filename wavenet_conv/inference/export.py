@@ -1,6 +1,6 @@
 """Export a model for serving, as ONNX: the conv form's one-graph forward, in eval mode.
 
-    export_onnx(model, "model.onnx")            # pip install 'wavenet_conv[onnx]'
+    export_onnx(model, "model.onnx")            # pip install onnx onnxscript onnxruntime
 
 The ONNX model has one input, ``tokens``: int64 (B, T), each row ``[0, c1, ..., cn]`` right-padded
 with any token id, and one output, ``logits``: float32 (B, T, V), row b position t being the logits of
@@ -19,10 +19,10 @@ import torch
 
 from ..models.blocks import WaveNetCore
 from ..models.conv import ConvModel
-from ..errors import DataError, MissingExtraError
+from ..errors import DataError, MissingExtraError, install_hint
 
 ONNX_PACKAGES = ("onnx", "onnxscript")
-INSTALL_HINT = "pip install 'wavenet_conv[onnx]'"
+INSTALL_HINT = install_hint("onnx")
 
 
 def check_onnx_installed() -> None:

@@ -112,7 +112,7 @@ def check_plan(plan: Plan) -> None:
 
 
 def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[tuple[ModelConfig, TrainConfig]],
-                 out, data=None, force: bool = False, progress: bool = True, log=print) -> TrainResult:
+                 out, data=None, force: bool = False, progress: bool | None = None, log=print) -> TrainResult:
     """Train ``teachers`` ((ModelConfig, TrainConfig) pairs, e.g. ``config.recipe_teachers``) into
     ``out/teacher-k``, then the student (``model_config``, ``config``, with ``config.distill`` > 0)
     distilled from them into ``out``; returns the student's ``TrainResult``. ``out`` must be new or
@@ -120,6 +120,7 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     arguments are ``train``'s. Runs on the caller's torch threads (``torch.set_num_threads``): each
     teacher and the student ``train(..., threads=None)``. Each teacher takes the student's text settings
     (``config.TEXT_FIELDS``: normalization, unknown token), so that their vocabularies are the student's."""
+    progress = log is not None if progress is None else progress  # as train: no log, no progress
     log = log or (lambda *a, **k: None)
     paths("train_recipe", out=out, data=data)
     words, _, data_info = read_data(data, column=config.column)
@@ -130,10 +131,11 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     return run_plan(plan, RunFolder(out, force=force), progress, log)
 
 
-def resume_recipe(out, config: TrainConfig | None = None, progress: bool = True, log=print) -> TrainResult:
+def resume_recipe(out, config: TrainConfig | None = None, progress: bool | None = None, log=print) -> TrainResult:
     """Go on with the recipe in ``out`` where it stopped: finished teachers reused, a stopped one resumed,
     the others trained, then the student resumed or trained. ``config``: the student's, changed only in
     ``train.CHANGEABLE_ON_RESUME`` (its device is also the teachers'). On the caller's torch threads."""
+    progress = log is not None if progress is None else progress  # as train: no log, no progress
     log = log or (lambda *a, **k: None)
     plan = read_plan(out)
     plan.config = resumed_config(plan.config, config)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ..data import Vocab, check_split, lecture_split
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
-from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged
+from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, install_hint
 from ..inference.percentiles import reference_table
 from ..inference.scoring import Scorer, score_names
 from ..models.config import ModelConfig, TrainConfig, recipe
@@ -115,7 +115,7 @@ def train(
     resume: str | os.PathLike | None = None,
     make_model=None,
     stop_at: int | None = None,
-    progress: bool | None = True,
+    progress: bool | None = None,
     log=print,
     force: bool = False,
     threads=1,
@@ -140,7 +140,7 @@ def train(
         called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
     stop_at: stop after this step as if interrupted (a checkpoint is written; ``metrics["stopped_at"]``).
     progress: report progress on stderr (a line redrawn on a terminal, else one every few seconds).
-    log: called with each line of the run's report (``print`` by default; ``None`` for silence).
+    log: called with each line of the run's report (``print`` by default); ``None``, with ``progress`` None: silence.
     force: train into an ``out`` that holds a run or other files; the earlier run's files go first.
     threads: torch CPU threads for the call (the caller's restored afterwards): 1, N, "auto" (the free
         CPUs) or None (torch's). The weights depend on the count in their last bits, so a resumed run
@@ -153,7 +153,7 @@ def train(
     Ctrl-C: the first finishes the step in flight, saves a checkpoint and raises ``KeyboardInterrupt``;
     a second one raises at once and writes nothing (the last checkpoint stays).
     """
-    log = log or (lambda *a, **k: None)
+    progress, log = (log is not None if progress is None else bool(progress)), log or (lambda *a, **k: None)
     check_arguments(data, out, resume, make_model, teachers)
     with torch_threads(threads, "train"):
         folder = run_folder(out, resume, force)
@@ -163,7 +163,7 @@ def train(
                 log(f"resuming {resume} at step {run.step}/{run.config.steps}")
             else:
                 run = new_run(model_config, config or recipe("default"), data, folder, make_model, teachers or ())
-            return train_run(run, stop_at, progress is not False, log)
+            return train_run(run, stop_at, progress, log)
         finally:
             if folder is not None and folder is not out:  # a RunFolder passed in stays its caller's
                 folder.release()
@@ -522,7 +522,7 @@ def finish(run: Run, log) -> TrainResult:
         (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         block = tc.loss_block or max(1, tc.steps // 200)
         if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
-            log("matplotlib is not installed: skipping loss.png (pip install 'wavenet_conv[plot]')")
+            log(f"matplotlib is not installed: skipping loss.png ({install_hint('plot')})")
     return TrainResult(model, run.vocab, metrics, run.run_dir, train_words, tc)
 
 
