@@ -563,3 +563,18 @@ def test_train_with_log_none_is_silent(small_names, capfd):
     train(ModelConfig(n_embd=4, n_hidden=8), quick(steps=30, checkpoint_every=0), small_names, log=None)
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_metrics_name_the_precision_that_ran(precision, small_names, tmp_path):
+    """metrics.json and the closing line name the resolved precision (not "auto"), device and threads."""
+    from helpers import quick
+    from wavenet_conv.device import resolve_precision
+
+    lines = []
+    train(ModelConfig(n_embd=4, n_hidden=8), quick(steps=20, checkpoint_every=0, precision=precision, device="cpu"),
+          small_names, out=tmp_path / "r", log=lines.append, progress=False)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    ran = str(resolve_precision(precision, torch.device("cpu"))).removeprefix("torch.")
+    assert metrics["precision"] == ran != "auto" and metrics["train_config"]["precision"] == precision
+    assert lines[-1].endswith(f"; cpu, {ran}, 1 thread)") and metrics["torch_threads"] == 1

@@ -516,7 +516,8 @@ def finish(run: Run, log) -> TrainResult:
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
         + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
-        f"{run.eval_seconds:.1f} s evaluating)")
+        f"{run.eval_seconds:.1f} s evaluating; {metrics['device']}, {metrics['precision']}, "
+        f"{metrics['torch_threads']} thread{'s' if metrics['torch_threads'] != 1 else ''})")
     if run.run_dir is not None:
         save(run, metrics, reference)
         (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -524,6 +525,11 @@ def finish(run: Run, log) -> TrainResult:
         if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
             log(f"matplotlib is not installed: skipping loss.png ({install_hint('plot')})")
     return TrainResult(model, run.vocab, metrics, run.run_dir, train_words, tc)
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """A matmul precision as ``TrainConfig.precision`` names it: "float32" or "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
 
 
 def run_metrics(run: Run) -> dict:
@@ -544,6 +550,7 @@ def run_metrics(run: Run) -> dict:
         split={name: len(words) for name, words in zip(("train", "val", "test"), run.splits)},
         val_curve=run.val_curve,
         device=str(run.device),
+        precision=precision_name(run.dtype),  # what ran: train_config's "auto" resolved on this device
         torch_threads=torch.get_num_threads(),
         library_version=__version__,
         torch_version=str(torch.__version__),
