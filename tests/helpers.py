@@ -228,3 +228,9 @@ def modes(model: torch.nn.Module) -> list[bool]:
 def ends_with(error):
     """``pytest.raises(error)``, or nothing when ``error`` is None (the block returns)."""
     return nullcontext() if error is None else pytest.raises(error)
+
+
+def without_notes(err: str) -> str:
+    """stderr of the command line without its notes (``wavenet-conv train: note: ...``, e.g. a small
+    names file's), for the tests that read what else it says."""
+    return "".join(line for line in err.splitlines(keepends=True) if ": note: " not in line)

@@ -578,3 +578,21 @@ def test_metrics_name_the_precision_that_ran(precision, small_names, tmp_path):
     ran = str(resolve_precision(precision, torch.device("cpu"))).removeprefix("torch.")
     assert metrics["precision"] == ran != "auto" and metrics["train_config"]["precision"] == precision
     assert lines[-1].endswith(f"; cpu, {ran}, 1 thread)") and metrics["torch_threads"] == 1
+
+
+@pytest.mark.parametrize("n_dev,notes", [(100, 1), (399, 1), (400, 0), (3247, 0)])
+def test_small_data_is_said_before_training(n_dev, notes):
+    from wavenet_conv.training.train import SMALL_DEV, small_data_notes
+
+    said = small_data_notes(n_dev)
+    assert len(said) == notes and all(n.startswith("note: ") for n in said) and SMALL_DEV == 400
+    assert not said or f"from {n_dev:,} dev names" in said[0]
+
+
+def test_the_command_line_says_small_data_on_stderr(small_names, tmp_path, monkeypatch, capsys):
+    from helpers import SMALL_ARGS, run_main
+
+    code, out, err = run_main(["train", "--data", small_names, "--out", tmp_path / "r", "--steps", 10, "--samples", 0,
+                               *SMALL_ARGS], monkeypatch, capsys)
+    assert code == 0, err
+    assert "wavenet-conv train: note: percentiles from 100 dev names" in err and "note:" not in out

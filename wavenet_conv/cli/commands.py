@@ -40,8 +40,12 @@ from ..validate import integer, paths
 
 
 def say(line: str) -> None:
-    """A line of a training's report on stdout, in the command line's words (``--resume RUN``)."""
-    print(our_words(line))
+    """A line of a training's report on stdout, in the command line's words (``--resume RUN``); a note
+    (what the data makes weak) on stderr, as the command line's other notes."""
+    if line.startswith("note: "):
+        print(f"{PROG} train: {our_words(line)}", file=sys.stderr)
+    else:
+        print(our_words(line))
 
 
 def default_run_dir(form: str) -> Path:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..data import Vocab, check_split, lecture_split
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, install_hint
-from ..inference.percentiles import reference_table
+from ..inference.percentiles import MIN_GROUP, reference_table
 from ..inference.scoring import Scorer, score_names
 from ..models.config import ModelConfig, TrainConfig, recipe
 from ..models.conv import ConvModel
@@ -327,6 +327,8 @@ def restore(run: Run, ckpt: Checkpoint, path) -> None:
 def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
     """``train`` once the run is set up: the steps, then ``finish`` (or a checkpoint when stopped early)."""
     log(describe(run))
+    for note in small_data_notes(len(run.splits[1])):
+        log(note)
     end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
     bar = Progress(run.config.steps, run.step, enabled=progress)
     with DeferredInterrupt() as interrupt:
@@ -350,6 +352,19 @@ def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult
         metrics = {"stopped_at": run.step, "train_seconds": run.train_seconds}
         return TrainResult(run.model, run.vocab, metrics, run.run_dir, run.splits[0], run.config)
     return finish(run, log)
+
+
+SMALL_DEV = 400  # dev names below which percentiles are weak (experiments/results/small_reference.md)
+
+
+def small_data_notes(n_dev: int) -> list[str]:
+    """What a dev split of ``n_dev`` names makes weak, said before training (a line starting "note: ")."""
+    if n_dev >= SMALL_DEV:
+        return []
+    return [f"note: percentiles from {n_dev:,} dev names (10% of the names file) are rough: with fewer than "
+            f"{SMALL_DEV:,} the share of ordinary names at or above the 90th ranges past 7-13% (at 100 dev names, "
+            f"8-17%: experiments/results/small_reference.md), and one table serves every name length (a length "
+            f"group needs {MIN_GROUP}), so short names land at the top more often"]
 
 
 def describe(run: Run) -> str:
