@@ -40,6 +40,7 @@ def shares(table, stat: np.ndarray, lengths: np.ndarray) -> tuple[float, float]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=40, help="draws of the dev names for each size")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="dev names per table (comma-separated)")
     ap.add_argument("--out", help="write the table here too (Markdown)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
     test_stat, test_len = (t.nll / t.n_targets).numpy(), (t.n_targets - 1).numpy()
     rng = np.random.default_rng(0)
     rows, chosen = [], None
-    for n in SIZES:
+    for n in (int(v) for v in args.sizes.split(",")):
         draws = np.array([shares(build_table(dev_stat[i], dev_len[i]), test_stat, test_len)
                           for i in (rng.choice(len(dev), n, replace=False) for _ in range(args.seeds if n < len(dev) else 1))])
         lo90, hi90 = np.percentile(draws[:, 0], [5, 95])

@@ -10,6 +10,7 @@ from helpers import ROOT
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import reproduce  # noqa: E402
+import small_reference  # noqa: E402
 import tune  # noqa: E402
 import unknown_rate  # noqa: E402
 
@@ -36,3 +37,10 @@ def test_unknown_rate_measures_each_rate_and_keeps_one(small_names, tmp_path):
                        "--runs-dir", str(tmp_path / "runs")])
     rows = out.read_text().splitlines()[4:]
     assert [r.split(" | ")[0].replace(" (kept)", "") for r in rows] == ["| 0", "| 0.05"] and sum("(kept)" in r for r in rows) == 1
+
+
+def test_small_reference_measures_tables_of_each_size(tmp_path):
+    out = tmp_path / "small.md"
+    small_reference.main(["--seeds", "3", "--sizes", "50,400", "--out", str(out)])
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| 50 |") or r.startswith("| 400 |")]
+    assert len(rows) == 2 and all(r.count("%") == 4 for r in rows)
