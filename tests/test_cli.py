@@ -311,7 +311,8 @@ ERRORS = [
     (["train", "--activation", "relu"], "invalid choice"),
     (["train", "--residual-input", "identity", "--residual"], "identity"),
     (["train", "--resume", "{bad}/nowhere"], "no such"),
-    (["train", "--resume", "{run}", "--steps", "5"], "--steps is 150 in the run being resumed, not 5"),
+    (["train", "--resume", "{run}", "--steps", "5"], "--steps: the run being resumed is at step 150, so it goes on to 150 "
+                                                   "steps or more, not 5"),
     (["train", "--resume", "{bad}/truncated.pt"], "corrupt or truncated"),
     (["score", "{bad}/garbage.pt", "{bad}/bad_chars.txt"], "corrupt or truncated"),
     (["score", "{run}", "{bad}/bad_chars.txt", "--unknown", "error"],

@@ -4,6 +4,7 @@ import copy
 import inspect
 import io
 import json
+import re
 import math
 import sys
 import time
@@ -183,7 +184,7 @@ def test_resume_refuses_a_changed_data_file(small_names, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]  # no lock left
 
 
-@pytest.mark.parametrize("change", [dict(seed=6), dict(steps=90), dict(lr=1e-3), dict(recipe="lecture", form="tree")],
+@pytest.mark.parametrize("change", [dict(seed=6), dict(lr=1e-3), dict(recipe="lecture", form="tree")],  # steps: going on
                          ids=lambda c: next(iter(c)))
 def test_resume_refuses_to_change_what_the_run_computes(stopped_run, change):
     tc = saved_config(stopped_run)
@@ -596,3 +597,43 @@ def test_the_command_line_says_small_data_on_stderr(small_names, tmp_path, monke
                                *SMALL_ARGS], monkeypatch, capsys)
     assert code == 0, err
     assert "wavenet-conv train: note: percentiles from 100 dev names" in err and "note:" not in out
+
+
+def test_a_finished_run_goes_on_bit_for_bit_where_its_schedule_allows(small_names, tmp_path):
+    """A constant learning rate after warmup (lr_decay 1): 40 steps, then on to 60, is the run of 60
+    steps from the start, bit for bit, with no note."""
+    from helpers import quick, same_weights
+
+    mc, tc = ModelConfig(n_embd=4, n_hidden=8), quick(steps=40, checkpoint_every=0, lr_decay=1.0, warmup=5)
+    train(mc, tc, small_names, out=tmp_path / "a", log=None)
+    lines = []
+    went_on = train(config=replace(tc, steps=60), resume=tmp_path / "a", log=lines.append, progress=False)
+    fresh = train(mc, replace(tc, steps=60), small_names, out=tmp_path / "b", log=None)
+    assert went_on.metrics["steps"] == 60 and same_weights(went_on.model, fresh.model)
+    assert not [line for line in lines if line.startswith("note: going on")]
+
+
+def test_a_run_that_goes_on_under_a_decayed_schedule_says_why_it_is_not_exact(small_names, tmp_path):
+    from helpers import quick
+
+    mc, tc = ModelConfig(n_embd=4, n_hidden=8), quick(steps=40, checkpoint_every=0, warmup=5)  # linear decay to 0
+    train(mc, tc, small_names, out=tmp_path / "a", log=None)
+    lines = []
+    result = train(config=replace(tc, steps=60), resume=tmp_path / "a", log=lines.append, progress=False)
+    assert result.metrics["steps"] == 60 and json.loads((tmp_path / "a" / "metrics.json").read_text())["steps"] == 60
+    note = next(line for line in lines if line.startswith("note: going on"))
+    assert "going on from step 40 to 60" in note and "decayed to 0" in note and "not bit for bit" in note
+
+
+@pytest.mark.parametrize("change,problem", [
+    (dict(steps=30), "is at step 40, so it goes on to 40 steps or more, not 30"),
+    (dict(steps=60, swa=0.25), "averaged (swa)"),
+])
+def test_a_run_that_cannot_go_on_says_why(change, problem, small_names, tmp_path):
+    from helpers import quick
+    from wavenet_conv.errors import ConfigError
+
+    mc, tc = ModelConfig(n_embd=4, n_hidden=8), quick(steps=40, checkpoint_every=0, swa=change.get("swa", 0.0))
+    train(mc, tc, small_names, out=tmp_path / "a", log=None)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        train(config=replace(tc, steps=change["steps"]), resume=tmp_path / "a", log=None)

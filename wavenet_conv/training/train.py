@@ -105,6 +105,7 @@ class Run:
     saved_step: int | None = None  # the step of the checkpoint on disk
     verified: int = 0  # the steps whose losses have been checked finite
     done: dict | None = None  # a finished run resumed as it ended: its metrics (nothing left to do or write)
+    notes: list = field(default_factory=list)  # what the run says before its steps ("note: ..." lines)
 
 
 def train(
@@ -269,6 +270,7 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     ckpt = Checkpoint.load(path)
     ckpt.check_resumable(path)
     tc = resumed_config(ckpt.train_config, tc)
+    notes = going_on(ckpt.train_config, tc, ckpt.step, ckpt.finished)
     if model_config is not None and {**model_config.to_dict(), "vocab_size": ckpt.model_config.vocab_size} \
             != ckpt.model_config.to_dict():
         raise ArgumentError("train", "model_config", "must be None (or the run's own) with resume: a resumed run "
@@ -282,19 +284,47 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
     if folder.own_run and ckpt.finished and ckpt.train_config == tc:
         run.done = ckpt.metrics
+    run.notes = notes
     return run
 
 
 def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig:
-    """``given`` (None: ``saved``), refused where it differs from ``saved`` outside ``CHANGEABLE_ON_RESUME``."""
+    """``given`` (None: ``saved``), refused where it differs from ``saved`` outside ``CHANGEABLE_ON_RESUME``
+    and ``steps`` (a run may go on to another length: ``going_on`` says how)."""
     if given is None:
         return saved
     for f in fields(TrainConfig):
         old, new = getattr(saved, f.name), getattr(given, f.name)
-        if f.name not in CHANGEABLE_ON_RESUME and old != new:
+        if f.name not in CHANGEABLE_ON_RESUME and old != new and f.name != "steps":
+            changeable = ", ".join("TrainConfig." + n for n in CHANGEABLE_ON_RESUME)
             raise ConfigError(f"TrainConfig.{f.name} is {old!r} in the run being resumed, not {new!r}: a resumed "
-                              f"run keeps its settings (only {', '.join('TrainConfig.' + n for n in CHANGEABLE_ON_RESUME)} can change)")
+                              f"run keeps its settings (only {changeable} can change, and TrainConfig.steps to go on)")
     return given
+
+
+def going_on(saved: TrainConfig, tc: TrainConfig, step: int, finished: bool) -> list[str]:
+    """A run at ``step`` of ``saved.steps`` resumed to ``tc.steps``: a ``ConfigError`` where it cannot go
+    on (fewer steps than it has done; a finished run whose weights are no longer its last step's), else
+    the notes that say why it is not bit for bit the run that ``tc.steps`` trains from the start: the
+    learning rates (or the steps whose weights are averaged) of the steps done differ under the new
+    length. None where it is that run."""
+    if tc.steps == saved.steps:
+        return []
+    if tc.steps < step:
+        raise ConfigError(f"TrainConfig.steps: the run being resumed is at step {step:,}, so it goes on to {step:,} "
+                          f"steps or more, not {tc.steps:,}")
+    if finished and (saved.swa or saved.input_noise):
+        raise ConfigError(f"TrainConfig.steps: the run being resumed finished at step {step:,} with its weights "
+                          f"{'averaged (swa)' if saved.swa else 'and BatchNorm recalibrated (input_noise)'}: they are not "
+                          "its last step's, so it cannot go on; train a new run of that length")
+    if any(lr_at(saved, s) != lr_at(tc, s) for s in range(step)):
+        return [f"note: going on from step {step:,} to {tc.steps:,}: the steps done followed the learning rates of "
+                f"{saved.steps:,} steps ({saved.schedule} schedule{', decayed to ' + format(saved.lr_decay * saved.lr, 'g') if finished else ''}), "
+                f"the rest follow those of {tc.steps:,}: not bit for bit the run of {tc.steps:,} steps from the start"]
+    if any(averaging(saved, s) != averaging(tc, s) for s in range(1, step + 1)):
+        return [f"note: going on from step {step:,} to {tc.steps:,}: the weights averaged so far are those of the last "
+                f"{saved.swa:g} of {saved.steps:,} steps: not bit for bit the run of {tc.steps:,} steps from the start"]
+    return []
 
 
 def saved_config(path_or_run) -> TrainConfig:
@@ -327,7 +357,7 @@ def restore(run: Run, ckpt: Checkpoint, path) -> None:
 def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
     """``train`` once the run is set up: the steps, then ``finish`` (or a checkpoint when stopped early)."""
     log(describe(run))
-    for note in small_data_notes(len(run.splits[1])):
+    for note in run.notes + small_data_notes(len(run.splits[1])):
         log(note)
     end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
     bar = Progress(run.config.steps, run.step, enabled=progress)
