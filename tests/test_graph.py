@@ -4,6 +4,7 @@ and no host syncs on a GPU. Few and small: compiling costs CI time."""
 import copy
 import importlib.util
 import logging
+import re
 
 import pytest
 import torch
@@ -150,7 +151,8 @@ def test_onnx_export_says_how_to_get_the_extra(monkeypatch, tmp_path):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    with pytest.raises(MissingExtraError, match=r"pip install 'wavenet_conv\[onnx\]'"):
+    with pytest.raises(MissingExtraError, match=re.escape("pip install onnx onnxscript onnxruntime (in a checkout: "
+                                                          "pip install -e '.[onnx]')")):
         export_onnx(ConvModel(ModelConfig(n_layers=1)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

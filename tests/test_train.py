@@ -637,3 +637,55 @@ def test_a_run_that_cannot_go_on_says_why(change, problem, small_names, tmp_path
     train(mc, tc, small_names, out=tmp_path / "a", log=None)
     with pytest.raises(ConfigError, match=re.escape(problem)):
         train(config=replace(tc, steps=change["steps"]), resume=tmp_path / "a", log=None)
+
+
+@pytest.fixture
+def few_names(small_names, tmp_path):
+    """300 names: a model 64 wide overfits them within 150 steps."""
+    path = tmp_path / "few.txt"
+    path.write_text("\n".join(small_names.read_text().split()[:300]) + "\n")
+    return path
+
+
+KEEP_MODEL = ModelConfig(n_embd=8, n_hidden=64)
+
+
+def keep_best_config(**kw):
+    from helpers import quick
+
+    # no decay and no weight decay on 300 names: the val loss falls, then rises (the best report at step 90 here)
+    return quick(**{"steps": 150, "checkpoint_every": 0, "eval_every": 15, "keep_best": True, "lr": 0.03, "lr_decay": 1.0,
+                    "warmup": 5, "eval_test": False, "weight_decay": 0.0, **kw})
+
+
+def test_keep_best_keeps_the_weights_of_the_lowest_val_loss(few_names, tmp_path):
+    """The run's weights and numbers are those of its lowest val loss among the reports and the end;
+    metrics.json says which step it kept, and the checkpoint holds those weights."""
+    from wavenet_conv import score_names
+    from wavenet_conv.data import lecture_split, load_names
+
+    result = train(KEEP_MODEL, keep_best_config(), few_names, out=tmp_path / "r", log=None)
+    m, curve = result.metrics, dict(result.metrics["val_curve"])
+    last = train(KEEP_MODEL, keep_best_config(keep_best=False), few_names, log=None).metrics
+    assert curve == dict(last["val_curve"]) and m["kept_step"] < 150 and last["kept_step"] == 150
+    assert m["val_loss"] == curve[m["kept_step"]] == min(curve.values()) < last["val_loss"]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["kept_step"] == m["kept_step"]
+    dev = lecture_split(load_names(few_names))[1]
+    assert score_names(load_model(tmp_path / "r").model, dev, result.vocab).mean_loss == m["val_loss"]
+
+
+@pytest.mark.parametrize("stop", [45, 100])  # before the best report, and after it
+def test_keep_best_resumes_bit_for_bit(stop, few_names, tmp_path):
+    """Stopped and resumed, a keep_best run ends where an uninterrupted one does, its kept weights included."""
+    from helpers import same_weights
+
+    whole = train(KEEP_MODEL, keep_best_config(), few_names, out=tmp_path / "a", log=None)
+    train(KEEP_MODEL, keep_best_config(), few_names, out=tmp_path / "b", stop_at=stop, log=None)
+    resumed = train(config=keep_best_config(), resume=tmp_path / "b", log=None)
+    assert resumed.metrics["kept_step"] == whole.metrics["kept_step"] and same_weights(resumed.model, whole.model)
+    assert resumed.metrics["val_loss"] == whole.metrics["val_loss"]
+
+
+def test_keep_best_needs_reports():
+    with pytest.raises(ConfigError, match="keep_best needs eval_every > 0"):
+        recipe("default", keep_best=True)

@@ -194,6 +194,8 @@ class TrainConfig(Config):
     compile: bool = opt(False, "torch.compile the model's forward for the training steps (dynamic shapes)")
     checkpoint_every: int = opt(500, "steps between checkpoints (0: only at the end and on Ctrl-C)")
     eval_every: int = opt(0, "steps between val-loss reports (0: only at the end)")
+    keep_best: bool = opt(False, "keep the weights with the lowest val loss among the reports (every eval_every "
+                          "steps) and the end; the run's numbers are theirs")
     eval_test: bool = opt(True, "the test loss at the end (off while tuning on dev)")
     loss_block: int = opt(0, "steps per point of loss.png (0: steps // 200)")
 
@@ -215,6 +217,8 @@ class TrainConfig(Config):
         self._check_range("input_noise", 0, 1, "[)")
         self._check_range("unknown_rate", 0, 1, "[)")
         self._check_int("rare_chars", 0)
+        if self.keep_best and not self.eval_every:
+            self._fail("keep_best", "needs eval_every > 0: the weights it keeps are those of a val-loss report")
         self._check_range("distill", 0, 1)
         if not self.temperature > 0:
             self._fail("temperature", "must be a finite number > 0")

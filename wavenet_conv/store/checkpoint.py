@@ -25,6 +25,7 @@ these keys, each of them (a test holds this list to what is written)::
     data            {"path", "sha256", "n_words"}: the names file
     swa             the running average of the weights (``TrainConfig.swa``), or None
     swa_count       how many steps' weights ``swa`` averages
+    best            {"step", "val", "state_dict"}: the weights of the lowest val loss so far (``keep_best``), or None
     teachers        [{"path", "sha256"}]: the teachers' checkpoints of a distilled run (``distill``), or []
     metrics         the run's metrics (None until the end)
     reference       its percentile table, ``ReferenceTable.to_dict()`` of the dev split (None until the end)
@@ -179,6 +180,7 @@ class Checkpoint:
     data: dict | None = None  # {"path", "sha256", "n_words"}: the names file (``tables.read_data``; "column" too for a table)
     swa: list[torch.Tensor] | None = None  # one tensor a parameter
     swa_count: int = 0
+    best: dict | None = None  # {"step": int, "val": float, "state_dict": {...}} (TrainConfig.keep_best)
     teachers: list[dict] = field(default_factory=list)  # [{"path", "sha256"}]
     metrics: dict | None = None
     reference: dict | None = None  # ReferenceTable.to_dict() (``inference.percentiles``), or None

@@ -106,6 +106,7 @@ class Run:
     verified: int = 0  # the steps whose losses have been checked finite
     done: dict | None = None  # a finished run resumed as it ended: its metrics (nothing left to do or write)
     notes: list = field(default_factory=list)  # what the run says before its steps ("note: ..." lines)
+    best: dict | None = None  # {"step", "val", "state_dict"}: the lowest val loss's weights (config.keep_best)
 
 
 def train(
@@ -313,10 +314,11 @@ def going_on(saved: TrainConfig, tc: TrainConfig, step: int, finished: bool) -> 
     if tc.steps < step:
         raise ConfigError(f"TrainConfig.steps: the run being resumed is at step {step:,}, so it goes on to {step:,} "
                           f"steps or more, not {tc.steps:,}")
-    if finished and (saved.swa or saved.input_noise):
-        raise ConfigError(f"TrainConfig.steps: the run being resumed finished at step {step:,} with its weights "
-                          f"{'averaged (swa)' if saved.swa else 'and BatchNorm recalibrated (input_noise)'}: they are not "
-                          "its last step's, so it cannot go on; train a new run of that length")
+    if finished and (saved.swa or saved.input_noise or saved.keep_best):
+        how = "averaged (swa)" if saved.swa else "and BatchNorm recalibrated (input_noise)" if saved.input_noise \
+            else "those of its lowest val loss (keep_best)"
+        raise ConfigError(f"TrainConfig.steps: the run being resumed finished at step {step:,} with its weights {how}: "
+                          "they are not its last step's, so it cannot go on; train a new run of that length")
     if any(lr_at(saved, s) != lr_at(tc, s) for s in range(step)):
         return [f"note: going on from step {step:,} to {tc.steps:,}: the steps done followed the learning rates of "
                 f"{saved.steps:,} steps ({saved.schedule} schedule{', decayed to ' + format(saved.lr_decay * saved.lr, 'g') if finished else ''}), "
@@ -343,6 +345,8 @@ def restore(run: Run, ckpt: Checkpoint, path) -> None:
     run.train_seconds, run.eval_seconds, run.val_curve = ckpt.train_seconds, ckpt.eval_seconds, list(ckpt.val_curve)
     if ckpt.swa is not None:
         run.swa, run.swa_count = [t.to(run.device) for t in ckpt.swa], ckpt.swa_count
+    if ckpt.best is not None:
+        run.best = {**ckpt.best, "state_dict": on(ckpt.best["state_dict"], run.device)}
     try:
         run.optimizer.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.rng, run.device)
@@ -464,8 +468,23 @@ def due(every: int, step: int, before: int) -> bool:
 def evaluate_val(run: Run, log) -> None:
     t0 = device_clock(run.device)
     run.val_curve.append((run.step, split_loss(run.model, run.splits[1], run.vocab)))
+    val = run.val_curve[-1][1]
+    if run.config.keep_best and (run.best is None or val < run.best["val"]):
+        run.best = {"step": run.step, "val": val, "state_dict": on(run.model.state_dict(), run.device)}
     run.eval_seconds += device_clock(run.device) - t0
-    log(f"step {run.step}: val {run.val_curve[-1][1]:.4f}")
+    log(f"step {run.step}: val {val:.4f}")
+
+
+def on(state: dict, device) -> dict:
+    """A copy of a state dict on ``device``."""
+    return {k: v.detach().to(device, copy=True) for k, v in state.items()}
+
+
+def split_losses(run: Run) -> dict:
+    """The run's model's train, val and test losses (test None without ``eval_test``), in eval mode."""
+    model, vocab, (train_words, val_words, test_words) = run.model, run.vocab, run.splits
+    return dict(train_loss=split_loss(model, train_words, vocab), val_loss=split_loss(model, val_words, vocab),
+                test_loss=split_loss(model, test_words, vocab) if run.config.eval_test else None)
 
 
 def split_loss(model, words, vocab: Vocab) -> float:
@@ -515,6 +534,7 @@ def save(run: Run, metrics: dict | None = None, reference=None) -> None:
         rng=rng_state(run.device), losses=run.losses[: run.step].to("cpu", copy=True), train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds, val_curve=run.val_curve, train_hashes=run.train_hashes, data=run.data,
         swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
+        best=None if run.best is None else {**run.best, "state_dict": on(run.best["state_dict"], "cpu")},
         teachers=run.teachers, metrics=metrics, reference=None if reference is None else reference.to_dict(),
     )
     path = run.run_dir / CHECKPOINT_NAME
@@ -553,11 +573,15 @@ def finish(run: Run, log) -> TrainResult:
     model.eval()
     t0 = device_clock(run.device)
     train_words, val_words, test_words = run.splits
-    losses = dict(train_loss=split_loss(model, train_words, run.vocab), val_loss=split_loss(model, val_words, run.vocab),
-                  test_loss=split_loss(model, test_words, run.vocab) if tc.eval_test else None)
+    losses, kept_step = split_losses(run), run.step
+    if run.best is not None and run.best["val"] < losses["val_loss"]:  # a report's weights beat the end's
+        model.load_state_dict(run.best["state_dict"])
+        losses, kept_step = split_losses(run), run.best["step"]
     reference = reference_table(Scorer.of(model, run.vocab, threads=1), val_words) if run.run_dir is not None else None
     run.eval_seconds += device_clock(run.device) - t0
-    metrics = {**losses, **run_metrics(run)}
+    metrics = {**losses, "kept_step": kept_step, **run_metrics(run)}
+    if kept_step != run.step:
+        log(f"kept the weights of step {kept_step:,}, the lowest val loss (keep_best); those of step {run.step:,} go")
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
         + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
