@@ -13,7 +13,7 @@ import torch
 from wavenet_conv.training.minibatches import NameBatches
 from wavenet_conv.data import lecture_split
 from wavenet_conv.training.distill import load_teachers, soft_targets
-from wavenet_conv.tables import read_data
+from wavenet_conv.training.source import read_data
 
 
 def ensemble_loss(models, words, vocab) -> float:

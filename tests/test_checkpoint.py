@@ -9,7 +9,7 @@ import torch
 
 import wavenet_conv.store.checkpoint as checkpoint_module
 from wavenet_conv import ConvModel, FlatConfig, FlatModel, ModelConfig, TrainConfig, TreeModel
-from wavenet_conv.tables import read_data
+from wavenet_conv.training.source import read_data
 from wavenet_conv.store.checkpoint import Checkpoint, CheckpointError, word_hashes
 from wavenet_conv.store.loaded import load_model
 

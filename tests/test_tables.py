@@ -13,7 +13,8 @@ from table_helpers import CELLS, WRITERS, write_csv
 from wavenet_conv import Scorer, load_model, score_lines, train
 from wavenet_conv.cli.output import Meter
 from wavenet_conv.errors import DataError
-from wavenet_conv.tables import Refused, Table, cell_name, read_data
+from wavenet_conv.tables import Refused, Table, cell_name
+from wavenet_conv.training.source import read_data
 
 
 @pytest.mark.parametrize("kind", WRITERS)

@@ -11,7 +11,7 @@ import torch
 from helpers import SMALL, run_main
 from wavenet_conv import Vocab, load_model, score_names, train
 from wavenet_conv.data import UNKNOWN
-from wavenet_conv.tables import read_data
+from wavenet_conv.training.source import read_data
 from wavenet_conv.errors import DataError
 from wavenet_conv.inference.sampling import sample_names
 from wavenet_conv.inference.scoring import encode_names

@@ -55,12 +55,12 @@ class MissingExtraError(InputError, ImportError):
 
 # each optional extra's packages, from the package index (wavenet_conv itself is installed from a
 # checkout or its wheel, where the extra's name works: pip install -e '.[ray]')
-EXTRAS = {"plot": "matplotlib", "onnx": "onnx onnxscript onnxruntime", "ray": "'ray[data]' aiohttp", "parquet": "pyarrow"}
+EXTRAS = {"plot": "matplotlib", "onnx": "onnx onnxscript onnxruntime", "ray": "'ray[data]' aiohttp"}
 
 
 def install_hint(extra: str) -> str:
     """How to install an optional extra: its packages, and the extra's name for a checkout."""
-    return f"pip install {EXTRAS[extra]}" + ("" if extra == "parquet" else f" (in a checkout: pip install -e '.[{extra}]')")
+    return f"pip install {EXTRAS[extra]} (in a checkout: pip install -e '.[{extra}]')"
 
 
 class TrainingDiverged(FloatingPointError):

@@ -177,7 +177,7 @@ class Checkpoint:
     eval_seconds: float = 0.0
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     train_hashes: torch.Tensor | None = None  # (n,) int64, sorted
-    data: dict | None = None  # {"path", "sha256", "n_words"}: the names file (``tables.read_data``; "column" too for a table)
+    data: dict | None = None  # {"path", "sha256", "n_words"}: the names file (``training.source.read_data``; "column" too for a table)
     swa: list[torch.Tensor] | None = None  # one tensor a parameter
     swa_count: int = 0
     best: dict | None = None  # {"step": int, "val": float, "state_dict": {...}} (TrainConfig.keep_best)
@@ -247,7 +247,7 @@ class Checkpoint:
         return self.train_config is not None and self.step == self.train_config.steps and self.metrics is not None
 
     def same_data(self, data: dict) -> bool:
-        """Whether the run trained on the names file ``data`` (a record of ``tables.read_data``)."""
+        """Whether the run trained on the names file ``data`` (a record of ``training.source.read_data``)."""
         return same_data(self.data, data)
 
     def check_resumable(self, where) -> None:

@@ -3,6 +3,7 @@
 Modules:
     train.py        train, TrainResult, Run: one run, read top-down: the data -> the run folder -> the
                     model -> the loop -> the checkpoint (through store.checkpoint.Checkpoint)
+    source.py       read_data: the names file (or a table's column) a run trains on, and its vocabulary
     minibatches.py  NameBatches (whole names packed end to end), ContextBatches (the lecture's contexts)
     optim.py        the optimizer, the learning-rate schedule, weight averaging, the RNG state
     progress.py     the progress line, the loss plot, Ctrl-C turned into a stop between two steps

@@ -22,8 +22,8 @@ from ..errors import CheckpointError, ConfigError, RunFolderError
 from ..models.config import TEXT_FIELDS, ModelConfig, TrainConfig
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ..store.runfolder import LEFTOVER, LOCK_NAME, PLAN_NAME, RunFolder
-from ..tables import read_data
 from ..validate import paths
+from .source import read_data
 from .train import CHANGEABLE_ON_RESUME, TrainResult, resumed_config, train
 
 TEACHER_PREFIX = "teacher-"

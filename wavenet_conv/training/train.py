@@ -52,12 +52,12 @@ from ..models.conv import ConvModel
 from ..models.tree import TreeModel
 from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint, model_kind, resolve, word_hashes
 from ..store.runfolder import RunFolder
-from ..tables import read_data
 from ..validate import paths
 from ..version import __version__
 from .distill import check_distill, check_unchanged, distill_loss, load_teachers, soft_targets
 from .minibatches import ContextBatches, NameBatches, add_input_noise, add_unknown, recalibrate_batchnorm
 from .optim import average_weights, averaging, lr_at, make_optimizer, rng_state, set_rng_state
+from .source import read_data
 from .progress import DeferredInterrupt, Progress, plot_losses
 
 # what a resumed run may do differently: where it runs and what it reports (a device of another kind
@@ -89,7 +89,7 @@ class Run:
     splits: tuple[list[str], list[str], list[str]]  # the lecture's train, val, test names
     batches: NameBatches | ContextBatches
     device: torch.device
-    data: dict  # the names file: {"path", "sha256", "n_words"} (``tables.read_data``; "column" too for a table)
+    data: dict  # the names file: {"path", "sha256", "n_words"} (``source.read_data``; "column" too for a table)
     run_dir: Path | None  # where checkpoint.pt, metrics.json and loss.png go (None: nowhere)
     forward: Callable = None  # the model's forward for the training steps (compiled with config.compile)
     dtype: torch.dtype = torch.float32  # the training steps' matmuls (config.precision)
@@ -397,7 +397,7 @@ def small_data_notes(n_dev: int) -> list[str]:
         return []
     return [f"note: percentiles from {n_dev:,} dev names (10% of the names file) are rough: with fewer than "
             f"{SMALL_DEV:,} the share of ordinary names at or above the 90th ranges past 7-13% (at 100 dev names, "
-            f"8-17%: experiments/results/small_reference.md), and one table serves every name length (a length "
+            f"7.7-16.5% in 90% of draws: experiments/results/small_reference.md), and one table serves every name length (a length "
             f"group needs {MIN_GROUP}), so short names land at the top more often"]
 
 
