@@ -34,6 +34,11 @@ MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"recipe"}
 
 
+# the recipes as the search ran them, where they have changed since: the default was then 1,600 steps
+# (8 epochs of the bundled names) at weight decay 0.1, with the last weights kept
+SEARCHED_WITH = {"default": dict(steps=1600, weight_decay=0.1, keep_best=False)}
+
+
 def load_runs(path: str) -> list[dict]:
     with open(path) as f:
         spec = json.load(f)
@@ -48,7 +53,11 @@ def split_run(run: dict) -> tuple[str, ModelConfig, TrainConfig, list]:
     if unknown:
         raise ValueError(f"run {run.get('name', run)!r}: unknown keys {sorted(unknown)}")
     model = ModelConfig(**{k: v for k, v in run.items() if k in MODEL_KEYS})
-    tc = recipe(run.get("recipe", "default"), **{k: v for k, v in run.items() if k in TRAIN_KEYS})
+    name = run.get("recipe", "default")
+    fields = {**SEARCHED_WITH.get(name, {}), **{k: v for k, v in run.items() if k in TRAIN_KEYS}}
+    if "epochs" in run:  # a run in epochs is not one of the search's step counts
+        fields.pop("steps", None)
+    tc = recipe(name, **fields)
     name = run.get("name") or ", ".join(f"{k}={v}" for k, v in run.items())
     return name, model, tc, run.get("teachers", [])
 

@@ -95,14 +95,14 @@ def older_run(finished_run, small_names, tmp_path):
 @pytest.fixture(scope="session")
 def stopped_run_once(small_names, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "stopped"
-    train(SMALL, recipe("default", steps=80, batch_size=32, seed=5, checkpoint_every=0), data=small_names, out=out,
+    train(SMALL, recipe("default", steps=80, batch_size=32, seed=5, checkpoint_every=0, keep_best=False), data=small_names, out=out,
           stop_at=30, log=None)
     return out
 
 
 @pytest.fixture
 def stopped_run(stopped_run_once, tmp_path):
-    """This test's own copy of a run of 80 steps (seed 5, no periodic checkpoints) stopped at step 30."""
+    """This test's own copy of a run of 80 steps (seed 5, no periodic checkpoints or val reports) stopped at step 30."""
     return copy_run(stopped_run_once, tmp_path / "run")
 
 

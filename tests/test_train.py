@@ -686,6 +686,54 @@ def test_keep_best_resumes_bit_for_bit(stop, few_names, tmp_path):
     assert resumed.metrics["val_loss"] == whole.metrics["val_loss"]
 
 
-def test_keep_best_needs_reports():
-    with pytest.raises(ConfigError, match="keep_best needs eval_every > 0"):
-        recipe("default", keep_best=True)
+def test_keep_best_without_eval_every_reports_twenty_times(few_names):
+    from wavenet_conv.models.config import REPORTS
+
+    m = train(KEEP_MODEL, keep_best_config(eval_every=0, steps=100), few_names, log=None).metrics
+    assert [step for step, _ in m["val_curve"]] == list(range(5, 100, 5)) and len(m["val_curve"]) == REPORTS - 1
+    assert m["val_loss"] <= min(v for _, v in m["val_curve"])  # the 20th is the end's
+
+
+def test_a_finished_keep_best_run_goes_on_from_its_last_step_bit_for_bit(few_names, tmp_path):
+    """It kept an earlier report's weights, yet goes on from its last step's (the checkpoint's
+    last_state): 150 steps, then on to 180, is the run of 180 from the start."""
+    first = train(KEEP_MODEL, keep_best_config(), few_names, out=tmp_path / "a", log=None)
+    assert first.metrics["kept_step"] < 150 and Checkpoint.load(tmp_path / "a").last_state is not None
+    went_on = train(config=keep_best_config(steps=180), resume=tmp_path / "a", log=None)
+    fresh = train(KEEP_MODEL, keep_best_config(steps=180), few_names, out=tmp_path / "b", log=None)
+    assert went_on.metrics["kept_step"] == fresh.metrics["kept_step"] and same_weights(went_on.model, fresh.model)
+    a, b = Checkpoint.load(tmp_path / "a"), Checkpoint.load(tmp_path / "b")  # the steps after 150 too
+    assert torch.equal(a.losses, b.losses) and a.last_state.keys() == b.last_state.keys()
+    assert all(torch.equal(a.last_state[k], b.last_state[k]) for k in a.last_state)
+
+
+@pytest.mark.parametrize("name,form_examples", [("default", lambda w: len(w)), ("lecture", lambda w: sum(len(x) + 1 for x in w))])
+def test_epochs_set_the_steps_from_the_names_file(name, form_examples, small_names):
+    """epochs x the training split's examples (names; the tree's contexts) / batch_size steps, the
+    warmup at most an eighth of them; the run records its steps, and metrics its epochs."""
+    from wavenet_conv.data import lecture_split, load_names
+
+    tc = recipe(name, epochs=0.5 if name == "default" else 0.3, batch_size=32, warmup=200, checkpoint_every=0,
+                eval_test=False, keep_best=False)
+    m = train(SMALL, tc, small_names, log=None).metrics
+    steps = math.ceil(tc.epochs * form_examples(lecture_split(load_names(small_names))[0]) / 32)
+    assert m["steps"] == m["train_config"]["steps"] == steps and m["train_config"]["epochs"] is None
+    assert m["train_config"]["warmup"] == steps // 8 and m["epochs"] == pytest.approx(tc.epochs, rel=0.1)
+
+
+def test_a_run_in_epochs_resumes_bit_for_bit_and_goes_on_in_epochs(small_names, tmp_path):
+    tc = recipe("default", epochs=2, batch_size=32, checkpoint_every=0, eval_test=False, lr_decay=1.0, warmup=5)
+    whole = train(SMALL, tc, small_names, log=None)
+    train(SMALL, tc, small_names, out=tmp_path / "a", stop_at=20, log=None)
+    resumed = train(SMALL, tc, resume=tmp_path / "a", log=None)  # the recipe's config again, in epochs
+    assert same_weights(resumed.model, whole.model) and resumed.metrics["steps"] == whole.metrics["steps"] == 50
+    longer = train(config=replace(tc, epochs=4), resume=tmp_path / "a", log=None)
+    assert longer.metrics["steps"] == 100 and longer.metrics["epochs"] == pytest.approx(4, rel=0.01)
+
+
+def test_steps_and_epochs_are_one_length():
+    assert recipe("default", steps=100).epochs is None  # steps given: the recipe's epochs go
+    with pytest.raises(ConfigError, match=r"TrainConfig.steps \(100\) and TrainConfig.epochs \(2\) both set"):
+        recipe("default", steps=100, epochs=2)
+    with pytest.raises(ConfigError, match="epochs must be a finite number > 0"):
+        recipe("default", epochs=0)

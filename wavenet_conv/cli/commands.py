@@ -19,7 +19,7 @@ import torch
 from ..store.checkpoint import CHECKPOINT_NAME, is_run_path
 from ..store.loaded import load_model
 from ..inference.compare import compare_forms, race_forms
-from ..models.config import ModelConfig, recipe, recipe_model, recipe_teachers
+from ..models.config import ModelConfig, check_length, recipe, recipe_model, recipe_teachers
 from ..data import Vocab, check_split, lecture_split, load_names, open_names, read_lines, source_name
 from ..tables import Table, is_table
 from ..device import resolve_device
@@ -33,6 +33,7 @@ from ..cluster.job import import_ray, score_files  # Ray itself is imported only
 from ..cluster.scorer import BatchScorer
 from ..inference.sampling import MAX_LEN, sample_batches
 from ..inference.streaming import Stream, scored_lines
+from ..training.finetune import load_init
 from ..training.teachers import is_recipe_folder, read_plan, resume_recipe, train_recipe
 from ..training.train import saved_config, train
 from ..models.tree import TreeModel
@@ -68,6 +69,13 @@ def load_run(args):
     return loaded
 
 
+def init_model(init, args) -> ModelConfig | None:
+    """The model of a run that fine-tunes ``init``: its own (None) or, with model options, its own with
+    them, which ``train`` refuses where they differ from its shape."""
+    options = given(args, MODEL_OPTIONS)
+    return ModelConfig.from_dict({**load_init(init)[0].model_config.to_dict(), **options}) if options else None
+
+
 def cmd_train(args):
     integer(PROG, "samples", args.samples, 0)  # before training: the samples come after it
     options = given(args, TRAIN_OPTIONS)
@@ -78,11 +86,14 @@ def cmd_train(args):
         if model_options:
             raise ArgumentError(PROG, "resume", f"continues a run with its own model: drop {flag(model_options[0])}")
         recipe_run = is_recipe_folder(args.resume)
+        if args.init is not None:
+            raise ArgumentError(PROG, "init", "cannot be given with --resume: the run goes on from where it stopped")
         if recipe_run and args.teachers:
             raise ArgumentError(PROG, "teachers", "cannot be given with --resume: the recipe keeps its own teachers")
         if recipe_run and (args.out is not None or args.data is not None):
             raise ArgumentError(PROG, "out" if args.out is not None else "data",
                                 "cannot be given with --resume of a recipe: it goes on in its folder, on its names file")
+        check_length(options)  # the run's config has steps; --epochs sets them anew
         run_config = read_plan(args.resume).config if recipe_run else saved_config(args.resume)
         tc = replace(run_config, device=args.device or run_config.device, recipe=args.recipe or run_config.recipe,
                      **options)
@@ -91,16 +102,19 @@ def cmd_train(args):
         else:
             result = train(config=tc, resume=args.resume, teachers=args.teachers, **kwargs)
     else:
-        name = args.recipe or "default"
+        name = args.recipe or ("default" if args.init is None else "finetune")
         tc = recipe(name, device=args.device or "auto", **options)
-        mc = recipe_model(name, **given(args, MODEL_OPTIONS))
+        mc = recipe_model(name, **given(args, MODEL_OPTIONS)) if args.init is None else init_model(args.init, args)
         out = args.out if args.out is not None else default_run_dir(tc.form)
         where = dict(device=args.device or "auto", precision=options.get("precision"))  # where and how the teachers run too
         teachers = recipe_teachers(name, tc.seed, **where) if tc.distill and args.teachers is None else []
+        if teachers and args.init is not None:
+            raise ArgumentError(PROG, "init", f"trains one run; recipe {name}'s teachers would train from scratch: give "
+                                "its teachers' runs with --teacher RUN")
         if teachers:  # the recipe's own teachers first, into out/teacher-k
             result = train_recipe(mc, tc, teachers, out, args.data, force=args.force, progress=not args.quiet, log=say)
         else:
-            result = train(mc, tc, teachers=args.teachers, **{**kwargs, "out": out})
+            result = train(mc, tc, teachers=args.teachers, init=args.init, **{**kwargs, "out": out})
     print(f"run folder: {result.run_dir}")
     model = result.model.eval()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(result.config.seed)

@@ -45,10 +45,10 @@ BUNDLED_HELP = "the bundled model, the small recipe trained on the bundled names
 PERCENTILE_HELP = ("percentile: how unusual a name is, 0-100: the share of the run's reference names (held-out names "
                    "of about its length, which it did not train on) that are less unusual than it (a lower nats per "
                    "target); blank (null) for a run without them, with a note on stderr saying why.")
-RECIPE_HELP = ("default: the lecture's model, conv form, 8 epochs of whole names, AdamW; small: the best found at the "
+RECIPE_HELP = ("default: the lecture's model, conv form, 16 epochs of whole names of any file, AdamW, the best val report's weights kept; small: the best found at the "
                "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; small and best "
                "first train two wide teachers (OUT/teacher-0, OUT/teacher-1) and distill from them; wide: the best "
-               "trained on the names alone, 621,603 parameters; gpu: the default's model in 400 steps of 1,024 names, "
+               "trained on the names alone, 621,603 parameters; finetune (with --init, its default): 8 epochs at lr 3e-3; gpu: the default's model in 400 steps of 1,024 names, "
                "for a GPU; lecture: the lecture's own recipe, tree form, 200k SGD steps. Options given override the "
                "recipe's: the student's (--device and --precision also the teachers')")
 
@@ -171,6 +171,9 @@ def add_train(sub, common) -> None:
     t.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) where it stopped, with its "
                    f"own settings (a recipe's folder: its teachers, then its student); only "
                    f"{', '.join(map(flag, CHANGEABLE_ON_RESUME))} can change")
+    t.add_argument("--init", metavar="RUN", help="fine-tune: start from a run folder's (or checkpoint's) model, or "
+                   "'bundled' (the package's): its shape, weights and text normalization, its characters extended with "
+                   "the names file's")
     t.add_argument("--recipe", choices=list(RECIPES), help=RECIPE_HELP)
     t.add_argument("--teacher", dest="teachers", action="append", metavar="RUN",
                    help="a finished run on the same names file to distill from (repeatable), instead of the teachers "

@@ -100,6 +100,7 @@ class Config:
 MAX_LAYERS = 16  # a receptive field of 65,536 characters: far past any name; deeper ones only exhaust memory
 MAX_STEPS = 100_000_000  # the run keeps every step's loss (4 bytes each)
 MAX_BATCH = 1_000_000  # names (or contexts) a step
+REPORTS = 20  # val-loss reports in a keep_best run whose eval_every is 0
 
 @dataclass
 class ModelConfig(Config):
@@ -160,11 +161,14 @@ class ModelConfig(Config):
 
 @dataclass
 class TrainConfig(Config):
-    """How to train. The defaults are the ``default`` recipe; ``recipe("lecture")`` is the lecture's."""
+    """How to train. The defaults are the ``default`` recipe's but for its length in epochs and its
+    keep_best (``recipe("default")``); ``recipe("lecture")`` is the lecture's."""
 
     recipe: str = opt("default", "the named recipe (RECIPES) these values started from")
     form: str = opt("conv", "conv: batches of whole names (ConvModel); tree: the lecture's contexts (TreeModel)")
-    steps: int = opt(1600, "optimizer steps")
+    steps: int = opt(1600, "optimizer steps (with epochs, worked out from the names file when the run starts)")
+    epochs: Optional[float] = opt(None, "passes over the training split, which set the steps when the run starts: epochs "
+                                  "x train names / batch_size, the warmup at most an eighth of them")
     batch_size: int = opt(128, "names (conv) or contexts (tree) per step")
     optimizer: str = opt("adamw", "adamw, or sgd (the lecture's)")
     lr: float = opt(1e-2, "peak learning rate")
@@ -193,9 +197,9 @@ class TrainConfig(Config):
     precision: str = opt("auto", "the training steps' matmuls: auto is bfloat16 where the hardware has it natively (weights stay float32)")
     compile: bool = opt(False, "torch.compile the model's forward for the training steps (dynamic shapes)")
     checkpoint_every: int = opt(500, "steps between checkpoints (0: only at the end and on Ctrl-C)")
-    eval_every: int = opt(0, "steps between val-loss reports (0: only at the end)")
-    keep_best: bool = opt(False, "keep the weights with the lowest val loss among the reports (every eval_every "
-                          "steps) and the end; the run's numbers are theirs")
+    eval_every: int = opt(0, f"steps between val-loss reports (0: only at the end; with keep_best, {REPORTS} in the run)")
+    keep_best: bool = opt(False, "keep the weights with the lowest val loss among the reports and the end; the "
+                          "run's numbers are theirs")
     eval_test: bool = opt(True, "the test loss at the end (off while tuning on dev)")
     loss_block: int = opt(0, "steps per point of loss.png (0: steps // 200)")
 
@@ -217,8 +221,8 @@ class TrainConfig(Config):
         self._check_range("input_noise", 0, 1, "[)")
         self._check_range("unknown_rate", 0, 1, "[)")
         self._check_int("rare_chars", 0)
-        if self.keep_best and not self.eval_every:
-            self._fail("keep_best", "needs eval_every > 0: the weights it keeps are those of a val-loss report")
+        if self.epochs is not None and not self.epochs > 0:
+            self._fail("epochs", "must be a finite number > 0 or None")
         self._check_range("distill", 0, 1)
         if not self.temperature > 0:
             self._fail("temperature", "must be a finite number > 0")
@@ -237,9 +241,13 @@ TEXT_FIELDS = ("normalize", "unknown", "unknown_rate", "rare_chars", "column")
 SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled by 1,000,003 and offset by the step
 
 RECIPES = {
-    # the lecture's model, conv form: 8 epochs of whole names packed without padding, AdamW, a linear
-    # decay to 0 (its results: experiments/SEARCH.md)
-    "default": {},
+    # the lecture's model, conv form: 16 epochs of whole names packed without padding, weight decay 0.5
+    # (chosen on files of 500 to 30,000 names and usernames: experiments/results/sizing.md), AdamW, a
+    # linear decay to 0, the weights of the best val report kept
+    "default": dict(epochs=16.0, weight_decay=0.5, keep_best=True),
+    # fine-tuning a trained model (train --init RUN, which makes it the default): the default's, gentler
+    # and shorter, so that what the model knew is kept (experiments/results/finetune.md)
+    "finetune": dict(epochs=8.0, lr=3e-3, keep_best=True),
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
     # decay, the weights averaged over the last quarter, trained on the averaged distributions of two
     # ``wide`` teachers (distill 1: the names' own next characters only through them)
@@ -268,11 +276,23 @@ def check_recipe(name: str) -> None:
 
 
 def recipe(name: str = "default", **overrides) -> TrainConfig:
-    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored)."""
+    """The ``TrainConfig`` of a named recipe, with ``overrides`` (None values are ignored). A run's
+    length is its ``steps`` or its ``epochs``: one given replaces the recipe's other (both: ``ConfigError``)."""
     check_recipe(name)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    check_length(overrides)
     train = {k: v for k, v in RECIPES[name].items() if k not in ("model", "teachers")}
+    if "steps" in overrides:
+        train.pop("epochs", None)
     base = TrainConfig(recipe=name, **train).to_dict()
-    return TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+def check_length(overrides: dict) -> None:
+    """A run's length given once: ``steps`` or ``epochs``, not both."""
+    if overrides.get("steps") is not None and overrides.get("epochs") is not None:
+        raise ConfigError(f"TrainConfig.steps ({overrides['steps']}) and TrainConfig.epochs ({overrides['epochs']}) "
+                          "both set the run's length: give one")
 
 
 def recipe_model(name: str = "default", **overrides) -> ModelConfig:

@@ -26,7 +26,9 @@ these keys, each of them (a test holds this list to what is written)::
     swa             the running average of the weights (``TrainConfig.swa``), or None
     swa_count       how many steps' weights ``swa`` averages
     best            {"step", "val", "state_dict"}: the weights of the lowest val loss so far (``keep_best``), or None
+    last_state      a finished run whose kept weights are a report's (``keep_best``): its last step's, to go on from; or None
     teachers        [{"path", "sha256"}]: the teachers' checkpoints of a distilled run (``distill``), or []
+    init            {"path", "sha256"}: the checkpoint a fine-tuned run started from (``finetune``), or None
     metrics         the run's metrics (None until the end)
     reference       its percentile table, ``ReferenceTable.to_dict()`` of the dev split (None until the end)
 
@@ -181,7 +183,9 @@ class Checkpoint:
     swa: list[torch.Tensor] | None = None  # one tensor a parameter
     swa_count: int = 0
     best: dict | None = None  # {"step": int, "val": float, "state_dict": {...}} (TrainConfig.keep_best)
+    last_state: dict | None = None  # the last step's state dict where state_dict holds kept weights
     teachers: list[dict] = field(default_factory=list)  # [{"path", "sha256"}]
+    init: dict | None = None  # {"path", "sha256"}
     metrics: dict | None = None
     reference: dict | None = None  # ReferenceTable.to_dict() (``inference.percentiles``), or None
     library_version: str = __version__  # the wavenet_conv that wrote it

@@ -8,10 +8,27 @@ the same course as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from ..models.config import TrainConfig
+from ..models.config import MAX_STEPS, REPORTS, TrainConfig
+
+
+def sized(tc: TrainConfig, per_epoch: int) -> TrainConfig:
+    """``tc`` with its length in steps: ``epochs`` passes over ``per_epoch`` examples (the training
+    names, or the tree's contexts), ``batch_size`` a step, the warmup at most an eighth of the steps;
+    ``epochs`` None then (the run records its steps). ``tc`` as it is without ``epochs``."""
+    if tc.epochs is None:
+        return tc
+    steps = min(MAX_STEPS, max(1, math.ceil(tc.epochs * per_epoch / tc.batch_size)))
+    return replace(tc, steps=steps, warmup=min(tc.warmup, steps // 8), epochs=None)
+
+
+def eval_interval(tc: TrainConfig) -> int:
+    """Steps between val-loss reports: ``eval_every``, or with ``keep_best`` and none set, ``REPORTS``
+    in the run; 0: none."""
+    return tc.eval_every or (max(1, tc.steps // REPORTS) if tc.keep_best else 0)
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:

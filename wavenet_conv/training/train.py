@@ -55,8 +55,9 @@ from ..store.runfolder import RunFolder
 from ..validate import paths
 from ..version import __version__
 from .distill import check_distill, check_unchanged, distill_loss, load_teachers, soft_targets
+from .finetune import extended_model, extended_vocab, init_config, load_init
 from .minibatches import ContextBatches, NameBatches, add_input_noise, add_unknown, recalibrate_batchnorm
-from .optim import average_weights, averaging, lr_at, make_optimizer, rng_state, set_rng_state
+from .optim import average_weights, averaging, eval_interval, lr_at, make_optimizer, rng_state, set_rng_state, sized
 from .source import read_data
 from .progress import DeferredInterrupt, Progress, plot_losses
 
@@ -107,6 +108,7 @@ class Run:
     done: dict | None = None  # a finished run resumed as it ended: its metrics (nothing left to do or write)
     notes: list = field(default_factory=list)  # what the run says before its steps ("note: ..." lines)
     best: dict | None = None  # {"step", "val", "state_dict"}: the lowest val loss's weights (config.keep_best)
+    init: dict | None = None  # {"path", "sha256"}: the run it was fine-tuned from (``finetune``), or None
 
 
 def train(
@@ -122,41 +124,40 @@ def train(
     force: bool = False,
     threads=1,
     teachers=None,
+    init=None,
 ) -> TrainResult:
     """Train a model on a names file with the lecture's split and return it with its metrics.
 
     model_config: the model (default: the lecture's, ModelConfig()); its vocab_size is the data's.
-    config: how to train (default: ``recipe("default")``); its ``form`` picks ConvModel or TreeModel.
+    config: how to train (default: ``recipe("default")``; ``recipe("finetune")`` with ``init``).
     data: names file (default: the bundled data/names.txt); it needs at least ``data.MIN_NAMES`` names.
-    out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing). It must be new or
-        empty (``RunFolderError`` otherwise), and is claimed with a lock file, ``train.lock``, for the
-        length of the call: a second training on it refuses at once (see ``runfolder``). A
-        ``RunFolder`` is used as it is (claimed here unless already held) and left to its caller.
+    out: run folder for checkpoint.pt, metrics.json, loss.png (None: write nothing), new or empty
+        (``RunFolderError`` otherwise), locked (``train.lock``) for the call: a second training on it
+        refuses at once (``runfolder``). A ``RunFolder`` is used as it is and left to its caller.
     resume: a run folder or checkpoint to continue; the run continues into ``out`` (default: the
         same folder; a checkpoint file there must be its ``checkpoint.pt``) with its own model, data
         file and ``TrainConfig``, and ends where an uninterrupted run ends (a finished one, settings
         unchanged, is returned as it is). A ``config`` may change only ``CHANGEABLE_ON_RESUME`` (a
         ``ConfigError`` names any other field that differs); a ``model_config`` must be the run's.
-    make_model: a function of the vocabulary size returning the model to train instead of one built
-        from ``model_config`` (e.g. a FlatModel; it must take contexts when ``config.form == "tree"``);
-        called right after ``torch.manual_seed(config.seed)``, where the lecture builds its model.
+    make_model: a function of the vocabulary size returning the model to train (e.g. a FlatModel, which
+        takes contexts: form "tree"), called right after ``torch.manual_seed(config.seed)``.
     stop_at: stop after this step as if interrupted (a checkpoint is written; ``metrics["stopped_at"]``).
-    progress: report progress on stderr (a line redrawn on a terminal, else one every few seconds).
+    progress: report progress on stderr (redrawn on a terminal, else a line every few seconds).
     log: called with each line of the run's report (``print`` by default); ``None``, with ``progress`` None: silence.
     force: train into an ``out`` that holds a run or other files; the earlier run's files go first.
-    threads: torch CPU threads for the call (the caller's restored afterwards): 1, N, "auto" (the free
-        CPUs) or None (torch's). The weights depend on the count in their last bits, so a resumed run
-        ends bit for bit where an uninterrupted one ends when both run with the same count.
+    threads: torch CPU threads for the call: 1, N, "auto" (the free CPUs) or None (torch's). The
+        weights' last bits depend on it: a resume is bit for bit at the same count.
     teachers: finished runs on the same data file to distill from, with ``config.distill`` > 0 (see
         ``distill``); the checkpoint records them (path, sha256) for a resume, which refuses a changed one.
+    init: a run folder, checkpoint or "bundled" to fine-tune (``finetune.py``): its model, weights and
+        text settings, its vocabulary extended with the data's; ``model_config`` None or its model's.
 
-    Every check -- arguments, data, run folder -- is done before the model is built. A loss that
-    becomes non-finite raises ``TrainingDiverged`` (naming the step; the last good checkpoint stays).
-    Ctrl-C: the first finishes the step in flight, saves a checkpoint and raises ``KeyboardInterrupt``;
-    a second one raises at once and writes nothing (the last checkpoint stays).
+    Every check is done before the model is built. A non-finite loss raises ``TrainingDiverged`` (the
+    last good checkpoint stays). A first Ctrl-C saves after the step in flight and raises
+    ``KeyboardInterrupt``; a second one raises at once and writes nothing.
     """
     progress, log = (log is not None if progress is None else bool(progress)), log or (lambda *a, **k: None)
-    check_arguments(data, out, resume, make_model, teachers)
+    check_arguments(data, out, resume, make_model, teachers, init)
     with torch_threads(threads, "train"):
         folder = run_folder(out, resume, force)
         try:
@@ -164,19 +165,24 @@ def train(
                 run = resume_run(resume, config, model_config, data, folder)
                 log(f"resuming {resume} at step {run.step}/{run.config.steps}")
             else:
-                run = new_run(model_config, config or recipe("default"), data, folder, make_model, teachers or ())
+                tc = config or recipe("default" if init is None else "finetune")
+                run = new_run(model_config, tc, data, folder, Start(make_model, tuple(teachers or ()), init))
             return train_run(run, stop_at, progress, log)
         finally:
             if folder is not None and folder is not out:  # a RunFolder passed in stays its caller's
                 folder.release()
 
 
-def check_arguments(data, out, resume, make_model, teachers) -> None:
+def check_arguments(data, out, resume, make_model, teachers, init) -> None:
     """No path given as "" (``Path("")`` is the current folder); a resumed run keeps its model and its
-    teachers (its checkpoint's): neither may be given."""
-    paths("train", data=data, out=out, resume=resume)
+    teachers (its checkpoint's): neither may be given, nor a run to start from."""
+    paths("train", data=data, out=out, resume=resume, init=init)
+    if init is not None and make_model is not None:
+        raise ArgumentError("train", "make_model", "cannot be given with init=RUN: the model is the run's")
     if resume is None:
         return
+    if init is not None:
+        raise ArgumentError("train", "init", "cannot be given with resume=RUN: a resumed run keeps what it started from")
     if make_model is not None:
         raise ArgumentError("train", "make_model", "cannot be given with resume=RUN: a resumed run keeps its model "
                             "(the checkpoint's)")
@@ -205,29 +211,56 @@ def run_folder(out, resume, force: bool) -> RunFolder | None:
 # ----------------------------------------------------------------------------- a new run
 
 
-def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, make_model=None,
-            teachers=()) -> Run:
-    """Set up a fresh run: the data and the teachers checked, the run folder claimed, then
-    ``torch.manual_seed(tc.seed)`` and the model, as the lecture; then the teachers' distributions."""
+@dataclass
+class Start:
+    """What a new run starts from besides its configs (``train``'s arguments of those names)."""
+
+    make_model: Callable | None = None
+    teachers: tuple = ()
+    init: object = None  # a run folder, checkpoint or "bundled" to fine-tune (``finetune.py``)
+
+
+def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: RunFolder | None, start: Start) -> Run:
+    """Set up a fresh run: the data, the run it starts from and the teachers checked, the run folder
+    claimed, then ``torch.manual_seed(tc.seed)`` and the model, as the lecture (or the fine-tuned run's,
+    over the vocabulary extended with the data's); then the teachers' distributions."""
+    init, init_record = load_init(start.init) if start.init is not None else (None, None)
+    if init is not None:
+        tc = init_config(tc, model_config, init, start.init)
     words, vocab, data_info = read_data(data, text=(tc.normalize, tc.unknown, tc.rare_chars), column=tc.column)
     check_split(words, data_info)
+    tc, vocab = length_of(tc, words), vocab if init is None else extended_vocab(init.vocab, vocab)
     models, records = [], []
-    if tc.distill or teachers:  # distillation (distill.py): teachers and the student's config agree, then loaded
-        check_distill(tc, teachers)
-        models, records = load_teachers(teachers, vocab, data_info)
+    if tc.distill or start.teachers:  # distillation (distill.py): teachers and the student's config agree, then loaded
+        check_distill(tc, start.teachers)
+        models, records = load_teachers(start.teachers, vocab, data_info)
     if folder is not None:
-        for r in records:  # force=True would remove it, and a resume would then find its teacher gone
+        for r in records + [init_record] * (init is not None):  # force=True would remove it, and then a resume
             if Path(r["path"]) == (folder.path / CHECKPOINT_NAME).resolve():
-                raise ConfigError(f"teacher {r['path']} is the run in {folder.path}, which this run would replace: "
+                raise ConfigError(f"{r['path']} is the run in {folder.path}, which this run would replace: "
                                   "train into another folder")
         folder.claim()
     torch.manual_seed(tc.seed)  # the model's init and the lecture recipe's randint stream follow it
-    if make_model is not None:
-        model = make_model(len(vocab))
+    if init is not None:
+        model = extended_model(init, vocab, tc.form)
+    elif start.make_model is not None:
+        model = start.make_model(len(vocab))
     else:  # the vocabulary size is the data's
         mc = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(), "vocab_size": len(vocab)})
         model = (ConvModel if tc.form == "conv" else TreeModel)(mc)
-    return teach(build_run(tc, model, vocab, words, data_info, folder and folder.path), models, records)
+    run = teach(build_run(tc, model, vocab, words, data_info, folder and folder.path), models, records)
+    run.init = init_record
+    return run
+
+
+def length_of(tc: TrainConfig, words) -> TrainConfig:
+    """``tc`` with its steps, where it gives its length in epochs of the training split of ``words``."""
+    return sized(tc, per_epoch(lecture_split(words)[0], tc.form))
+
+
+def per_epoch(train_words, form: str) -> int:
+    """An epoch's examples: the training names (conv), or their contexts (tree: one a target)."""
+    return len(train_words) if form == "conv" else sum(len(w) + 1 for w in train_words)
 
 
 def build_run(tc: TrainConfig, model, vocab: Vocab, words, data: dict, out) -> Run:
@@ -270,13 +303,14 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     claimed, then its weights, optimizer, RNG and losses."""
     ckpt = Checkpoint.load(path)
     ckpt.check_resumable(path)
-    tc = resumed_config(ckpt.train_config, tc)
-    notes = going_on(ckpt.train_config, tc, ckpt.step, ckpt.finished)
     if model_config is not None and {**model_config.to_dict(), "vocab_size": ckpt.model_config.vocab_size} \
             != ckpt.model_config.to_dict():
         raise ArgumentError("train", "model_config", "must be None (or the run's own) with resume: a resumed run "
                             "keeps its model")
-    words, vocab, data_info = read_data(data or ckpt.data["path"], ckpt.vocab, started=ckpt.data, column=tc.column)
+    column = ckpt.train_config.column  # a resumed run keeps it (resumed_config)
+    words, vocab, data_info = read_data(data or ckpt.data["path"], ckpt.vocab, started=ckpt.data, column=column)
+    tc = resumed_config(ckpt.train_config, tc if tc is None else length_of(tc, words))
+    notes = going_on(ckpt, tc)
     models = load_teachers(check_unchanged(ckpt.teachers, path), vocab, data_info)[0] if ckpt.teachers else []
     folder.claim()
     torch.manual_seed(tc.seed)
@@ -285,6 +319,8 @@ def resume_run(path, tc: TrainConfig | None, model_config: ModelConfig | None, d
     run.saved_step = run.step if folder.own_run else None  # the checkpoint in run_dir
     if folder.own_run and ckpt.finished and ckpt.train_config == tc:
         run.done = ckpt.metrics
+    elif ckpt.last_state is not None:  # going on from the last step, not from the weights it kept
+        run.model.load_state_dict(ckpt.last_state)
     run.notes = notes
     return run
 
@@ -303,29 +339,37 @@ def resumed_config(saved: TrainConfig, given: TrainConfig | None) -> TrainConfig
     return given
 
 
-def going_on(saved: TrainConfig, tc: TrainConfig, step: int, finished: bool) -> list[str]:
-    """A run at ``step`` of ``saved.steps`` resumed to ``tc.steps``: a ``ConfigError`` where it cannot go
-    on (fewer steps than it has done; a finished run whose weights are no longer its last step's), else
-    the notes that say why it is not bit for bit the run that ``tc.steps`` trains from the start: the
-    learning rates (or the steps whose weights are averaged) of the steps done differ under the new
-    length. None where it is that run."""
+def going_on(ckpt: Checkpoint, tc: TrainConfig) -> list[str]:
+    """A run at ``ckpt.step`` of its ``steps`` resumed to ``tc.steps``: a ``ConfigError`` where it cannot go
+    on (fewer steps than it has done; a finished run whose last step's weights are gone: averaged or
+    recalibrated), else the notes that say why it is not bit for bit the run that ``tc.steps`` trains
+    from the start: the learning rates, the steps whose weights are averaged, or the val reports (which
+    keep_best chooses from) of the steps done differ under the new length. None where it is that run."""
+    saved, step, finished = ckpt.train_config, ckpt.step, ckpt.finished
     if tc.steps == saved.steps:
         return []
     if tc.steps < step:
         raise ConfigError(f"TrainConfig.steps: the run being resumed is at step {step:,}, so it goes on to {step:,} "
                           f"steps or more, not {tc.steps:,}")
-    if finished and (saved.swa or saved.input_noise or saved.keep_best):
-        how = "averaged (swa)" if saved.swa else "and BatchNorm recalibrated (input_noise)" if saved.input_noise \
-            else "those of its lowest val loss (keep_best)"
+    if finished and (saved.swa or saved.input_noise):
+        how = "averaged (swa)" if saved.swa else "and BatchNorm recalibrated (input_noise)"
         raise ConfigError(f"TrainConfig.steps: the run being resumed finished at step {step:,} with its weights {how}: "
                           "they are not its last step's, so it cannot go on; train a new run of that length")
+    if finished and saved.keep_best and ckpt.last_state is None and ckpt.metrics.get("kept_step", step) != step:
+        raise ConfigError(f"TrainConfig.steps: the run being resumed finished at step {step:,} keeping the weights of "
+                          f"step {ckpt.metrics['kept_step']:,} without its last step's (a checkpoint from before they "
+                          "were kept), so it cannot go on; train a new run of that length")
+    head = f"note: going on from step {step:,} to {tc.steps:,}:"
+    tail = f"not bit for bit the run of {tc.steps:,} steps from the start"
     if any(lr_at(saved, s) != lr_at(tc, s) for s in range(step)):
-        return [f"note: going on from step {step:,} to {tc.steps:,}: the steps done followed the learning rates of "
-                f"{saved.steps:,} steps ({saved.schedule} schedule{', decayed to ' + format(saved.lr_decay * saved.lr, 'g') if finished else ''}), "
-                f"the rest follow those of {tc.steps:,}: not bit for bit the run of {tc.steps:,} steps from the start"]
+        decayed = f", decayed to {saved.lr_decay * saved.lr:g}" if finished else ""
+        return [f"{head} the steps done followed the learning rates of {saved.steps:,} steps ({saved.schedule} "
+                f"schedule{decayed}), the rest follow those of {tc.steps:,}: {tail}"]
     if any(averaging(saved, s) != averaging(tc, s) for s in range(1, step + 1)):
-        return [f"note: going on from step {step:,} to {tc.steps:,}: the weights averaged so far are those of the last "
-                f"{saved.swa:g} of {saved.steps:,} steps: not bit for bit the run of {tc.steps:,} steps from the start"]
+        return [f"{head} the weights averaged so far are those of the last {saved.swa:g} of {saved.steps:,} steps: {tail}"]
+    if eval_interval(saved) != eval_interval(tc) and saved.keep_best:
+        return [f"{head} the val reports so far, which keep_best chooses from, came every {eval_interval(saved):,} "
+                f"steps, the rest every {eval_interval(tc):,}: {tail}"]
     return []
 
 
@@ -343,6 +387,7 @@ def restore(run: Run, ckpt: Checkpoint, path) -> None:
     run.step = run.verified = ckpt.step  # a checkpoint holds nothing non-finite
     run.losses[: run.step] = ckpt.losses.to(run.device)
     run.train_seconds, run.eval_seconds, run.val_curve = ckpt.train_seconds, ckpt.eval_seconds, list(ckpt.val_curve)
+    run.init = ckpt.init
     if ckpt.swa is not None:
         run.swa, run.swa_count = [t.to(run.device) for t in ckpt.swa], ckpt.swa_count
     if ckpt.best is not None:
@@ -401,13 +446,19 @@ def small_data_notes(n_dev: int) -> list[str]:
             f"group needs {MIN_GROUP}), so short names land at the top more often"]
 
 
+def epochs(run: Run) -> float:
+    """The passes over the training split that the run's steps make."""
+    return run.config.steps * run.config.batch_size / per_epoch(run.splits[0], run.config.form)
+
+
 def describe(run: Run) -> str:
     """The run's first line: the model, the recipe, the data and the device."""
     tc, n_params = run.config, sum(p.numel() for p in run.model.parameters())
     return (f"{model_kind(run.model)} model, {n_params:,} parameters; recipe {tc.recipe}: {tc.steps:,} steps of "
-            f"{tc.batch_size} {'names' if tc.form == 'conv' else 'contexts'}, {tc.optimizer} lr {tc.lr:g}; "
+            f"{tc.batch_size} {'names' if tc.form == 'conv' else 'contexts'} ({epochs(run):.3g} epochs), {tc.optimizer} "
+            f"lr {tc.lr:g}{', keeping the best' if tc.keep_best else ''}; "
             f"{run.data['path']} ({len(run.splits[0]):,} train names); device {run.device}"
-            + ("; compiled" if tc.compile else ""))
+            + ("; compiled" if tc.compile else "") + (f"; fine-tuning {run.init['path']}" if run.init else ""))
 
 
 def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress, log) -> None:
@@ -435,7 +486,7 @@ def train_steps(run: Run, end: int, interrupt: DeferredInterrupt, bar: Progress,
         shown = bar.update(run.step, run.losses)  # now and then, the mean loss since the last report
         if shown is not None and not math.isfinite(shown):
             verify_finite(run)
-        evaluate = due(tc.eval_every, run.step, tc.steps)
+        evaluate = due(eval_interval(tc), run.step, tc.steps)
         checkpoint = due(tc.checkpoint_every, run.step, end)
         if evaluate or checkpoint:
             run.train_seconds += device_clock(run.device) - t0
@@ -521,10 +572,11 @@ def diverged(run: Run):
                            f"{kept(run)}", step, run.saved_step)
 
 
-def save(run: Run, metrics: dict | None = None, reference=None) -> None:
+def save(run: Run, metrics: dict | None = None, reference=None, last_state: dict | None = None) -> None:
     """Write the run's checkpoint (atomically; nothing when the run has no folder), once the losses and
-    the state are checked finite (``TrainingDiverged`` otherwise); at the end, with its ``metrics`` and
-    its percentile table ``reference`` (a ``ReferenceTable``). A failed write (a full disk) raises
+    the state are checked finite (``TrainingDiverged`` otherwise); at the end, with its ``metrics``, its
+    percentile table ``reference`` (a ``ReferenceTable``) and its last step's weights where the model
+    holds others (``last_state``). A failed write (a full disk) raises
     ``OSError`` saying which checkpoint stays."""
     verify_finite(run)
     if run.run_dir is None:
@@ -536,6 +588,7 @@ def save(run: Run, metrics: dict | None = None, reference=None) -> None:
         swa=None if run.swa is None else [t.to("cpu", copy=True) for t in run.swa], swa_count=run.swa_count,
         best=None if run.best is None else {**run.best, "state_dict": on(run.best["state_dict"], "cpu")},
         teachers=run.teachers, metrics=metrics, reference=None if reference is None else reference.to_dict(),
+        last_state=last_state, init=run.init,
     )
     path = run.run_dir / CHECKPOINT_NAME
     try:
@@ -573,22 +626,24 @@ def finish(run: Run, log) -> TrainResult:
     model.eval()
     t0 = device_clock(run.device)
     train_words, val_words, test_words = run.splits
-    losses, kept_step = split_losses(run), run.step
+    losses, kept_step, last = split_losses(run), run.step, None
     if run.best is not None and run.best["val"] < losses["val_loss"]:  # a report's weights beat the end's
+        last = on(model.state_dict(), "cpu")  # the checkpoint keeps them: the run can go on from its last step
         model.load_state_dict(run.best["state_dict"])
         losses, kept_step = split_losses(run), run.best["step"]
     reference = reference_table(Scorer.of(model, run.vocab, threads=1), val_words) if run.run_dir is not None else None
     run.eval_seconds += device_clock(run.device) - t0
     metrics = {**losses, "kept_step": kept_step, **run_metrics(run)}
-    if kept_step != run.step:
-        log(f"kept the weights of step {kept_step:,}, the lowest val loss (keep_best); those of step {run.step:,} go")
+    if tc.keep_best:
+        log(f"kept the weights of step {kept_step:,}, the lowest val loss (keep_best)"
+            + (f"; those of step {run.step:,} go" if kept_step != run.step else ": the last step's"))
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
         + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
         f"{run.eval_seconds:.1f} s evaluating; {metrics['device']}, {metrics['precision']}, "
         f"{metrics['torch_threads']} thread{'s' if metrics['torch_threads'] != 1 else ''})")
     if run.run_dir is not None:
-        save(run, metrics, reference)
+        save(run, metrics, reference, last)
         (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         block = tc.loss_block or max(1, tc.steps // 200)
         if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
@@ -607,6 +662,7 @@ def run_metrics(run: Run) -> dict:
     return dict(
         params=sum(p.numel() for p in model.parameters()),
         steps=run.step,
+        epochs=round(epochs(run), 3),
         train_seconds=round(run.train_seconds, 2),
         ms_per_step=round(1000 * run.train_seconds / max(run.step, 1), 4),
         eval_seconds=round(run.eval_seconds, 2),
@@ -616,6 +672,7 @@ def run_metrics(run: Run) -> dict:
         train_config=tc.to_dict(),
         data=run.data,
         teachers=run.teachers,
+        init=run.init,
         split={name: len(words) for name, words in zip(("train", "val", "test"), run.splits)},
         val_curve=run.val_curve,
         device=str(run.device),
