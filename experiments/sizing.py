@@ -6,8 +6,9 @@ For names (drawn from the bundled names) and generated usernames (``usernames.py
 the default recipe (the lecture's model, whole names, AdamW, linear warmup and decay to 0) trains for
 a grid of epochs (passes over the file's training split; steps = epochs x train names / 128, warmup
 min(200, steps / 8)), evaluating its dev split 20 times along the way. Reported for each: the dev loss
-of the last weights, the lowest dev loss along the way and its step, the test loss of the last weights,
-and the share of 200 samples that are training strings. Each cell is the mean over ``--seeds`` draws
+of the run's weights (the last step's; with keep_best, as the default has it, the kept ones), the lowest
+dev loss along the way and its step, the test loss of the run's weights, and the share of 200 samples
+that are training strings. Each cell is the mean over ``--seeds`` draws
 of the file (and the training seed with it).
 """
 
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
 
 def summary(rows: list[dict]) -> str:
     keys = sorted({(r["kind"], r["n"], r["epochs"]) for r in rows})
-    lines = ["| strings | n | epochs | steps | dev, last | dev, best along the way (step) | test, last | samples copied |",
+    lines = ["| strings | n | epochs | steps | dev, the run's | dev, best along the way (step) | test, the run's | samples copied |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, n, epochs in keys:
         cell = [r for r in rows if (r["kind"], r["n"], r["epochs"]) == (kind, n, epochs)]

@@ -394,8 +394,13 @@ def lecture_split(words: Sequence[str], seed: int = 42) -> tuple[list[str], list
     """
     words = list(words)
     random.Random(seed).shuffle(words)
-    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    n1, n2 = split_sizes(len(words))
     return words[:n1], words[n1:n2], words[n2:]
+
+
+def split_sizes(n: int) -> tuple[int, int]:
+    """Where the lecture's split of ``n`` names cuts: the train split is the first n1, val up to n2."""
+    return int(0.8 * n), int(0.9 * n)
 
 
 MIN_NAMES = 6  # the fewest names whose lecture split has a train and a val name (so has every larger count)

@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..data import Vocab, check_split, lecture_split
+from ..data import Vocab, check_split, lecture_split, split_sizes
 from ..device import device_clock, resolve_device, resolve_precision, torch_threads
 from ..errors import ArgumentError, CheckpointError, ConfigError, TrainingDiverged, install_hint
 from ..inference.percentiles import MIN_GROUP, reference_table
@@ -254,8 +254,12 @@ def new_run(model_config: ModelConfig | None, tc: TrainConfig, data, folder: Run
 
 
 def length_of(tc: TrainConfig, words) -> TrainConfig:
-    """``tc`` with its steps, where it gives its length in epochs of the training split of ``words``."""
-    return sized(tc, per_epoch(lecture_split(words)[0], tc.form))
+    """``tc`` with its steps, where it gives its length in epochs of the training split of ``words``
+    (its size alone for the conv form: the file is split once, by ``build_run``)."""
+    if tc.epochs is None:
+        return tc
+    examples = split_sizes(len(words))[0] if tc.form == "conv" else per_epoch(lecture_split(words)[0], tc.form)
+    return sized(tc, examples)
 
 
 def per_epoch(train_words, form: str) -> int:
