@@ -5,7 +5,7 @@ names held out from training against strings nobody calls a name.
     python benchmarks/percentile_auc.py --run RUN --names names.txt
 
 Positives: the run's test split of its names file (the lecture's split: neither the training names
-nor the dev names its percentile table was made from). Negatives, seeded, of the positives' lengths
+nor the dev names its percentile table was made from; a table's column as the run read it). Negatives, seeded, of the positives' lengths
 (3 to 10 letters): uniform random letters; keyboard walks (a run along a row of a QWERTY keyboard,
 turning at its ends); repeated patterns (one to three letters repeated). Contenders, each higher =
 more unusual: the nats per target; the percentile as ``score`` gives it (a fitted tail past each
@@ -27,9 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from wavenet_conv import load_model, score_names  # noqa: E402
-from wavenet_conv.data import lecture_split, load_names  # noqa: E402
+from wavenet_conv.data import lecture_split  # noqa: E402
 from wavenet_conv.device import cpu_name  # noqa: E402
-from wavenet_conv.paths import bundled_names  # noqa: E402
+from wavenet_conv.training.source import read_data  # noqa: E402
 
 ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -85,6 +85,13 @@ def step_percentile(table, stat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def test_split(loaded, path: str | None) -> list[str]:
+    """The test split of the run's names file (``path``: another copy of it), read as the run read it."""
+    data = loaded.checkpoint.data
+    path = path or os.path.join(ROOT, data["path"])  # the bundled model's is the repository's file
+    return lecture_split(read_data(path, loaded.vocab, column=data.get("column"))[0])[2]
+
+
 def statistics(loaded, names: list[str]) -> dict[str, np.ndarray]:
     r = score_names(loaded.model, names, loaded.vocab, reference=loaded.reference)
     stat, lengths = (r.nll / r.n_targets).numpy(), np.array([len(w) for w in names])
@@ -95,7 +102,7 @@ def statistics(loaded, names: list[str]) -> dict[str, np.ndarray]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", help="a run folder (default: the bundled model)")
-    p.add_argument("--names", help="the run's names file (default: the bundled names)")
+    p.add_argument("--names", help="the run's names file (default: the one it records)")
     p.add_argument("--negatives", type=int, default=3000, help="strings of each negative kind")
     p.add_argument("--quick", action="store_true", help="300 negatives of each kind, 300 positives")
     args = p.parse_args(argv)
@@ -103,7 +110,7 @@ def main(argv=None) -> None:
     loaded = load_model(args.run)
     if loaded.reference is None:
         sys.exit(f"{args.run}: no percentile table ({loaded.no_reference})")
-    positives = lecture_split(load_names(args.names or bundled_names()))[2]
+    positives = test_split(loaded, args.names)
     n = 300 if args.quick else args.negatives
     positives = positives[:n] if args.quick else positives
     rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
-"""The bundled model (wavenet_conv/bundled/model.pt, made by data/build_model.py): its recorded val loss
-reproduced exactly from the shipped weights on the bundled split, its size, data and reference table,
+"""The bundled model (wavenet_conv/bundled/model.pt, made by data/build_model.py from data/world.tsv): its
+recorded val loss reproduced exactly from the shipped weights on its split, its size, data and reference table,
+real names of many countries as their owners write them below the 95th percentile and junk at the top,
 ``load_model()`` with no path, and the command line's ``score`` and ``sample`` without a run (a lone
 path of ``score`` is the run when it is a run folder or checkpoint file, else the names file)."""
 
@@ -14,20 +15,22 @@ import pytest
 import torch
 
 from batch_helpers import random_run
-from helpers import BUNDLED_NAMES, ROOT, run_main
+from helpers import ROOT, run_main
 import wavenet_conv.paths as paths_module
 from wavenet_conv import CheckpointError, ModelConfig, load_model, sample_names, score_names
 from wavenet_conv.cli.commands import run_and_file
 from wavenet_conv.cli.output import sample_lines
 from wavenet_conv.cluster.scorer import BatchScorer
-from wavenet_conv.data import lecture_split, load_names, sha256_file
+from wavenet_conv.data import lecture_split, sha256_file
 from wavenet_conv.device import cpu_name
 from wavenet_conv.inference.percentiles import ReferenceTable
 from wavenet_conv.inference.sampling import MAX_LEN
 from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD, bundled_model
 from wavenet_conv.store.checkpoint import Checkpoint, is_run_path
+from wavenet_conv.training.source import read_data
 
 MAX_BYTES = 400_000
+WORLD = os.path.join(ROOT, "data", "world.tsv")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +45,14 @@ def bundled():
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return lecture_split(load_names(BUNDLED_NAMES))
+def splits(bundled):
+    """The lecture split of data/world.tsv's names, as the model reads them."""
+    return lecture_split(read_data(WORLD, bundled.vocab, column="name")[0])
+
+
+def unseen(words, splits):
+    known = set(splits[0])
+    return [w for w in words if w not in known]
 
 
 @pytest.mark.parametrize("split,key", [(1, "val_loss"), (2, "test_loss")])
@@ -66,13 +75,21 @@ def test_the_file_is_small_and_the_one_recorded(record):
 def test_it_is_the_small_recipe_at_the_lectures_size(bundled, record):
     ckpt = bundled.checkpoint
     assert ckpt.train_config.recipe == record["recipe"] == "small" and ckpt.finished
-    assert ckpt.model_config == ModelConfig(vocab_size=28) and ckpt.kind == "conv"  # '.', a-z, the unknown token
-    assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579 + 24 + 129
+    V = len(bundled.vocab)  # '.', the letters of three scripts, a few signs, the unknown token
+    assert ckpt.model_config == ModelConfig(vocab_size=V) and ckpt.kind == "conv"
+    assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579 + (24 + 129) * (V - 27)
+
+
+def test_it_knows_the_latin_cyrillic_and_greek_letters(bundled):
+    chars = set(bundled.vocab.chars)
+    assert set("abcdefghijklmnopqrstuvwxyz") | set("абвгдежзиклмнопрстуфхцчшщыэюя") | set("αβγδεζηθικλμνξοπρστυφχω") <= chars
+    assert len(bundled.vocab) < 100  # the scoring speed: benchmarks/PERFORMANCE.md
 
 
 def test_it_folds_case_and_accents_and_has_an_unknown_token(bundled, record):
     assert bundled.vocab.normalize == record["normalize"] == "both" and bundled.vocab.unknown
     assert record["unknown"] == {"token": True, "rate": bundled.checkpoint.train_config.unknown_rate, "rare_chars": 3}
+    assert record["unknown"]["rate"] == 0.02
     r = bundled.scorer().names(["EMMA", "José", "Zoë", "emma", "jose", "zoe"])
     assert r.nll[:3].tolist() == r.nll[3:].tolist()
 
@@ -98,15 +115,15 @@ def test_it_holds_only_the_model():
     assert ckpt.teachers == [] and ckpt.train_hashes is None and ckpt.batchnorm
 
 
-def test_its_data_is_the_bundled_names(bundled, record, splits):
+def test_its_data_is_the_world_names(bundled, record, splits):
     data = bundled.checkpoint.data
-    assert data == record["data"] and data["path"] == "data/names.txt"
-    assert data["sha256"] == sha256_file(BUNDLED_NAMES) and data["n_words"] == sum(map(len, splits))
+    assert data == record["data"] and (data["path"], data["column"]) == ("data/world.tsv", "name")
+    assert data["sha256"] == sha256_file(WORLD) and data["n_words"] == sum(map(len, splits))
 
 
-def test_it_has_the_dev_splits_reference_table(bundled, splits):
+def test_its_reference_table_is_the_dev_names_it_never_trained_on(bundled, splits):
     table = ReferenceTable.from_dict(bundled.checkpoint.reference)
-    assert table.names == len(splits[1]) and bundled.reference is not None
+    assert table.names == len(unseen(splits[1], splits)) < 0.8 * len(splits[1]) and bundled.reference is not None
 
 
 def test_no_path_and_its_path_load_the_same_model(bundled):
@@ -231,15 +248,15 @@ def test_ray_without_a_run_uses_the_bundled_model(ray_cluster, places, bundled, 
 
 
 def test_its_percentiles_are_calibrated_on_held_out_names(bundled, splits):
-    """The test split (in neither the training nor the reference table): about 10% of its names at or
-    above the 90th percentile, overall and in every length group, about 1% at or above the 99th
-    (benchmarks/PERFORMANCE.md: 10.0% overall, 8.7-11.2% by group, 1.8%)."""
-    test = splits[2]
+    """The test split's names that are no training name (in neither the training nor the reference
+    table): about 10% of them at or above the 90th percentile, overall and in every length group,
+    about 1% at or above the 99th (benchmarks/PERFORMANCE.md)."""
+    test = unseen(splits[2], splits)
     p = score_names(bundled.model, test, bundled.vocab, reference=bundled.reference).percentile.numpy()
     groups = bundled.reference.group_of([len(w) for w in test])
-    assert 0.09 <= (p >= 90).mean() <= 0.11 and 0.005 <= (p >= 99).mean() <= 0.025
+    assert 0.08 <= (p >= 90).mean() <= 0.12 and 0.003 <= (p >= 99).mean() <= 0.025
     for g in range(len(bundled.reference.starts)):
-        assert 0.07 <= (p[groups == g] >= 90).mean() <= 0.13, f"length group {g}"
+        assert 0.05 <= (p[groups == g] >= 90).mean() <= 0.16, f"length group {g}"
 
 
 def random_strings(n: int, seed: int = 0) -> list[str]:
@@ -264,3 +281,17 @@ GIBBERISH = ["xqzzyv", "bcdfghk", "qqqqqq", "zxcvbnm", "asdfgh", "qwerty", "qwer
 def test_strings_nobody_calls_a_name_land_above_the_95th_percentile(bundled):
     r = score_names(bundled.model, GIBBERISH + ["emma", "olivia"], bundled.vocab, reference=bundled.reference)
     assert (r.percentile[:-2] > 95).all() and (r.percentile[-2:] < 5).all(), r.percentile.tolist()
+
+
+def test_real_names_as_written_sit_below_the_95th_and_junk_at_the_top(monkeypatch, capsys):
+    """The issue's check: names of six countries as their owners write them, and three strings nobody
+    calls a name, piped to ``score``: every row has a percentile."""
+    names = ["José", "Łukasz", "Svetlana", "Ελένη", "Ngozi", "Kyoko", "xqzzyv", "zxcvbnm", "qqqqqq"]
+    code, out, err = run_main(["score", "--format", "tsv", "--threads", "1"], monkeypatch, capsys,
+                              stdin="\n".join(names) + "\n")
+    assert code == 0 and "refused" not in err, err
+    rows = [row.split("\t") for row in out.splitlines()[1:]]
+    header = out.splitlines()[0].split("\t")
+    percentile = [float(r[header.index("percentile")]) for r in rows]
+    assert [r[header.index("name")] for r in rows] == names
+    assert all(p < 95 for p in percentile[:6]) and all(p >= 99 for p in percentile[6:]), percentile

@@ -5,7 +5,7 @@ import os
 from .errors import CheckpointError, DataError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# the bundled model: the small recipe trained on the bundled names (data/build_model.py makes both files)
+# the bundled model: the small recipe trained on data/world.tsv (data/build_model.py makes both files)
 BUNDLED_MODEL = os.path.join(PACKAGE_DIR, "bundled", "model.pt")
 BUNDLED_RECORD = os.path.join(PACKAGE_DIR, "bundled", "model.json")  # its sha256, losses and how it was made
 
