@@ -581,13 +581,16 @@ def test_metrics_name_the_precision_that_ran(precision, small_names, tmp_path):
     assert lines[-1].endswith(f"; cpu, {ran}, 1 thread)") and metrics["torch_threads"] == 1
 
 
-@pytest.mark.parametrize("n_dev,notes", [(100, 1), (399, 1), (400, 0), (3247, 0)])
-def test_small_data_is_said_before_training(n_dev, notes):
+@pytest.mark.parametrize("n_dev,keep_best,notes", [(100, False, 1), (399, False, 1), (400, False, 0), (3247, False, 0),
+                                                  (5, True, 2), (100, True, 2), (399, True, 2), (400, True, 0)])
+def test_small_data_is_said_before_training(n_dev, keep_best, notes):
     from wavenet_conv.training.train import SMALL_DEV, small_data_notes
 
-    said = small_data_notes(n_dev)
+    said = small_data_notes(n_dev, keep_best)
     assert len(said) == notes and all(n.startswith("note: ") for n in said) and SMALL_DEV == 400
     assert not said or f"from {n_dev:,} dev names" in said[0]
+    if keep_best and said:
+        assert f"lowest val loss of {n_dev:,} dev names" in said[1] and "by chance" in said[1]
 
 
 def test_the_command_line_says_small_data_on_stderr(small_names, tmp_path, monkeypatch, capsys):
@@ -597,6 +600,7 @@ def test_the_command_line_says_small_data_on_stderr(small_names, tmp_path, monke
                                *SMALL_ARGS], monkeypatch, capsys)
     assert code == 0, err
     assert "wavenet-conv train: note: percentiles from 100 dev names" in err and "note:" not in out
+    assert "note: keep_best picks the weights of the lowest val loss of 100 dev names" in err  # the default recipe keeps the best
 
 
 def test_a_finished_run_goes_on_bit_for_bit_where_its_schedule_allows(small_names, tmp_path):

@@ -410,7 +410,7 @@ def restore(run: Run, ckpt: Checkpoint, path) -> None:
 def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult:
     """``train`` once the run is set up: the steps, then ``finish`` (or a checkpoint when stopped early)."""
     log(describe(run))
-    for note in run.notes + small_data_notes(len(run.splits[1])):
+    for note in run.notes + small_data_notes(len(run.splits[1]), run.config.keep_best):
         log(note)
     end = run.config.steps if stop_at is None else min(run.config.steps, stop_at)
     bar = Progress(run.config.steps, run.step, enabled=progress)
@@ -438,16 +438,25 @@ def train_run(run: Run, stop_at: int | None, progress: bool, log) -> TrainResult
 
 
 SMALL_DEV = 400  # dev names below which percentiles are weak (experiments/results/small_reference.md)
+# the standard deviation of a val loss of n dev names over draws of them (experiments/results/val_spread.md)
+VAL_SPREAD = ((20, 0.126), (50, 0.080), (100, 0.056), (200, 0.040), (400, 0.027))
 
 
-def small_data_notes(n_dev: int) -> list[str]:
-    """What a dev split of ``n_dev`` names makes weak, said before training (a line starting "note: ")."""
+def small_data_notes(n_dev: int, keep_best: bool = False) -> list[str]:
+    """What a dev split of ``n_dev`` names makes weak, said before training (lines starting "note: "):
+    its percentiles, and with ``keep_best`` the choice of the weights kept."""
     if n_dev >= SMALL_DEV:
         return []
-    return [f"note: percentiles from {n_dev:,} dev names (10% of the names file) are rough: with fewer than "
-            f"{SMALL_DEV:,} the share of ordinary names at or above the 90th ranges past 7-13% (at 100 dev names, "
-            f"7.7-16.5% in 90% of draws: experiments/results/small_reference.md), and one table serves every name length (a length "
-            f"group needs {MIN_GROUP}), so short names land at the top more often"]
+    notes = [f"note: percentiles from {n_dev:,} dev names (10% of the names file) are rough: with fewer than "
+             f"{SMALL_DEV:,} the share of ordinary names at or above the 90th ranges past 7-13% (at 100 dev names, "
+             f"7.7-16.5% in 90% of draws: experiments/results/small_reference.md), and one table serves every name length (a length "
+             f"group needs {MIN_GROUP}), so short names land at the top more often"]
+    if keep_best:
+        n, spread = next((n, s) for n, s in VAL_SPREAD if n >= n_dev)
+        notes.append(f"note: keep_best picks the weights of the lowest val loss of {n_dev:,} dev names: a val loss of "
+                     f"{n:,} names moves by about {spread} nats per target between draws of them (experiments/results/"
+                     "val_spread.md): reports closer than that are told apart by chance, the step kept partly too")
+    return notes
 
 
 def epochs(run: Run) -> float:
