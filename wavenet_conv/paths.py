@@ -21,7 +21,7 @@ def bundled_names() -> str:
 
 def bundled_model() -> str:
     """Path of the bundled model, wavenet_conv/bundled/model.pt: the ``small`` recipe trained on the
-    bundled names (``load_model()`` loads it; data/build_model.py makes it)."""
+    first names of data/world.tsv (``load_model()`` loads it; data/build_model.py makes it)."""
     if os.path.exists(BUNDLED_MODEL):
         return BUNDLED_MODEL
     raise CheckpointError(f"the bundled model is missing ({BUNDLED_MODEL}): give a run folder or checkpoint of your own, "

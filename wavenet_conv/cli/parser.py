@@ -41,7 +41,7 @@ FLAGS = {"n": "-n", "threads": "--threads", "cpus_per_worker": "--threads", "tea
 EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the input (a names file, option, checkpoint or run folder) or "
                  "a system error (e.g. a full disk), one line on stderr; 3 training diverged (a non-finite loss: "
                  "the last good checkpoint stays); 130 interrupted (Ctrl-C).")
-BUNDLED_HELP = "the bundled model, the small recipe trained on the bundled names"  # score's and sample's RUN
+BUNDLED_HELP = "the bundled model, the small recipe trained on first names of many countries (data/world.tsv)"  # score's and sample's RUN
 PERCENTILE_HELP = ("percentile: how unusual a name is, 0-100: the share of the run's reference names (held-out names "
                    "of about its length, which it did not train on) that are less unusual than it (a lower nats per "
                    "target); blank (null) for a run without them, with a note on stderr saying why.")
@@ -193,9 +193,8 @@ def add_score(sub, common) -> None:
                        description="Score a list of names of any length, streamed a chunk at a time: one row per "
                                    "name, in input order, with its line number, total nats, targets (characters + "
                                    f"the end token), nats per target and percentile. {PERCENTILE_HELP} "
-                                   "A name may use only the characters of "
-                                   "the run's training names (a-z for the bundled names and the lecture's file); "
-                                   "blank lines are skipped. A closing line on stderr counts what was scored and "
+                                   "A character the run never trained on scores as its unknown-character token (a "
+                                   "run saved before 1.1 has none and refuses it); blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
     s.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder or checkpoint file (default: {BUNDLED_HELP}); "
                    "given one path, it is RUN when it is a run folder or a checkpoint file, else FILE")

@@ -88,7 +88,7 @@ LoadedModel = LoadedRun  # its name before 1.1
 def load_model(path_or_run: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                form: str | None = None) -> LoadedRun:
     """Load a trained model from a run folder or checkpoint file; None: the bundled model
-    (``paths.bundled_model()``, the ``small`` recipe trained on the bundled names).
+    (``paths.bundled_model()``, the ``small`` recipe trained on data/world.tsv).
 
     ``device``: where to put it ("cpu", "cuda", or "auto": cuda when available).
     ``form``: "conv" or "tree" to get that form of a tree/conv model (same weights), None as trained.
