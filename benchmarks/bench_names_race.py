@@ -30,3 +30,25 @@ def test_names_race_quick(request, capsys):
     assert len(flagged) == 2 * (len(CONTENDERS) - 1) and all(cell.endswith("%") for row in flagged for cell in row[2:])
     calibration = tables[3].splitlines()
     assert calibration[2].startswith("| every held-out source |") and any("test split, ssa, LATIN" in r for r in calibration)
+
+
+def test_the_remembered_kneser_ney_gives_nltks_numbers(request):
+    """KneserNey remembers every order's probabilities: the same nats as NLTK's model without it."""
+    if not request.config.getoption("benchmark_disable"):
+        pytest.skip("a check of benchmarks/names_race.py: run with --benchmark-disable")
+    pytest.importorskip("nltk", reason="the race's extra: pip install -e '.[race]'")
+    import math
+
+    from nltk.lm import KneserNeyInterpolated
+    from nltk.lm.preprocessing import padded_everygram_pipeline
+
+    import names_race
+
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper", "evelyn", "abigail"] * 3
+    ours = names_race.KneserNey(words, discount=0.75)
+    plain = KneserNeyInterpolated(5, discount=0.75)
+    plain.fit(*padded_everygram_pipeline(5, [list(w) for w in words]))
+    for word in ["emma", "amelie", "xqzzyv", "ωμεγα"]:
+        seq = ["<s>"] * 4 + list(word) + ["</s>"]
+        nats = -sum(math.log(max(plain.score(seq[i], seq[i - 4:i]), 1e-6)) for i in range(4, len(seq))) / (len(word) + 1)
+        assert ours(word) == nats and ours(word) == nats  # the second call: from what it remembered
