@@ -10,8 +10,8 @@ normalized as the model normalizes: the faker locales that data/build_world.py k
 (``HELD_OUT``), and the first-name dictionary shipped by gender-guesser (Joerg Michael's nam_dict, a
 source nothing here trains on; GNU FDL), the names of each of its countries' columns at a frequency of
 at least ``NAM_FREQUENCY`` on its logarithmic 1-13 scale. Negatives, seeded: random letters, keyboard
-walks and repeated patterns (``percentile_auc``'s), and shuffled names (a positive's letters in a
-random order, of a one-word name, when that is no name of the data).
+walks and repeated patterns (``percentile_auc``'s), and shuffled names (a one-word positive's letters,
+lowercased, in a random order, when that is no name of the data).
 
 Contenders, the count models trained on the model's training split (the lecture split of
 data/world.tsv, normalized as the model normalizes): the model's percentile (and its nats per target);

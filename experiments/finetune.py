@@ -56,7 +56,8 @@ def split(everything: list[str]) -> tuple[list[str], list[str]]:
     """(the names file's names, the held-out names): those held out are none of data/world.tsv's."""
     known = {normalize(n, "both") for n, _ in build_world.read()}
     held = [n for n in everything if normalize(n, "both") not in known][:HELD_OUT]
-    return [n for n in everything if n not in set(held)][:FILE_NAMES], held
+    out = {normalize(n, "both") for n in held}  # nor a name of the file that reads as one of them
+    return [n for n in everything if normalize(n, "both") not in out][:FILE_NAMES], held
 
 
 def held_out_loss(result, held: list[str]) -> float:

@@ -591,6 +591,7 @@ def test_small_data_is_said_before_training(n_dev, keep_best, notes):
     assert not said or f"from {n_dev:,} dev names" in said[0]
     if keep_best and said:
         assert f"lowest val loss of {n_dev:,} dev names" in said[1] and "by chance" in said[1]
+        assert {5: "more than 0.126", 100: "about 0.056", 399: "about 0.04"}[n_dev] in said[1]  # the spread at n_dev or below
 
 
 def test_the_command_line_says_small_data_on_stderr(small_names, tmp_path, monkeypatch, capsys):

@@ -452,10 +452,11 @@ def small_data_notes(n_dev: int, keep_best: bool = False) -> list[str]:
              f"7.7-16.5% in 90% of draws: experiments/results/small_reference.md), and one table serves every name length (a length "
              f"group needs {MIN_GROUP}), so short names land at the top more often"]
     if keep_best:
-        n, spread = next((n, s) for n, s in VAL_SPREAD if n >= n_dev)
+        n, spread = max(((n, s) for n, s in VAL_SPREAD if n <= n_dev), default=VAL_SPREAD[0])
+        moves = f"{'about' if n <= n_dev else 'more than'} {spread} nats per target"
         notes.append(f"note: keep_best picks the weights of the lowest val loss of {n_dev:,} dev names: a val loss of "
-                     f"{n:,} names moves by about {spread} nats per target between draws of them (experiments/results/"
-                     "val_spread.md): reports closer than that are told apart by chance, the step kept partly too")
+                     f"{n_dev:,} names moves by {moves} between draws of them (experiments/results/val_spread.md): "
+                     "reports closer than that are told apart by chance, the step kept partly too")
     return notes
 
 
