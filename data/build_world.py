@@ -133,7 +133,7 @@ def read(path: str = OUT) -> list[tuple[str, str]]:
 
 
 def summary(table: list[tuple[str, str]]) -> str:
-    by_source = Counter(s.split(":")[0] if s == "ssa" else "faker" for _, s in table)
+    by_source = Counter("ssa" if s == "ssa" else "faker" for _, s in table)
     by_script = Counter(script_of(n) for n, _ in table)
     return (f"{len(table):,} rows, {len({n for n, _ in table}):,} distinct names, "
             f"{len({s for _, s in table})} sources ({dict(by_source)}), scripts {dict(by_script)}")

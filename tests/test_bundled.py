@@ -256,7 +256,7 @@ def test_its_percentiles_are_calibrated_on_held_out_names(bundled, splits):
     groups = bundled.reference.group_of([len(w) for w in test])
     assert 0.08 <= (p >= 90).mean() <= 0.12 and 0.003 <= (p >= 99).mean() <= 0.025
     for g in range(len(bundled.reference.starts)):
-        assert 0.05 <= (p[groups == g] >= 90).mean() <= 0.16, f"length group {g}"
+        assert 0.06 <= (p[groups == g] >= 90).mean() <= 0.14, f"length group {g}"  # ~300 names a group: 10 +- 4
 
 
 def random_strings(n: int, seed: int = 0) -> list[str]:

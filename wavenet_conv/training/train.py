@@ -650,7 +650,8 @@ def finish(run: Run, log) -> TrainResult:
     metrics = {**losses, "kept_step": kept_step, **run_metrics(run)}
     if tc.keep_best:
         log(f"kept the weights of step {kept_step:,}, the lowest val loss (keep_best)"
-            + (f"; those of step {run.step:,} go" if kept_step != run.step else ": the last step's"))
+            + (": the last step's" if kept_step == run.step else f"; step {run.step:,}'s stay in the checkpoint, to go on from"
+               if run.run_dir is not None else f"; those of step {run.step:,} go"))
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
         + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
