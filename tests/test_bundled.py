@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ from wavenet_conv.inference.sampling import MAX_LEN
 from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD, bundled_model
 from wavenet_conv.store.checkpoint import Checkpoint, is_run_path
 from wavenet_conv.training.source import read_data
+sys.path.insert(0, os.path.join(ROOT, "data"))
+import build_model  # noqa: E402
 
 MAX_BYTES = 400_000
 WORLD = os.path.join(ROOT, "data", "world.tsv")
@@ -75,6 +78,7 @@ def test_the_file_is_small_and_the_one_recorded(record):
 def test_it_is_the_small_recipe_at_the_lectures_size(bundled, record):
     ckpt = bundled.checkpoint
     assert ckpt.train_config.recipe == record["recipe"] == "small" and ckpt.finished
+    assert ckpt.train_config.steps == build_model.STEPS  # the command pins the length it was built with
     V = len(bundled.vocab)  # '.', the letters of three scripts, a few signs, the unknown token
     assert ckpt.model_config == ModelConfig(vocab_size=V) and ckpt.kind == "conv"
     assert sum(p.numel() for p in bundled.model.parameters()) == record["params"] == 76_579 + (24 + 129) * (V - 27)

@@ -557,16 +557,18 @@ def test_sample_streams_batches_of_bounded_memory(trained_run, monkeypatch, caps
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 10
 
 
-@pytest.mark.parametrize("argv,n_hidden,steps,swa,teachers", [
-    ([], 128, 1600, 0.0, 0),
-    (["--recipe", "small"], 128, 6000, 0.25, 2),
-    (["--recipe", "best"], 384, 4000, 0.25, 2),
+@pytest.mark.parametrize("argv,n_hidden,length,swa,teachers", [
+    ([], 128, 16.0, 0.0, 0),
+    (["--recipe", "small"], 128, 30.0, 0.25, 2),
+    (["--recipe", "best"], 384, 20.0, 0.25, 2),
     (["--recipe", "best", "--n-hidden", "64", "--steps", "10"], 64, 10, 0.25, 2),
-    (["--recipe", "best", "--distill", "0"], 384, 4000, 0.25, 0),
-    (["--recipe", "wide"], 384, 4000, 0.25, 0),
-    (["--recipe", "gpu"], 128, 400, 0.0, 0),
+    (["--recipe", "best", "--distill", "0"], 384, 20.0, 0.25, 0),
+    (["--recipe", "wide"], 384, 20.0, 0.25, 0),
+    (["--recipe", "gpu"], 128, 16.0, 0.0, 0),
+    (["--recipe", "lecture"], 128, 200_000, 0.0, 0),
 ])
-def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, teachers, monkeypatch, capsys, tmp_path):
+def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, length, swa, teachers, monkeypatch, capsys, tmp_path):
+    """A recipe's model and its length: epochs (a float), or steps given (an int)."""
     seen = {}
 
     def fake_train(model_config, config, teachers=None, *args, **kw):  # train, or train_recipe (teachers first)
@@ -577,7 +579,9 @@ def test_a_recipe_names_the_model_and_its_training(argv, n_hidden, steps, swa, t
     monkeypatch.setattr(commands_module, "train_recipe", fake_train)
     code, _, _ = run_main(["train", "--out", tmp_path / "r", *argv], monkeypatch, capsys)
     assert code == 130
-    assert seen["model"].n_hidden == n_hidden and seen["config"].steps == steps and seen["config"].swa == swa
+    config = seen["config"]
+    assert seen["model"].n_hidden == n_hidden and config.swa == swa
+    assert (config.epochs, config.steps) == ((length, 1600) if isinstance(length, float) else (None, length))
     assert len(seen["teachers"]) == teachers
 
 

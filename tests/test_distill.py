@@ -231,8 +231,8 @@ def test_the_cli_gives_the_teachers_the_device_and_precision(monkeypatch, capsys
     code, _, _ = run_main(["train", "--recipe", "best", "--out", tmp_path / "r", "--precision", "float32", "--device", "cpu",
                            "--steps", "10", "--seed", "5"], monkeypatch, capsys)
     assert code == 130 and seen["config"].steps == 10
-    assert [(t.precision, t.device, t.seed, t.steps) for _, t in seen["teachers"]] == [("float32", "cpu", 6, 2500),
-                                                                                       ("float32", "cpu", 7, 2500)]
+    assert [(t.precision, t.device, t.seed, t.epochs) for _, t in seen["teachers"]] == [("float32", "cpu", 6, 12.5),
+                                                                                        ("float32", "cpu", 7, 12.5)]
 
 
 def interrupt_on_call(monkeypatch, calls: int, also=None):

@@ -19,8 +19,8 @@ from wavenet_conv import sample_names
 from wavenet_conv.store.checkpoint import Checkpoint
 from wavenet_conv.store.loaded import load_model
 from wavenet_conv.training.minibatches import NameBatches, add_input_noise, recalibrate_batchnorm
-from wavenet_conv.models.config import TrainConfig, recipe
-from wavenet_conv.training.optim import averaging, lr_at, make_optimizer
+from wavenet_conv.models.config import TrainConfig, recipe, recipe_teachers
+from wavenet_conv.training.optim import averaging, lr_at, make_optimizer, sized
 from wavenet_conv.training.progress import Progress
 from wavenet_conv.training.train import saved_config, train
 from wavenet_conv.data import MIN_NAMES
@@ -734,6 +734,23 @@ def test_a_run_in_epochs_resumes_bit_for_bit_and_goes_on_in_epochs(small_names, 
     assert same_weights(resumed.model, whole.model) and resumed.metrics["steps"] == whole.metrics["steps"] == 50
     longer = train(config=replace(tc, epochs=4), resume=tmp_path / "a", log=None)
     assert longer.metrics["steps"] == 100 and longer.metrics["epochs"] == pytest.approx(4, rel=0.01)
+
+
+@pytest.mark.parametrize("name,steps,teacher_steps", [
+    ("default", 3204, None), ("finetune", 1602, None), ("small", 6007, 4005), ("best", 4005, 2503), ("wide", 4005, None),
+    ("gpu", 401, None), ("lecture", 200_000, None)])
+def test_recipes_but_the_lecture_s_are_sized_by_the_file(name, steps, teacher_steps):
+    """Every recipe but the lecture's in epochs: on the lecture's 25,626 training names about the steps
+    measured before (small 6,000, wide and best 4,000, best's teachers 2,500, gpu 400); a file of 2,000
+    training names gets as many passes in fewer steps. Steps given replace a recipe's epochs, and its
+    teachers' (train --steps, recipe_teachers(steps=...))."""
+    tc, teachers = recipe(name), recipe_teachers(name)
+    assert sized(tc, 25_626).steps == steps and (tc.epochs is None) == (name == "lecture")
+    assert [sized(t, 25_626).steps for _, t in teachers] == ([teacher_steps] * 2 if teacher_steps else [])
+    if tc.epochs is not None:
+        assert sized(tc, 2_000).steps == math.ceil(tc.epochs * 2_000 / tc.batch_size)
+    assert recipe(name, steps=10).steps == 10 and recipe(name, steps=10).epochs is None
+    assert all(t.steps == 10 and t.epochs is None for _, t in recipe_teachers(name, steps=10))
 
 
 def test_steps_and_epochs_are_one_length():

@@ -48,8 +48,9 @@ PERCENTILE_HELP = ("percentile: how unusual a name is, 0-100: the share of the r
 RECIPE_HELP = ("default: the lecture's model, conv form, 16 epochs of whole names of any file, AdamW, the best val report's weights kept; small: the best found at the "
                "lecture's 76,579 parameters; best: the best single model found, 621,603 parameters; small and best "
                "first train two wide teachers (OUT/teacher-0, OUT/teacher-1) and distill from them; wide: the best "
-               "trained on the names alone, 621,603 parameters; finetune (with --init, its default): 8 epochs at lr 3e-3; gpu: the default's model in 400 steps of 1,024 names, "
-               "for a GPU; lecture: the lecture's own recipe, tree form, 200k SGD steps. Options given override the "
+               "trained on the names alone, 621,603 parameters; finetune (with --init, its default): 8 epochs at lr 3e-3; gpu: the default's model, 16 epochs of 1,024 names a step, "
+               "for a GPU; lecture: the lecture's own recipe, tree form, 200k SGD steps. Every recipe but lecture's is in epochs "
+               "of the file's training split. Options given override the "
                "recipe's: the student's (--device and --precision also the teachers')")
 
 

@@ -240,6 +240,9 @@ TEXT_FIELDS = ("normalize", "unknown", "unknown_rate", "rare_chars", "column")
 
 SEED_LIMIT = 2**32  # TrainConfig.seed: seeds of torch's generators, also scaled by 1,000,003 and offset by the step
 
+# Every recipe but the lecture's gives its length in epochs of the training split, so that a file of
+# 2,000 strings gets as many passes as the lecture's 32,033 names (its steps then: small 6,007, wide
+# and best 4,005, best's teachers 2,503, gpu 401)
 RECIPES = {
     # the lecture's model, conv form: 16 epochs of whole names packed without padding, weight decay 0.5
     # (chosen on files of 500 to 30,000 names and usernames: experiments/results/sizing.md), AdamW, a
@@ -251,18 +254,18 @@ RECIPES = {
     # the best found with at most the lecture's 76,579 parameters: its model, 30 epochs, strong weight
     # decay, the weights averaged over the last quarter, trained on the averaged distributions of two
     # ``wide`` teachers (distill 1: the names' own next characters only through them)
-    "small": dict(steps=6000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=1.0, teachers=dict(recipe="wide", count=2)),
+    "small": dict(epochs=30.0, lr=6e-3, weight_decay=0.5, swa=0.25, distill=1.0, teachers=dict(recipe="wide", count=2)),
     # the best single model found: 3 tanh layers 384 wide (621,603 parameters), 20 epochs, strong
     # weight decay, weights averaged over the last quarter, distilled from two ``wide`` teachers of
     # 12.5 epochs (0.8 of the loss on their averaged distributions)
-    "best": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25, distill=0.8,
-                 teachers=dict(recipe="wide", count=2, steps=2500)),
+    "best": dict(model=dict(n_hidden=384), epochs=20.0, lr=6e-3, weight_decay=0.5, swa=0.25, distill=0.8,
+                 teachers=dict(recipe="wide", count=2, epochs=12.5)),
     # the best trained on the names alone (no teachers), and the teachers of small and best: 3 tanh
     # layers 384 wide (621,603 parameters), 20 epochs, strong weight decay, weights averaged
-    "wide": dict(model=dict(n_hidden=384), steps=4000, lr=6e-3, weight_decay=0.5, swa=0.25),
+    "wide": dict(model=dict(n_hidden=384), epochs=20.0, lr=6e-3, weight_decay=0.5, swa=0.25),
     # for a GPU, where a step of 128 names is all kernel launches: the lecture's model, 1,024 names a
-    # step, 16 epochs in 400 steps, lr 3e-2, weight decay 0.3 (its val: benchmarks/PERFORMANCE.md)
-    "gpu": dict(batch_size=1024, steps=400, lr=3e-2, warmup=25, weight_decay=0.3),
+    # step, 16 epochs (401 steps of the lecture's names), lr 3e-2, weight decay 0.3 (its val: benchmarks/PERFORMANCE.md)
+    "gpu": dict(batch_size=1024, epochs=16.0, lr=3e-2, warmup=25, weight_decay=0.3),
     # the lecture's: the tree on 32 random contexts, plain SGD, lr 0.1 then 0.01 for the last quarter
     "lecture": dict(form="tree", steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step",
                     warmup=0, decay_at=0.75, lr_decay=0.1, weight_decay=0.0, precision="float32", checkpoint_every=20_000,
@@ -282,10 +285,19 @@ def recipe(name: str = "default", **overrides) -> TrainConfig:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     check_length(overrides)
     train = {k: v for k, v in RECIPES[name].items() if k not in ("model", "teachers")}
-    if "steps" in overrides:
-        train.pop("epochs", None)
+    train = lengthened(train, overrides)
     base = TrainConfig(recipe=name, **train).to_dict()
     return TrainConfig.from_dict({**base, **overrides})
+
+
+def lengthened(fields: dict, overrides: dict) -> dict:
+    """A recipe's ``fields`` less the length that ``overrides`` replaces: their steps replace its
+    epochs, their epochs its steps."""
+    out = dict(fields)
+    for given, replaced in (("steps", "epochs"), ("epochs", "steps")):
+        if overrides.get(given) is not None:
+            out.pop(replaced, None)
+    return out
 
 
 def check_length(overrides: dict) -> None:
@@ -314,6 +326,7 @@ def recipe_teachers(name: str = "default", seed: int | None = None, **overrides)
         return []
     base, count = spec.pop("recipe"), spec.pop("count")
     seed = recipe(name).seed if seed is None else seed
+    spec = lengthened(spec, overrides)
     return [(recipe_model(base), recipe(base, **{**spec, **overrides, "seed": (seed + 1 + k) % SEED_LIMIT}))
             for k in range(count)]
 
