@@ -30,6 +30,10 @@ def test_names_race_quick(request, capsys):
     assert len(flagged) == 2 * (len(CONTENDERS) - 1) and all(cell.endswith("%") for row in flagged for cell in row[2:])
     calibration = tables[3].splitlines()
     assert calibration[2].startswith("| every held-out source |") and any("test split, ssa, LATIN" in r for r in calibration)
+    designs = [row.strip("| ").split(" | ") for row in tables[4].splitlines()[2:]]
+    assert [row[0] for row in designs] == ["by length group, nats per target (shipped)", "one table, nats per target",
+                                           "one table, nats less log 26 a letter"]
+    assert all(0.5 < float(cell) <= 1 for row in designs for cell in row[1:5])
 
 
 def test_the_remembered_kneser_ney_gives_nltks_numbers(request):

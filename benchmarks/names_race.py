@@ -45,6 +45,7 @@ from percentile_auc import NEGATIVES, auc  # noqa: E402
 from wavenet_conv import load_model  # noqa: E402
 from wavenet_conv.data import lecture_split  # noqa: E402
 from wavenet_conv.device import cpu_name  # noqa: E402
+from wavenet_conv.inference.percentiles import build_table  # noqa: E402
 
 NAM_FREQUENCY = 3
 PER_SOURCE = 200  # positives of a source, at most (a seeded sample): NLTK scores some 100 names a second
@@ -201,7 +202,8 @@ def race(loaded, quick: bool) -> list[str]:
     rivals = contenders(loaded, split)
     scores = {name: scored(fn, lists) for name, (fn, _) in rivals.items()}
     return (header(loaded, by_source, lists) + auc_table(scores) + flagged_table(rivals, scores)
-            + calibration(rivals["model (percentile)"][0], pos, by_source, split, sources))
+            + calibration(rivals["model (percentile)"][0], pos, by_source, split, sources) + [""]
+            + designs(loaded.scorer(), split, lists))
 
 
 def sample(rng, names: list[str], n: int) -> list[str]:
@@ -259,6 +261,31 @@ def calibration(fn, pos: list[str], by_source: dict, split: dict, sources: dict)
     for source, words in groups.items():
         p = fn(words)
         lines.append(f"| {source} | {len(words):,} | {(p >= 99).mean():.1%} | {(p >= 95).mean():.1%} |")
+    return lines
+
+
+def designs(scorer, split: dict, lists: dict) -> list[str]:
+    """The percentile's design, measured: each a table of the dev names that are no training name (the
+    shipped one by length group), and of a statistic: nats per target, or nats less ``log 26`` a letter
+    (the likelihood ratio against uniform random letters, one table for every length)."""
+    train = set(split["train"])
+    results = {k: scorer.names(v) for k, v in {"reference": [w for w in split["dev"] if w not in train], **lists}.items()}
+    per_target = {k: ((r.nll / r.n_targets).numpy(), (r.n_targets - 1).numpy()) for k, r in results.items()}
+    ratio = {k: ((r.nll - math.log(26) * (r.n_targets - 1)).numpy(), np.zeros(len(r.nll), dtype=np.int64))
+             for k, r in results.items()}
+    one_group = {k: (stat, np.zeros_like(lengths)) for k, (stat, lengths) in per_target.items()}
+    kinds = [k for k in lists if k != "positives"]
+    lines = ["| percentile design | " + " | ".join(f"AUC, {k}" for k in kinds) + " | real names at or above the 99th, 95th | "
+             + " | ".join(f"{k} at or above the 99th" for k in kinds[:3]) + " | real names of 2-3 letters at or above the 95th |",
+             "|---|" + "---:|" * (2 * len(kinds) + 1)]
+    short = (results["positives"].n_targets - 1).numpy() <= 3
+    for name, stats in (("by length group, nats per target (shipped)", per_target),
+                        ("one table, nats per target", one_group), ("one table, nats less log 26 a letter", ratio)):
+        table = build_table(*stats["reference"])
+        p = {k: table.percentile(*stats[k]) for k in lists}
+        lines.append(f"| {name} | " + " | ".join(f"{auc(p['positives'], p[k]):.4f}" for k in kinds)
+                     + f" | {(p['positives'] >= 99).mean():.1%}, {(p['positives'] >= 95).mean():.1%} | "
+                     + " | ".join(f"{(p[k] >= 99).mean():.1%}" for k in kinds[:3]) + f" | {(p['positives'][short] >= 95).mean():.1%} |")
     return lines
 
 
