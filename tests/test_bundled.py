@@ -130,10 +130,16 @@ def test_its_reference_table_is_the_dev_names_it_never_trained_on(bundled, split
     assert table.names == len(unseen(splits[1], splits)) < 0.8 * len(splits[1]) and bundled.reference is not None
 
 
-def test_no_path_and_its_path_load_the_same_model(bundled):
-    again = load_model(bundled_model())
+@pytest.mark.parametrize("name", ["path", "bundled"])
+def test_no_path_its_path_and_its_name_load_the_same_model(bundled, name, monkeypatch, capsys, tmp_path):
+    """load_model(), load_model(its path) and load_model("bundled") are one model; so are sample and
+    sample bundled (the word --init takes too)."""
+    again = load_model(bundled_model() if name == "path" else "bundled")
     assert bundled.path == again.path
     assert all(torch.equal(a, b) for a, b in zip(bundled.model.state_dict().values(), again.model.state_dict().values()))
+    monkeypatch.chdir(tmp_path)  # no folder named bundled here
+    outs = [run_main(["sample", *run, "-n", 3, "--seed", 1], monkeypatch, capsys) for run in ([], [again.path if name == "path" else "bundled"])]
+    assert outs[0][0] == outs[1][0] == 0 and outs[0][1] == outs[1][1] and len(outs[0][1].splitlines()) == 3
 
 
 def test_a_missing_bundled_model_is_one_line(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # the bundled model: the small recipe trained on data/world.tsv (data/build_model.py makes both files)
 BUNDLED_MODEL = os.path.join(PACKAGE_DIR, "bundled", "model.pt")
 BUNDLED_RECORD = os.path.join(PACKAGE_DIR, "bundled", "model.json")  # its sha256, losses and how it was made
+BUNDLED = "bundled"  # the bundled model's name where a run is asked for (load_model, score, sample, train --init)
 
 
 def bundled_names() -> str:
@@ -26,3 +27,9 @@ def bundled_model() -> str:
         return BUNDLED_MODEL
     raise CheckpointError(f"the bundled model is missing ({BUNDLED_MODEL}): give a run folder or checkpoint of your own, "
                     "or rebuild it with python data/build_model.py")
+
+
+def run_path(run) -> str | os.PathLike:
+    """A run folder or checkpoint asked for: ``run`` itself, or the bundled model's path for None or
+    ``BUNDLED``."""
+    return bundled_model() if run is None or os.fspath(run) == BUNDLED else run

@@ -197,7 +197,7 @@ def add_score(sub, common) -> None:
                                    "A character the run never trained on scores as its unknown-character token (a "
                                    "run saved before 1.1 has none and refuses it); blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
-    s.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder or checkpoint file (default: {BUNDLED_HELP}); "
+    s.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder, a checkpoint file or 'bundled' (the default: {BUNDLED_HELP}); "
                    "given one path, it is RUN when it is a run folder or a checkpoint file, else FILE")
     s.add_argument("file", nargs="?", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
                    "with --engine ray also a folder, a glob, a URI, or Parquet")
@@ -248,7 +248,7 @@ def add_score(sub, common) -> None:
 
 def add_sample(sub, common) -> None:
     g = sub.add_parser("sample", parents=[common], help="sample names from a trained model (cached generation)")
-    g.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder or checkpoint file (default: {BUNDLED_HELP})")
+    g.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder, a checkpoint file or 'bundled' (the default: {BUNDLED_HELP})")
     g.add_argument("-n", "--num", dest="num", type=int, default=20, help="how many (20)")
     g.add_argument("--seed", type=torch_seed, default=None, help="random seed (default: unseeded)")
     g.add_argument("--temperature", type=float, default=1.0, help="divides the logits (1.0)")

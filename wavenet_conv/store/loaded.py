@@ -20,7 +20,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError
 from ..inference.percentiles import ReferenceTable
 from ..inference.scoring import Scorer
-from ..paths import bundled_model
+from ..paths import run_path
 from .checkpoint import KINDS, Checkpoint, in_word_hashes, resolve
 from .reference import reference_of
 from ..validate import one_of
@@ -87,7 +87,7 @@ LoadedModel = LoadedRun  # its name before 1.1
 
 def load_model(path_or_run: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                form: str | None = None) -> LoadedRun:
-    """Load a trained model from a run folder or checkpoint file; None: the bundled model
+    """Load a trained model from a run folder or checkpoint file; None or "bundled": the bundled model
     (``paths.bundled_model()``, the ``small`` recipe trained on data/world.tsv).
 
     ``device``: where to put it ("cpu", "cuda", or "auto": cuda when available).
@@ -95,7 +95,7 @@ def load_model(path_or_run: str | os.PathLike | None = None, device: str | torch
 
     >>> model, vocab, meta = load_model("runs/my-run")          # doctest: +SKIP
     """
-    path = resolve(bundled_model() if path_or_run is None else path_or_run)
+    path = resolve(run_path(path_or_run))
     ckpt = Checkpoint.load(path)
     model = ckpt.model(str(path))
     if form is not None and form != ckpt.kind:

@@ -11,7 +11,6 @@ same probability, and a name with a new character the one RUN gave it as the unk
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 
 import torch
@@ -21,7 +20,7 @@ from ..errors import ConfigError
 from ..models.config import ModelConfig, TrainConfig
 from ..models.conv import ConvModel
 from ..models.tree import TreeModel
-from ..paths import bundled_model
+from ..paths import run_path
 from ..store.checkpoint import Checkpoint, resolve
 from .distill import record
 
@@ -29,7 +28,7 @@ from .distill import record
 def load_init(init) -> tuple[Checkpoint, dict]:
     """The checkpoint a run starts from (a run folder, a checkpoint file, or "bundled": the model the
     package carries) and its record {"path", "sha256"}."""
-    path = resolve(bundled_model() if os.fspath(init) == "bundled" else init)
+    path = resolve(run_path(init))
     ckpt = Checkpoint.load(path)
     if ckpt.kind not in ("conv", "tree"):
         raise ConfigError(f"{init}: a {ckpt.kind} model cannot start a run: train starts from a conv or tree run")
