@@ -29,6 +29,12 @@ def test_lengths_are_gathered_into_groups_of_at_least_min_group_names():
     assert build_table(STAT, LENGTHS, min_group=100).starts == (1,)  # fewer names than a group: one group
 
 
+@pytest.mark.parametrize("starts,labels", [
+    ((1,), ["every length"]), ((2, 5), ["up to 4", "5 and up"]), ((2, 5, 6, 8, 12), ["up to 4", "5", "6-7", "8-11", "12 and up"])])
+def test_a_tables_groups_are_said_by_their_lengths(starts, labels):
+    assert ReferenceTable(starts, tuple(np.array([1.0]) for _ in starts), 10).group_labels() == labels
+
+
 def test_a_percentile_is_the_share_of_the_groups_reference_names_below():
     table = build_table(STAT, LENGTHS, min_group=3)
     got = table.percentile([0.5, 0.05, 1.0, 3.5, 7.0, 0.5, 0.3], [1, 1, 1, 3, 10, 0, 2])

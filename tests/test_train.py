@@ -581,6 +581,25 @@ def test_metrics_name_the_precision_that_ran(precision, small_names, tmp_path):
     assert lines[-1].endswith(f"; cpu, {ran}, 1 thread)") and metrics["torch_threads"] == 1
 
 
+@pytest.mark.parametrize("names,groups", [(1000, ["every length"]), (8000, ["up to 5", "6", "7 and up"])])
+def test_a_run_says_what_its_percentile_table_is_made_of(names, groups, tmp_path):
+    """Above the closing line, and in metrics.json: the dev names and the length groups they make (a
+    group needs 200 names: 100 dev names make one table for every length)."""
+    from helpers import quick
+    from wavenet_conv.data import load_names
+
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(load_names(BUNDLED_NAMES)[:names]) + "\n")
+    lines = []
+    train(ModelConfig(n_embd=4, n_hidden=8), quick(steps=5, checkpoint_every=0), path, out=tmp_path / "r",
+          log=lines.append, progress=False)
+    said = ("one table for every length (a length group needs 200)" if len(groups) == 1
+            else f"{len(groups)} length groups ({', '.join(groups)})")
+    assert lines[-2] == f"percentiles: {names // 10:,} dev names, {said}"
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["percentiles"] == {"names": names // 10,
+                                                                                       "length_groups": groups}
+
+
 @pytest.mark.parametrize("n_dev,keep_best,notes", [(100, False, 1), (399, False, 1), (400, False, 0), (3247, False, 0),
                                                   (5, True, 2), (100, True, 2), (399, True, 2), (400, True, 0)])
 def test_small_data_is_said_before_training(n_dev, keep_best, notes):

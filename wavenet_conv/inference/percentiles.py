@@ -114,6 +114,14 @@ class ReferenceTable:
                 out[above] = tail.percentile(stat[above])
         return out
 
+    def group_labels(self) -> list[str]:
+        """Each group's name lengths in words: "up to 4", "5", "6-7", "12 and up"; one group: "every length"."""
+        if len(self.starts) == 1:
+            return ["every length"]
+        ends = [start - 1 for start in self.starts[1:]]
+        middle = [str(a) if a == b else f"{a}-{b}" for a, b in zip(self.starts[1:-1], ends[1:])]
+        return [f"up to {ends[0]}", *middle, f"{self.starts[-1]} and up"]
+
     @cached_property
     def tails(self) -> tuple[Tail | None, ...]:
         """Each group's ``Tail`` (None for a group too small to fit one), fitted once from ``values``."""

@@ -652,6 +652,9 @@ def finish(run: Run, log) -> TrainResult:
         log(f"kept the weights of step {kept_step:,}, the lowest val loss (keep_best)"
             + (": the last step's" if kept_step == run.step else f"; step {run.step:,}'s stay in the checkpoint, to go on from"
                if run.run_dir is not None else f"; those of step {run.step:,} go"))
+    if reference is not None:
+        metrics["percentiles"] = {"names": reference.names, "length_groups": reference.group_labels()}
+        log(table_line(reference))
     log(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}"
         + (f"  test {metrics['test_loss']:.4f}" if metrics["test_loss"] is not None else "")
         + f"  ({run.train_seconds:.1f} s training, {metrics['ms_per_step']:.2f} ms/step; "
@@ -664,6 +667,13 @@ def finish(run: Run, log) -> TrainResult:
         if not plot_losses(run.losses.cpu(), block, metrics["val_loss"], run.run_dir / "loss.png"):
             log(f"matplotlib is not installed: skipping loss.png ({install_hint('plot')})")
     return TrainResult(model, run.vocab, metrics, run.run_dir, train_words, tc)
+
+
+def table_line(reference) -> str:
+    """What the run's percentile table is made of: its dev names and their length groups."""
+    groups = reference.group_labels()
+    return (f"percentiles: {reference.names:,} dev names, " + (f"{len(groups)} length groups ({', '.join(groups)})"
+            if len(groups) > 1 else f"one table for every length (a length group needs {MIN_GROUP})"))
 
 
 def precision_name(dtype: torch.dtype) -> str:
