@@ -194,6 +194,15 @@ def test_a_lone_path_is_the_run_when_it_is_one(places, given, engine, expected):
     assert run_and_file(*map(fill, given), engine) == tuple(map(fill, expected))
 
 
+def test_a_lone_bundled_is_the_bundled_model_unless_a_file_has_that_name(bundled, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_and_file("bundled", None) == ("bundled", "-")
+    code, out, _ = run_main(["score", "bundled", "--format", "tsv"], monkeypatch, capsys, stdin="emma\n")
+    assert code == 0 and out.splitlines()[1].split("\t")[1] == "emma"
+    (tmp_path / "bundled").write_text("ava\n")  # a names file of that name: FILE, as before
+    assert run_and_file("bundled", None) == (None, "bundled")
+
+
 @pytest.mark.parametrize("path,message", [
     ("{d}/missing.txt", "{d}/missing.txt: no such file, run folder or checkpoint"),
     ("{d}/empty", "{d}/empty: a folder without checkpoint.pt: neither a run folder nor a names file"),

@@ -198,7 +198,7 @@ def add_score(sub, common) -> None:
                                    "run saved before 1.1 has none and refuses it); blank lines are skipped. A closing line on stderr counts what was scored and "
                                    "skipped.")
     s.add_argument("run", nargs="?", metavar="RUN", help=f"a run folder, a checkpoint file or 'bundled' (the default: {BUNDLED_HELP}); "
-                   "given one path, it is RUN when it is a run folder or a checkpoint file, else FILE")
+                   "given one path, it is RUN when it is a run folder, a checkpoint file or 'bundled' (no file of that name here), else FILE")
     s.add_argument("file", nargs="?", metavar="FILE|-", help="names, one per line ('-' or none: stdin); "
                    "with --engine ray also a folder, a glob, a URI, or Parquet")
     s.add_argument("--format", choices=FORMATS, default="table",
