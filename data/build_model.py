@@ -6,9 +6,10 @@
 The model is the library's own ``small`` recipe (the lecture's model with the characters of names from
 many countries and one token more, for characters it never saw; distilled from two ``wide``
 teachers), trained on the CPU with one thread on the names of data/world.tsv (data/build_world.py),
-with the lecture's split (seed 42), case and accents folded, 6,000 steps after teachers of 4,000: the
-same as ``wavenet-conv train --data data/world.tsv --column name --recipe small --steps 6000 --normalize
-both --unknown-rate 0.02 --device cpu --threads 1`` with teachers of 4,000 steps.
+with the lecture's split (seed 42), case and accents folded, 6,000 steps after teachers of 4,000: as
+``wavenet-conv train --data data/world.tsv --column name --recipe small --steps 6000 --normalize both
+--unknown-rate 0.02 --device cpu --threads 1`` would, but that its teachers would train for the recipe's
+20 epochs (``recipe_teachers(..., steps=4000)`` gives them the 4,000 steps; no option of the command does).
 The percentiles' reference table is made of the dev split's names that are not training names. The run
 goes to runs/bundled-small (ignored by git); run again, an interrupted build goes on where it stopped
 and a finished one is only packaged again. ``--out DIR`` trains elsewhere.

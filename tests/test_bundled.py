@@ -26,7 +26,7 @@ from wavenet_conv.data import lecture_split, sha256_file
 from wavenet_conv.device import cpu_name
 from wavenet_conv.inference.percentiles import ReferenceTable
 from wavenet_conv.inference.sampling import MAX_LEN
-from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD, bundled_model
+from wavenet_conv.paths import BUNDLED_MODEL, BUNDLED_RECORD, bundled_model, run_path
 from wavenet_conv.store.checkpoint import Checkpoint, is_run_path
 from wavenet_conv.training.source import read_data
 sys.path.insert(0, os.path.join(ROOT, "data"))
@@ -201,6 +201,7 @@ def test_a_lone_bundled_is_the_bundled_model_unless_a_file_has_that_name(bundled
     assert code == 0 and out.splitlines()[1].split("\t")[1] == "emma"
     (tmp_path / "bundled").write_text("ava\n")  # a names file of that name: FILE, as before
     assert run_and_file("bundled", None) == (None, "bundled")
+    assert run_path("bundled") == "bundled" and run_path(None) == bundled_model()  # a path of that name wins everywhere
 
 
 @pytest.mark.parametrize("path,message", [

@@ -593,7 +593,7 @@ def test_a_run_says_what_its_percentile_table_is_made_of(names, groups, tmp_path
     lines = []
     train(ModelConfig(n_embd=4, n_hidden=8), quick(steps=5, checkpoint_every=0), path, out=tmp_path / "r",
           log=lines.append, progress=False)
-    said = ("one table for every length (a length group needs 200)" if len(groups) == 1
+    said = ("one table for every length (two length groups need 400 names)" if len(groups) == 1
             else f"{len(groups)} length groups ({', '.join(groups)})")
     assert lines[-2] == f"percentiles: {names // 10:,} dev names, {said}"
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["percentiles"] == {"names": names // 10,
@@ -761,8 +761,8 @@ def test_a_run_in_epochs_resumes_bit_for_bit_and_goes_on_in_epochs(small_names, 
 def test_recipes_but_the_lecture_s_are_sized_by_the_file(name, steps, teacher_steps):
     """Every recipe but the lecture's in epochs: on the lecture's 25,626 training names about the steps
     measured before (small 6,000, wide and best 4,000, best's teachers 2,500, gpu 400); a file of 2,000
-    training names gets as many passes in fewer steps. Steps given replace a recipe's epochs, and its
-    teachers' (train --steps, recipe_teachers(steps=...))."""
+    training names gets as many passes in fewer steps. Steps given replace a recipe's epochs (train
+    --steps, the student's), and its teachers' (recipe_teachers(steps=...))."""
     tc, teachers = recipe(name), recipe_teachers(name)
     assert sized(tc, 25_626).steps == steps and (tc.epochs is None) == (name == "lecture")
     assert [sized(t, 25_626).steps for _, t in teachers] == ([teacher_steps] * 2 if teacher_steps else [])

@@ -30,6 +30,6 @@ def bundled_model() -> str:
 
 
 def run_path(run) -> str | os.PathLike:
-    """A run folder or checkpoint asked for: ``run`` itself, or the bundled model's path for None or
-    ``BUNDLED``."""
-    return bundled_model() if run is None or os.fspath(run) == BUNDLED else run
+    """A run folder or checkpoint asked for: ``run`` itself, or the bundled model's path for None, or
+    for ``BUNDLED`` where no file or folder of that name is (a run of yours called bundled wins)."""
+    return bundled_model() if run is None or (os.fspath(run) == BUNDLED and not os.path.exists(run)) else run

@@ -24,7 +24,7 @@ from ..store.checkpoint import CHECKPOINT_NAME, Checkpoint
 from ..store.runfolder import LEFTOVER, LOCK_NAME, PLAN_NAME, RunFolder
 from ..validate import paths
 from .source import read_data
-from .train import CHANGEABLE_ON_RESUME, TrainResult, resumed_config, train
+from .train import CHANGEABLE_ON_RESUME, TrainResult, length_of, resumed_config, train
 
 TEACHER_PREFIX = "teacher-"
 PLAN_FORMAT = "wavenet_conv.recipe"
@@ -126,7 +126,9 @@ def train_recipe(model_config: ModelConfig, config: TrainConfig, teachers: list[
     words, _, data_info = read_data(data, column=config.column)
     check_split(words, data_info)
     text = {f: getattr(config, f) for f in TEXT_FIELDS}
-    plan = Plan(model_config, config, [(m, replace(t, **text)) for m, t in teachers], data_info)
+    # each teacher's length in steps, as its run records it: a stopped or finished teacher is then
+    # told apart from another run by its settings alone
+    plan = Plan(model_config, config, [(m, length_of(replace(t, **text), words)) for m, t in teachers], data_info)
     check_plan(plan)
     return run_plan(plan, RunFolder(out, force=force), progress, log)
 

@@ -673,7 +673,7 @@ def table_line(reference) -> str:
     """What the run's percentile table is made of: its dev names and their length groups."""
     groups = reference.group_labels()
     return (f"percentiles: {reference.names:,} dev names, " + (f"{len(groups)} length groups ({', '.join(groups)})"
-            if len(groups) > 1 else f"one table for every length (a length group needs {MIN_GROUP})"))
+            if len(groups) > 1 else f"one table for every length (two length groups need {2 * MIN_GROUP} names)"))
 
 
 def precision_name(dtype: torch.dtype) -> str:
