@@ -27,7 +27,7 @@ from ..errors import ArgumentError, ConfigError, DataError
 from ..inference.export import export_onnx
 from .output import Meter, Top, closing_count, count, format_rows, header, sample_lines
 from .parser import MODEL_OPTIONS, PROG, RAY_OPTIONS, TRAIN_OPTIONS, flag, given, our_words
-from ..paths import BUNDLED, bundled_names
+from ..paths import bundled_names, run_path
 from ..cluster.counts import Counts
 from ..cluster.job import import_ray, score_files  # Ray itself is imported only by a job on it
 from ..cluster.scorer import BatchScorer
@@ -147,7 +147,7 @@ def run_and_file(run: str | None, file: str | None, engine: str = "local") -> tu
     (with ``engine`` ray it may be a glob or URI, which ``score_files`` checks)."""
     if file is not None or run == "":  # "": load_model's error
         return run, "-" if file is None else file
-    if run is None or is_run_path(run) or (run == BUNDLED and not os.path.exists(run)):
+    if run is None or is_run_path(run_path(run)):  # "bundled" too, where no file has that name
         return run, "-"
     if engine == "local" and run != "-":
         if not os.path.exists(run):
